@@ -1,0 +1,495 @@
+//! Streaming Variance of Gradients.
+//!
+//! For one batch of examples, gradients arrive one checkpoint at a time. Each input element keeps a
+//! running mean and sum of squared deviations (Welford's update, in `f64`), so no gradient is held
+//! after it has been folded in. Windows that share checkpoints share the work: the checkpoint axis
+//! is cut into elementary segments at every window boundary, each checkpoint updates exactly one
+//! segment, and a window's statistics are merged from its segments at the end (Chan et al.'s
+//! pairwise combination).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, Window};
+
+/// How colour (multi-channel) gradients are reduced before the variance is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelReduce {
+    /// Average over the channel axis of `[C, H, W]` examples (the paper's choice for images).
+    #[default]
+    Mean,
+    /// Keep every element as it is.
+    None,
+}
+
+impl ChannelReduce {
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelReduce::Mean => "mean",
+            ChannelReduce::None => "none",
+        }
+    }
+
+    /// Channel count and elements per channel when this reduction applies to examples of
+    /// `row_shape`: only channel-first `[C, H, W]` examples with `C > 1` are averaged.
+    pub fn plan(self, row_shape: &[usize]) -> Option<(usize, usize)> {
+        match (self, row_shape) {
+            (ChannelReduce::Mean, &[c, h, w]) if c > 1 => Some((c, h * w)),
+            _ => None,
+        }
+    }
+
+    /// Shape of the per-element statistics (the VoG map) for examples of `row_shape`.
+    pub fn reduced_shape(self, row_shape: &[usize]) -> Vec<usize> {
+        match self.plan(row_shape) {
+            Some(_) => row_shape[1..].to_vec(),
+            None => row_shape.to_vec(),
+        }
+    }
+}
+
+/// Running statistics of one value: count, mean and sum of squared deviations.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    /// Number of values seen.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Moments {
+    /// Folds in one value (Welford).
+    pub fn push(&mut self, x: f64) {
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// Combines two disjoint sets of values (Chan et al.).
+    pub fn merge(self, other: Moments) -> Moments {
+        if self.count == 0 {
+            return other;
+        }
+        if other.count == 0 {
+            return self;
+        }
+        let count = self.count + other.count;
+        let delta = other.mean - self.mean;
+        let (na, nb, n) = (self.count as f64, other.count as f64, count as f64);
+        Moments {
+            count,
+            mean: self.mean + delta * nb / n,
+            m2: self.m2 + other.m2 + delta * delta * na * nb / n,
+        }
+    }
+
+    /// Population variance (divides by the count); 0 for an empty set.
+    pub fn variance(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.m2 / self.count as f64).max(0.0)
+        }
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        self.variance().sqrt()
+    }
+}
+
+/// VoG statistics for one batch of examples across all checkpoints and windows.
+///
+/// ```
+/// use vog_core::{ChannelReduce, VogAccumulator, Window};
+///
+/// // Two checkpoints, one example of two elements: gradients (1, 4) then (3, 4).
+/// let windows = vec![Window { name: "all".into(), start: 0, end: 2 }];
+/// let mut acc = VogAccumulator::new(&[2], &windows, 2, ChannelReduce::Mean)?;
+/// acc.reset(1);
+/// acc.add(0, &[1.0, 4.0])?;
+/// acc.add(1, &[3.0, 4.0])?;
+/// // Population std per element: (1, 0); VoG is their mean.
+/// assert_eq!(acc.scores()?, vec![0.5]);
+/// # Ok::<(), vog_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct VogAccumulator {
+    row_len: usize,
+    channels: Option<(usize, usize)>,
+    elems: usize,
+    num_checkpoints: usize,
+    segment_of: Vec<usize>,
+    /// Segment ids making up each window.
+    window_segments: Vec<Vec<usize>>,
+    num_segments: usize,
+    rows: usize,
+    seen: Vec<bool>,
+    /// Per segment: checkpoints folded in so far.
+    counts: Vec<u64>,
+    /// `[segment][row][elem]`.
+    mean: Vec<f64>,
+    /// `[segment][row][elem]`.
+    m2: Vec<f64>,
+    scratch: Vec<f64>,
+}
+
+impl VogAccumulator {
+    /// Prepares statistics for examples of `row_shape`, `num_checkpoints` checkpoints and the
+    /// given windows (positions in training order).
+    pub fn new(
+        row_shape: &[usize],
+        windows: &[Window],
+        num_checkpoints: usize,
+        reduce: ChannelReduce,
+    ) -> Result<Self> {
+        if num_checkpoints < 2 {
+            return Err(Error::Invalid(format!(
+                "VoG needs at least 2 checkpoints, got {num_checkpoints}"
+            )));
+        }
+        if windows.is_empty() {
+            return Err(Error::Invalid("no window to score".into()));
+        }
+        for w in windows {
+            if w.end > num_checkpoints || w.len() < 2 {
+                return Err(Error::Invalid(format!(
+                    "window `{}` = [{}, {}) does not fit {num_checkpoints} checkpoints",
+                    w.name, w.start, w.end
+                )));
+            }
+        }
+        // Cut the checkpoint axis at every window boundary.
+        let mut cuts: Vec<usize> = windows.iter().flat_map(|w| [w.start, w.end]).collect();
+        cuts.extend([0, num_checkpoints]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut segment_of = vec![0; num_checkpoints];
+        for (seg, pair) in cuts.windows(2).enumerate() {
+            for s in &mut segment_of[pair[0]..pair[1]] {
+                *s = seg;
+            }
+        }
+        let num_segments = cuts.len() - 1;
+        let window_segments = windows
+            .iter()
+            .map(|w| {
+                let mut segs: Vec<usize> = segment_of[w.start..w.end].to_vec();
+                segs.dedup();
+                segs
+            })
+            .collect();
+        let row_len = row_shape.iter().product();
+        let channels = reduce.plan(row_shape);
+        let elems = channels.map_or(row_len, |(_, hw)| hw);
+        Ok(VogAccumulator {
+            row_len,
+            channels,
+            elems,
+            num_checkpoints,
+            segment_of,
+            window_segments,
+            num_segments,
+            rows: 0,
+            seen: vec![false; num_checkpoints],
+            counts: vec![0; num_segments],
+            mean: Vec::new(),
+            m2: Vec::new(),
+            scratch: vec![0.0; elems],
+        })
+    }
+
+    /// Number of elements per example after channel reduction (the VoG map size).
+    pub fn elements(&self) -> usize {
+        self.elems
+    }
+
+    /// Number of windows scored.
+    pub fn num_windows(&self) -> usize {
+        self.window_segments.len()
+    }
+
+    /// Starts a new batch of `rows` examples, reusing the buffers.
+    pub fn reset(&mut self, rows: usize) {
+        self.rows = rows;
+        let n = self.num_segments * rows * self.elems;
+        self.mean.clear();
+        self.mean.resize(n, 0.0);
+        self.m2.clear();
+        self.m2.resize(n, 0.0);
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.seen.iter_mut().for_each(|s| *s = false);
+    }
+
+    /// Folds in the gradients of checkpoint `checkpoint` (its position in training order) for the
+    /// whole batch: `rows × row_len` values, row-major. Each checkpoint is added once per batch.
+    pub fn add(&mut self, checkpoint: usize, gradient: &[f32]) -> Result<()> {
+        if checkpoint >= self.num_checkpoints {
+            return Err(Error::Invalid(format!(
+                "checkpoint position {checkpoint} out of range ({} checkpoints)",
+                self.num_checkpoints
+            )));
+        }
+        if self.seen[checkpoint] {
+            return Err(Error::Invalid(format!(
+                "checkpoint {checkpoint} added twice to one batch"
+            )));
+        }
+        if gradient.len() != self.rows * self.row_len {
+            return Err(Error::Shape(format!(
+                "gradient has {} values, expected {} rows × {} elements",
+                gradient.len(),
+                self.rows,
+                self.row_len
+            )));
+        }
+        self.seen[checkpoint] = true;
+        let seg = self.segment_of[checkpoint];
+        self.counts[seg] += 1;
+        let n = self.counts[seg] as f64;
+        let base = seg * self.rows * self.elems;
+        for row in 0..self.rows {
+            let g = &gradient[row * self.row_len..(row + 1) * self.row_len];
+            let at = base + row * self.elems;
+            let mean = &mut self.mean[at..at + self.elems];
+            let m2 = &mut self.m2[at..at + self.elems];
+            match self.channels {
+                None => welford(mean, m2, g.iter().map(|&v| f64::from(v)), n),
+                Some((c, hw)) => {
+                    let acc = &mut self.scratch;
+                    acc.iter_mut().for_each(|a| *a = 0.0);
+                    for ch in g.chunks_exact(hw).take(c) {
+                        for (a, &v) in acc.iter_mut().zip(ch) {
+                            *a += f64::from(v);
+                        }
+                    }
+                    let inv = 1.0 / c as f64;
+                    welford(mean, m2, acc.iter().map(|&a| a * inv), n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_complete(&self) -> Result<()> {
+        match self.seen.iter().position(|s| !s) {
+            None => Ok(()),
+            Some(k) => Err(Error::Invalid(format!(
+                "checkpoint {k} was not added to this batch"
+            ))),
+        }
+    }
+
+    fn window_moments(&self, window: usize, row: usize, elem: usize) -> Moments {
+        self.window_segments[window]
+            .iter()
+            .map(|&seg| {
+                let i = (seg * self.rows + row) * self.elems + elem;
+                Moments {
+                    count: self.counts[seg],
+                    mean: self.mean[i],
+                    m2: self.m2[i],
+                }
+            })
+            .fold(Moments::default(), Moments::merge)
+    }
+
+    /// VoG of every example in every window, row-major `[row][window]`: the mean over elements of
+    /// the population standard deviation across the window's checkpoints.
+    pub fn scores(&self) -> Result<Vec<f64>> {
+        self.check_complete()?;
+        let w = self.num_windows();
+        let mut out = vec![0.0; self.rows * w];
+        for win in 0..w {
+            let single = self.window_segments[win].len() == 1;
+            for row in 0..self.rows {
+                let sum: f64 = if single {
+                    let seg = self.window_segments[win][0];
+                    let n = self.counts[seg] as f64;
+                    let at = (seg * self.rows + row) * self.elems;
+                    self.m2[at..at + self.elems]
+                        .iter()
+                        .map(|m2| (m2 / n).max(0.0).sqrt())
+                        .sum()
+                } else {
+                    (0..self.elems)
+                        .map(|e| self.window_moments(win, row, e).std())
+                        .sum()
+                };
+                out[row * w + win] = sum / self.elems as f64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The per-element standard deviation (before averaging) of one example in one window: the
+    /// VoG map, with channels reduced as configured.
+    pub fn vog_map(&self, row: usize, window: usize) -> Result<Vec<f64>> {
+        self.check_complete()?;
+        if row >= self.rows || window >= self.num_windows() {
+            return Err(Error::Invalid(format!(
+                "no row {row} / window {window} in this batch"
+            )));
+        }
+        Ok((0..self.elems)
+            .map(|e| self.window_moments(window, row, e).std())
+            .collect())
+    }
+}
+
+#[inline]
+fn welford(mean: &mut [f64], m2: &mut [f64], values: impl Iterator<Item = f64>, n: f64) {
+    let inv = 1.0 / n;
+    for ((m, s), x) in mean.iter_mut().zip(m2.iter_mut()).zip(values) {
+        let delta = x - *m;
+        *m += delta * inv;
+        *s += delta * (x - *m);
+    }
+}
+
+/// The textbook two-pass formula, for tests: `grads[k][i]` is element `i` at checkpoint `k`.
+#[cfg(test)]
+pub(crate) fn reference_vog(grads: &[Vec<f64>]) -> f64 {
+    let k = grads.len() as f64;
+    let d = grads[0].len();
+    (0..d)
+        .map(|i| {
+            let mu = grads.iter().map(|g| g[i]).sum::<f64>() / k;
+            (grads.iter().map(|g| (g[i] - mu).powi(2)).sum::<f64>() / k).sqrt()
+        })
+        .sum::<f64>()
+        / d as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values (no dev-dependency needed).
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    fn window(name: &str, start: usize, end: usize) -> Window {
+        Window {
+            name: name.into(),
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn moments_merge_equals_sequential() {
+        let xs = [1.0, 5.0, -2.0, 3.5, 8.0, 0.25, 4.0];
+        let mut all = Moments::default();
+        xs.iter().for_each(|&x| all.push(x));
+        let (mut a, mut b) = (Moments::default(), Moments::default());
+        xs[..3].iter().for_each(|&x| a.push(x));
+        xs[3..].iter().for_each(|&x| b.push(x));
+        let merged = a.merge(b);
+        assert_eq!(merged.count, all.count);
+        assert!((merged.mean - all.mean).abs() < 1e-12);
+        assert!((merged.m2 - all.m2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn windows_match_two_pass_formula_with_channel_mean() {
+        let (rows, k, shape) = (3usize, 7usize, [3usize, 2, 2]);
+        let windows = vec![
+            window("all", 0, 7),
+            window("early", 0, 3),
+            window("middle", 3, 5),
+            window("late", 5, 7),
+            window("odd", 2, 6),
+        ];
+        let mut acc = VogAccumulator::new(&shape, &windows, k, ChannelReduce::Mean).unwrap();
+        acc.reset(rows);
+        let mut seed = 7u64;
+        let grads: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..rows * 12).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        // Checkpoints may arrive in any order.
+        for &c in &[6, 0, 1, 2, 3, 4, 5] {
+            acc.add(c, &grads[c]).unwrap();
+        }
+        let scores = acc.scores().unwrap();
+        for row in 0..rows {
+            for (wi, w) in windows.iter().enumerate() {
+                let per_ckpt: Vec<Vec<f64>> = (w.start..w.end)
+                    .map(|c| {
+                        let g = &grads[c][row * 12..(row + 1) * 12];
+                        (0..4)
+                            .map(|p| (0..3).map(|ch| f64::from(g[ch * 4 + p])).sum::<f64>() / 3.0)
+                            .collect()
+                    })
+                    .collect();
+                let expected = reference_vog(&per_ckpt);
+                let got = scores[row * windows.len() + wi];
+                assert!(
+                    (got - expected).abs() < 1e-12,
+                    "row {row} {}: {got} vs {expected}",
+                    w.name
+                );
+            }
+        }
+        assert_eq!(acc.vog_map(1, 0).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn channel_mean_can_be_disabled() {
+        let windows = vec![window("all", 0, 2)];
+        let mut acc = VogAccumulator::new(&[2, 1, 1], &windows, 2, ChannelReduce::None).unwrap();
+        acc.reset(1);
+        acc.add(0, &[1.0, -1.0]).unwrap();
+        acc.add(1, &[-1.0, 1.0]).unwrap();
+        // Per channel std = 1 each; averaging channels first would give 0.
+        assert_eq!(acc.scores().unwrap(), vec![1.0]);
+        let mut mean = VogAccumulator::new(&[2, 1, 1], &windows, 2, ChannelReduce::Mean).unwrap();
+        mean.reset(1);
+        mean.add(0, &[1.0, -1.0]).unwrap();
+        mean.add(1, &[-1.0, 1.0]).unwrap();
+        assert_eq!(mean.scores().unwrap(), vec![0.0]);
+    }
+
+    #[test]
+    fn missing_or_repeated_checkpoints_are_errors() {
+        let windows = vec![window("all", 0, 3)];
+        let mut acc = VogAccumulator::new(&[1], &windows, 3, ChannelReduce::Mean).unwrap();
+        acc.reset(1);
+        acc.add(0, &[1.0]).unwrap();
+        assert!(acc.add(0, &[1.0]).is_err());
+        acc.add(2, &[1.0]).unwrap();
+        assert!(acc.scores().is_err());
+        assert!(acc.add(1, &[1.0, 2.0]).is_err());
+    }
+
+    #[test]
+    fn large_offset_does_not_cancel() {
+        // Gradients with a large common offset and a tiny spread: naive sum-of-squares in f32
+        // would lose the spread entirely.
+        let windows = vec![window("all", 0, 4)];
+        let mut acc = VogAccumulator::new(&[1], &windows, 4, ChannelReduce::Mean).unwrap();
+        acc.reset(1);
+        for (c, v) in [1000.0f32, 1000.001, 999.999, 1000.0].iter().enumerate() {
+            acc.add(c, &[*v]).unwrap();
+        }
+        let expected = reference_vog(&[
+            vec![1000.0f32 as f64],
+            vec![1000.001f32 as f64],
+            vec![999.999f32 as f64],
+            vec![1000.0f32 as f64],
+        ]);
+        let got = acc.scores().unwrap()[0];
+        assert!(
+            (got - expected).abs() / expected < 1e-9,
+            "{got} vs {expected}"
+        );
+    }
+}
