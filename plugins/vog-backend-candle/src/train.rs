@@ -1,0 +1,191 @@
+//! A small, deterministic MLP trainer (candle autograd, Adam), used by `vog demo` and the
+//! experiments to produce real training checkpoints without any framework outside Rust.
+//!
+//! Checkpoints are written with PyTorch `nn.Sequential` names (`0.weight`, `0.bias`, `2.weight`,
+//! …), so the MLP architecture of [`crate::CandleBackend`] loads them directly.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use vog_core::{Error, Result};
+
+use crate::Activation;
+
+/// Settings of a training run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Layer widths, input first, classes last: `[2, 16, 2]`.
+    pub sizes: Vec<usize>,
+    /// Activation between linear layers.
+    pub activation: Activation,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+}
+
+/// An MLP being trained.
+pub struct MlpTrainer {
+    config: TrainConfig,
+    weights: Vec<(Var, Var)>,
+    device: Device,
+}
+
+fn err(e: candle_core::Error) -> Error {
+    Error::backend("candle", e)
+}
+
+/// splitmix64: a tiny deterministic generator, so runs are identical everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl MlpTrainer {
+    /// Initialises weights like PyTorch's `nn.Linear` (uniform ±1/√fan_in).
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        if config.sizes.len() < 2 {
+            return Err(Error::Invalid(
+                "an MLP needs at least input and output sizes".into(),
+            ));
+        }
+        let device = Device::Cpu;
+        let mut rng = Rng(config.seed);
+        let mut weights = Vec::new();
+        for pair in config.sizes.windows(2) {
+            let (fan_in, fan_out) = (pair[0], pair[1]);
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let mut draw = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+                    .collect()
+            };
+            let w = Tensor::from_vec(draw(fan_in * fan_out), (fan_out, fan_in), &device)
+                .map_err(err)?;
+            let b = Tensor::from_vec(draw(fan_out), fan_out, &device).map_err(err)?;
+            weights.push((
+                Var::from_tensor(&w).map_err(err)?,
+                Var::from_tensor(&b).map_err(err)?,
+            ));
+        }
+        Ok(MlpTrainer {
+            config,
+            weights,
+            device,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for (i, (w, b)) in self.weights.iter().enumerate() {
+            if i > 0 {
+                h = match self.config.activation {
+                    Activation::Relu => h.relu()?,
+                    Activation::Tanh => h.tanh()?,
+                    Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
+                    Activation::Gelu => h.gelu_erf()?,
+                    Activation::Identity => h,
+                };
+            }
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
+        }
+        Ok(h)
+    }
+
+    /// Trains for `config.epochs` epochs on `x` (`[n, sizes[0]]`, row-major) and labels `y`,
+    /// calling `after_epoch(epoch, trainer, mean_loss)` after each (epochs count from 1).
+    pub fn fit(
+        &mut self,
+        x: &[f32],
+        y: &[u32],
+        mut after_epoch: impl FnMut(usize, &MlpTrainer, f64) -> Result<()>,
+    ) -> Result<()> {
+        let d = self.config.sizes[0];
+        let n = y.len();
+        if x.len() != n * d {
+            return Err(Error::Shape(format!(
+                "{} values for {n} rows of {d} features",
+                x.len()
+            )));
+        }
+        let vars: Vec<Var> = self
+            .weights
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect();
+        let params = ParamsAdamW {
+            lr: self.config.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(vars, params).map_err(err)?;
+        let mut rng = Rng(self.config.seed ^ 0x5eed);
+        let mut order: Vec<usize> = (0..n).collect();
+        for epoch in 1..=self.config.epochs {
+            for i in (1..n).rev() {
+                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            let mut total = 0.0;
+            for chunk in order.chunks(self.config.batch_size.max(1)) {
+                let xb: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+                    .collect();
+                let yb: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
+                let xb = Tensor::from_vec(xb, (chunk.len(), d), &self.device).map_err(err)?;
+                let yb = Tensor::from_vec(yb, chunk.len(), &self.device).map_err(err)?;
+                let logits = self.forward(&xb).map_err(err)?;
+                let loss = candle_nn::loss::cross_entropy(&logits, &yb).map_err(err)?;
+                opt.backward_step(&loss).map_err(err)?;
+                total += f64::from(loss.to_scalar::<f32>().map_err(err)?) * chunk.len() as f64;
+            }
+            after_epoch(epoch, self, total / n as f64)?;
+        }
+        Ok(())
+    }
+
+    /// Logits for `x`, `[n, classes]` row-major.
+    pub fn predict(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let d = self.config.sizes[0];
+        let t = Tensor::from_slice(x, (x.len() / d, d), &self.device).map_err(err)?;
+        self.forward(&t)
+            .and_then(|l| l.flatten_all()?.to_vec1())
+            .map_err(err)
+    }
+
+    /// Writes the current weights as a safetensors `state_dict` with `nn.Sequential` names.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (i, (w, b)) in self.weights.iter().enumerate() {
+            // Linear layers sit at even indices, activations in between: 0, 2, 4, …
+            let idx = 2 * i;
+            tensors.insert(
+                format!("{idx}.weight"),
+                w.as_tensor().to_dtype(DType::F32).map_err(err)?,
+            );
+            tensors.insert(
+                format!("{idx}.bias"),
+                b.as_tensor().to_dtype(DType::F32).map_err(err)?,
+            );
+        }
+        candle_core::safetensors::save(&tensors, path).map_err(|e| Error::checkpoint(path, e))
+    }
+}
