@@ -1,1 +1,35 @@
-//! x
+//! The **vog** scoring engine.
+//!
+//! [`score`] runs a whole scoring job from a [`Config`]: it finds and orders the checkpoints,
+//! opens the data, streams batches through every checkpoint with a
+//! [`GradientBackend`](vog_core::GradientBackend) (or reads stored gradients), folds each gradient
+//! into the running VoG statistics, feeds per-checkpoint logits to the reducers, and
+//! class-normalizes at the end. [`write_results`] then writes the results directory atomically.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), vog_engine::Error> {
+//! use vog_engine::{score, write_results, Config, Silent};
+//!
+//! // Stored gradients need no backend; checkpoints take `Some(&backend)`.
+//! let config = Config::from_file("config/stored-gradients.toml".as_ref())?;
+//! let result = score(&config, None, &Silent)?;
+//! write_results(&result, &config.output)?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod discover;
+mod engine;
+mod error;
+mod output;
+pub mod stats;
+
+pub use config::{Config, LabelMode};
+pub use engine::{
+    now_rfc3339, score, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource,
+    Manifest, Progress, RunResult, ScoringSummary, Silent, Timings,
+};
+pub use error::{Error, Result};
+pub use output::{check_output_dir, write_results};

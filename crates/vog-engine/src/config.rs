@@ -1,0 +1,512 @@
+//! Run configuration: a versioned TOML file, every table closed to unknown keys, with defaults in
+//! one place and a `validate()` that names the offending field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vog_core::{ChannelReduce, Target, BUILTIN_WINDOWS};
+
+use crate::{Error, Result};
+
+/// The configuration format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A whole `vog score` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// The examples and what comes with them.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Training checkpoints, for scoring through a backend.
+    #[serde(default)]
+    pub checkpoints: CheckpointsConfig,
+    /// Stored gradients, instead of checkpoints and a backend.
+    #[serde(default)]
+    pub gradients: GradientsConfig,
+    /// Which backend computes gradients, and its options.
+    #[serde(default)]
+    pub backend: BackendConfig,
+    /// How VoG is computed.
+    #[serde(default)]
+    pub scoring: ScoringConfig,
+    /// Where and how results are written.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CONFIG_VERSION,
+            data: DataConfig::default(),
+            checkpoints: CheckpointsConfig::default(),
+            gradients: GradientsConfig::default(),
+            backend: BackendConfig::default(),
+            scoring: ScoringConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+/// `[data]`: examples, labels, ids and metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Examples: `.npy`, `.npz`, IDX (optionally `.gz`) or CSV.
+    pub path: Option<PathBuf>,
+    /// Format of `path` when its name does not tell (`npy`, `npz`, `idx`, `csv`).
+    pub format: Option<String>,
+    /// Array name inside an `.npz` file.
+    pub key: Option<String>,
+    /// Labels file (`.npy`, `.npz`, IDX, CSV, or `.txt` with one label per line).
+    pub labels: Option<PathBuf>,
+    /// Array name of the labels inside an `.npz` file.
+    pub labels_key: Option<String>,
+    /// CSV: the column holding labels (in `path`, or in `labels` when that is a CSV file).
+    pub label_column: Option<String>,
+    /// CSV: the column holding example ids.
+    pub id_column: Option<String>,
+    /// CSV: feature columns in order (default: all columns but the id and label columns).
+    pub features: Option<Vec<String>>,
+    /// Example ids, one per line (`.txt`) or in an `id` column (`.csv`).
+    pub ids: Option<PathBuf>,
+    /// Per-example metadata, CSV or JSON lines.
+    pub metadata: Option<PathBuf>,
+    /// Field of `metadata` holding the example id to join on; without it, join by row.
+    pub metadata_key: Option<String>,
+    /// Reshape each example to this shape before it reaches the model (`[1, 28, 28]`).
+    pub input_shape: Option<Vec<usize>>,
+    /// Multiply inputs by this first (`0.00392156862745098` = 1/255 for 8-bit images).
+    #[serde(default = "one_f64")]
+    pub scale: f64,
+    /// Then subtract this per channel (first axis of the example shape).
+    pub mean: Option<Vec<f64>>,
+    /// And divide by this per channel.
+    pub std: Option<Vec<f64>>,
+    /// Name of the split being scored (`train`, `test`), recorded with the results.
+    pub split: Option<String>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: None,
+            format: None,
+            key: None,
+            labels: None,
+            labels_key: None,
+            label_column: None,
+            id_column: None,
+            features: None,
+            ids: None,
+            metadata: None,
+            metadata_key: None,
+            input_shape: None,
+            scale: 1.0,
+            mean: None,
+            std: None,
+            split: None,
+        }
+    }
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+/// How checkpoints are put in training order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointOrder {
+    /// By the numbers in their paths (`epoch_2` before `epoch_10`).
+    #[default]
+    Name,
+    /// As listed.
+    Given,
+}
+
+/// `[checkpoints]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsConfig {
+    /// Files, directories (every checkpoint file inside) or glob patterns.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Ordering of the checkpoints.
+    #[serde(default)]
+    pub order: CheckpointOrder,
+}
+
+/// `[gradients]`: previously stored input gradients, one directory per checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GradientsConfig {
+    /// Directories or glob patterns; each directory holds one stacked `[N, …]` `.npy` or one
+    /// `.npy` per example (sorted by name, numbers compared by value).
+    #[serde(default)]
+    pub dirs: Vec<String>,
+    /// Ordering of the directories.
+    #[serde(default)]
+    pub order: CheckpointOrder,
+}
+
+/// `[backend]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Backend name (`candle`).
+    #[serde(default = "default_backend")]
+    pub name: String,
+    /// Examples per forward/backward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Options passed to the backend as they are; the backend validates them.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            name: default_backend(),
+            batch_size: default_batch(),
+            options: toml::Table::new(),
+        }
+    }
+}
+
+fn default_backend() -> String {
+    "candle".into()
+}
+fn default_batch() -> usize {
+    64
+}
+
+/// Which class's score is differentiated, per example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelMode {
+    /// `true` when the dataset has labels, else `predicted`.
+    #[default]
+    Auto,
+    /// The dataset's labels.
+    True,
+    /// The last checkpoint's argmax, held fixed across checkpoints (label-free, test-time mode).
+    Predicted,
+    /// Each checkpoint's own argmax.
+    PredictedEach,
+}
+
+impl LabelMode {
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelMode::Auto => "auto",
+            LabelMode::True => "true",
+            LabelMode::Predicted => "predicted",
+            LabelMode::PredictedEach => "predicted-each",
+        }
+    }
+}
+
+/// `[scoring]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Which label's score is differentiated.
+    #[serde(default)]
+    pub labels: LabelMode,
+    /// Pre-softmax logit (the paper) or softmax probability.
+    #[serde(default)]
+    pub target: Target,
+    /// Channel reduction for `[C, H, W]` examples.
+    #[serde(default)]
+    pub channels: ChannelReduce,
+    /// Windows to score: `all`, `early`, `middle`, `late` and names from `ranges`.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<String>,
+    /// Extra windows: name → `[start, end)` checkpoint positions (0-based, in training order).
+    #[serde(default)]
+    pub ranges: BTreeMap<String, [usize; 2]>,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            labels: LabelMode::default(),
+            target: Target::default(),
+            channels: ChannelReduce::default(),
+            windows: default_windows(),
+            ranges: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_windows() -> Vec<String> {
+    BUILTIN_WINDOWS.iter().map(|s| s.to_string()).collect()
+}
+
+/// Output file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// `scores.csv`.
+    Csv,
+    /// `scores.jsonl`.
+    Jsonl,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Results directory, relative to the working directory; written whole at the end of a
+    /// successful run, never partially.
+    #[serde(default = "default_out")]
+    pub dir: PathBuf,
+    /// Which score files to write.
+    #[serde(default = "default_formats")]
+    pub formats: Vec<OutputFormat>,
+    /// Replace an existing results directory.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: default_out(),
+            formats: default_formats(),
+            overwrite: false,
+        }
+    }
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("vog-results")
+}
+fn default_formats() -> Vec<OutputFormat> {
+    vec![OutputFormat::Csv, OutputFormat::Jsonl]
+}
+
+impl Config {
+    /// Parses a configuration, naming the file and the offending key on error. Relative input
+    /// paths in the file are taken relative to the file's directory (the output directory stays
+    /// relative to the working directory).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses configuration text (paths stay as written).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    format!(
+                        " (line {})",
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
+                .unwrap_or_default();
+            Error::Config(format!("invalid configuration{at}: {}", e.message()))
+        })?;
+        if config.version != CONFIG_VERSION {
+            return Err(Error::Config(format!(
+                "`version = {}` is not supported; this vog reads version {CONFIG_VERSION}",
+                config.version
+            )));
+        }
+        Ok(config)
+    }
+
+    /// Makes relative paths relative to `base` (the configuration file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let d = &mut self.data;
+        for p in [&mut d.path, &mut d.labels, &mut d.ids, &mut d.metadata]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        for s in self
+            .checkpoints
+            .paths
+            .iter_mut()
+            .chain(self.gradients.dirs.iter_mut())
+        {
+            if Path::new(s.as_str()).is_relative() {
+                *s = base.join(s.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
+
+    /// Checks values that parse but make no sense, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, msg: String| Err(Error::Config(format!("`{field}`: {msg}")));
+        let from_gradients = !self.gradients.dirs.is_empty();
+        if from_gradients && !self.checkpoints.paths.is_empty() {
+            return bad(
+                "gradients.dirs",
+                "give either checkpoints (scored through a backend) or stored gradients, not both"
+                    .into(),
+            );
+        }
+        if !from_gradients {
+            if self.checkpoints.paths.is_empty() {
+                return bad(
+                    "checkpoints.paths",
+                    "no checkpoints given (or use gradients.dirs)".into(),
+                );
+            }
+            if self.data.path.is_none() {
+                return bad("data.path", "no examples given".into());
+            }
+        }
+        if self.backend.batch_size == 0 {
+            return bad("backend.batch_size", "must be at least 1".into());
+        }
+        if !self.data.scale.is_finite() || self.data.scale == 0.0 {
+            return bad(
+                "data.scale",
+                format!("{} is not a usable scale", self.data.scale),
+            );
+        }
+        if let Some(std) = &self.data.std {
+            if std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+                return bad("data.std", "every value must be finite and non-zero".into());
+            }
+            if let Some(mean) = &self.data.mean {
+                if mean.len() != std.len() {
+                    return bad(
+                        "data.std",
+                        format!("{} values but data.mean has {}", std.len(), mean.len()),
+                    );
+                }
+            }
+        }
+        if let Some(shape) = &self.data.input_shape {
+            if shape.is_empty() || shape.contains(&0) {
+                return bad(
+                    "data.input_shape",
+                    format!("{shape:?} is not a valid shape"),
+                );
+            }
+        }
+        if let Some(f) = &self.data.format {
+            if vog_data::Format::from_name(f).is_none() {
+                return bad(
+                    "data.format",
+                    format!("unknown format `{f}`; use npy, npz, idx or csv"),
+                );
+            }
+        }
+        if self.scoring.windows.is_empty() {
+            return bad("scoring.windows", "name at least one window".into());
+        }
+        if self.output.formats.is_empty() {
+            return bad("output.formats", "name at least one of csv, jsonl".into());
+        }
+        if from_gradients
+            && matches!(
+                self.scoring.labels,
+                LabelMode::Predicted | LabelMode::PredictedEach
+            )
+        {
+            return bad(
+                "scoring.labels",
+                "stored gradients come without logits, so there are no predicted labels; use \
+                 `true` with data.labels, or `auto`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The backend options as TOML text, as handed to the backend.
+    pub fn backend_options_toml(&self) -> String {
+        toml::to_string(&self.backend.options).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(
+            "version = 1\n[data]\npath = \"x.npy\"\n[checkpoints]\npaths = [\"ck/*.safetensors\"]\n\
+             [backend.options]\narch = \"mlp\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.backend.name, "candle");
+        assert_eq!(c.scoring.windows, ["all", "early", "middle", "late"]);
+        assert_eq!(c.backend_options_toml().trim(), "arch = \"mlp\"");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = Config::from_toml("version = 1\n[scoring]\ntarget = \"logit\"\nwindow = []\n")
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("unknown field `window`") && msg.contains("line 4"),
+            "{msg}"
+        );
+        let err = Config::from_toml("version = 2\n").unwrap_err();
+        assert!(err.to_string().contains("version = 2"), "{err}");
+        let err = Config::from_toml("version = 1\n[scoring]\nlabels = \"truth\"\n").unwrap_err();
+        assert!(err.to_string().contains("truth"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_fields() {
+        let mut c = Config::default();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("checkpoints.paths"));
+        c.checkpoints.paths = vec!["a".into()];
+        c.data.path = Some("x.npy".into());
+        c.backend.batch_size = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("backend.batch_size"));
+        c.backend.batch_size = 8;
+        c.gradients.dirs = vec!["g".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut c = Config::from_toml(
+            "version = 1\n[data]\npath = \"x.npy\"\n[checkpoints]\npaths = [\"ck/*\", \"/abs/c\"]\n",
+        )
+        .unwrap();
+        c.resolve_paths(Path::new("/etc/vog"));
+        assert_eq!(c.data.path.unwrap(), PathBuf::from("/etc/vog/x.npy"));
+        assert_eq!(c.checkpoints.paths, ["/etc/vog/ck/*", "/abs/c"]);
+        assert_eq!(c.output.dir, PathBuf::from("vog-results"));
+    }
+}

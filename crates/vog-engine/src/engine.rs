@@ -1,0 +1,1061 @@
+//! The scoring loop: batches of examples streamed through every checkpoint.
+//!
+//! For each batch, every checkpoint contributes one gradient (folded into the running VoG
+//! statistics, then dropped) and one set of logits (kept for the batch only, then handed to the
+//! reducers in training order). Memory is bounded by the batch, whatever the dataset size.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use vog_core::{
+    batch_shape_string, check_finite, default_reducers, resolve_windows, BackendInfo,
+    CheckpointOutcomes, ClassStats, ClassSummary, Classes, GradRequest, GradientBackend, Model,
+    RowOutcome, TensorView, VogAccumulator, Window,
+};
+use vog_data::{ArrayFile, CsvColumns, Format, Record};
+
+use crate::config::{Config, LabelMode};
+use crate::discover::{self, Entry};
+use crate::{Error, Result};
+
+/// Receives progress of a long run (the CLI draws a bar; libraries stay silent).
+pub trait Progress: Sync {
+    /// Work begins: `total` examples.
+    fn start(&self, _total: u64, _message: &str) {}
+    /// `n` more examples are done.
+    fn advance(&self, _n: u64) {}
+    /// Work ended.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// Scores of one example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExampleScore {
+    /// Position in the dataset.
+    pub row: usize,
+    /// Example id (from the dataset, an ids file, a stored-gradient file name, or the row).
+    pub id: String,
+    /// The dataset's label, when there is one.
+    pub true_label: Option<u32>,
+    /// The class used for scoring and normalization.
+    pub label_used: Option<u32>,
+    /// The last checkpoint's prediction (not available for stored gradients).
+    pub predicted: Option<u32>,
+    /// Raw VoG per window.
+    pub vog: Vec<f64>,
+    /// Class-normalized VoG per window (`None` without a label to normalize within).
+    pub vog_norm: Vec<Option<f64>>,
+    /// Reducer scores, in the order of [`RunResult::extra_columns`]; NaN when undefined.
+    pub extra: Vec<f64>,
+    /// Metadata joined to the example.
+    pub meta: Record,
+}
+
+/// One checkpoint as recorded in the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRecord {
+    /// Position in training order (0-based).
+    pub position: usize,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Size in bytes (sum of files for a directory).
+    pub bytes: u64,
+    /// SHA-256 of the file (of the concatenated files, in order, for a directory).
+    pub sha256: String,
+}
+
+/// Where gradients came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientSource {
+    /// Computed by a backend from checkpoints.
+    Backend,
+    /// Read from stored `.npy` files.
+    StoredGradients,
+}
+
+/// Summary of the data scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSummary {
+    /// Examples file (absent for stored gradients).
+    pub path: Option<PathBuf>,
+    /// Number of examples.
+    pub rows: usize,
+    /// Shape of one example as stored.
+    pub example_shape: Vec<usize>,
+    /// Shape of one example as given to the model (after `input_shape`).
+    pub model_input_shape: Vec<usize>,
+    /// Labels file or column, if any.
+    pub labels: Option<String>,
+    /// Split name.
+    pub split: Option<String>,
+    /// Examples whose id found no metadata record.
+    pub metadata_missing: usize,
+}
+
+/// How scoring was done.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringSummary {
+    /// Label mode after resolving `auto`; `null` when stored gradients come without labels.
+    pub labels: Option<LabelMode>,
+    /// Logit or probability (`null` for stored gradients).
+    pub target: Option<vog_core::Target>,
+    /// Channel reduction.
+    pub channels: vog_core::ChannelReduce,
+    /// Shape of the per-element statistics (the VoG map).
+    pub vog_map_shape: Vec<usize>,
+    /// Windows scored.
+    pub windows: Vec<Window>,
+    /// Number of classes the model produces.
+    pub num_classes: Option<usize>,
+    /// Examples per pass.
+    pub batch_size: usize,
+}
+
+/// Class statistics of one window, as used for normalization.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassEntry {
+    /// Class index.
+    pub class: u32,
+    /// Count, mean and std of the raw VoG.
+    #[serde(flatten)]
+    pub summary: ClassSummary,
+}
+
+/// Seconds spent per phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Opening data and loading checkpoints.
+    pub load_s: f64,
+    /// Hashing checkpoint files for the manifest.
+    pub hash_s: f64,
+    /// The scoring loop.
+    pub score_s: f64,
+    /// Time inside backend calls (part of `score_s`).
+    pub backend_s: f64,
+}
+
+/// Everything `run.json` records about a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// `vog` and its version.
+    pub tool: BTreeMap<String, String>,
+    /// When the run finished (UTC, RFC 3339).
+    pub created_utc: String,
+    /// Backend or stored gradients.
+    pub source: GradientSource,
+    /// The backend, when one was used.
+    pub backend: Option<BackendInfo>,
+    /// The configuration as run (CLI overrides applied).
+    pub config: Config,
+    /// The data.
+    pub data: DataSummary,
+    /// Checkpoints in training order.
+    pub checkpoints: Vec<CheckpointRecord>,
+    /// Scoring settings.
+    pub scoring: ScoringSummary,
+    /// Per-window class statistics.
+    pub classes: BTreeMap<String, Vec<ClassEntry>>,
+    /// Warnings raised during the run.
+    pub warnings: Vec<String>,
+    /// Time per phase.
+    pub timings: Timings,
+}
+
+/// The result of a scoring run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Windows, in column order.
+    pub windows: Vec<Window>,
+    /// Names of the reducer columns.
+    pub extra_columns: Vec<String>,
+    /// One entry per example, in dataset order.
+    pub examples: Vec<ExampleScore>,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// Scores every example of `config`: through `backend` from checkpoints, or from stored gradients
+/// when `config.gradients.dirs` is set (then `backend` may be `None`).
+pub fn score(
+    config: &Config,
+    backend: Option<&dyn GradientBackend>,
+    progress: &dyn Progress,
+) -> Result<RunResult> {
+    config.validate()?;
+    if config.gradients.dirs.is_empty() {
+        let backend =
+            backend.ok_or_else(|| Error::Config("no backend to compute gradients with".into()))?;
+        score_with_backend(config, backend, progress)
+    } else {
+        score_stored(config, progress)
+    }
+}
+
+/// Labels, ids and metadata of the examples, loaded and checked against each other.
+struct Annotations {
+    labels: Option<Vec<u32>>,
+    labels_source: Option<String>,
+    ids: Vec<String>,
+    meta: Vec<Record>,
+    metadata_missing: usize,
+}
+
+fn load_annotations(
+    config: &Config,
+    rows: usize,
+    data_path: Option<&Path>,
+    embedded_labels: Option<&[u32]>,
+    embedded_ids: Option<Vec<String>>,
+    warnings: &mut Vec<String>,
+) -> Result<Annotations> {
+    let d = &config.data;
+    let rows_of = || {
+        data_path.map_or_else(
+            || "the stored gradients".to_string(),
+            |p| p.display().to_string(),
+        )
+    };
+    let (labels, labels_source) = match (&d.labels, embedded_labels) {
+        (Some(_), Some(_)) => return Err(Error::Config(
+            "`data.labels`: the examples file already has a label column; give one or the other"
+                .into(),
+        )),
+        (Some(path), None) => {
+            let l =
+                vog_data::read_labels(path, d.labels_key.as_deref(), d.label_column.as_deref())?;
+            if l.len() != rows {
+                return Err(Error::Input(format!(
+                    "labels file {} has {} labels but {} has {rows} examples",
+                    path.display(),
+                    l.len(),
+                    rows_of()
+                )));
+            }
+            (Some(l), Some(path.display().to_string()))
+        }
+        (None, Some(l)) => (
+            Some(l.to_vec()),
+            Some(format!(
+                "{} column `{}`",
+                rows_of(),
+                d.label_column.as_deref().unwrap_or("")
+            )),
+        ),
+        (None, None) => (None, None),
+    };
+    let ids = match (&d.ids, embedded_ids) {
+        (Some(path), _) => {
+            let ids = vog_data::read_ids(path)?;
+            if ids.len() != rows {
+                return Err(Error::Input(format!(
+                    "ids file {} has {} ids but {} has {rows} examples",
+                    path.display(),
+                    ids.len(),
+                    rows_of()
+                )));
+            }
+            ids
+        }
+        (None, Some(ids)) => ids,
+        (None, None) => (0..rows).map(|r| r.to_string()).collect(),
+    };
+    let (meta, metadata_missing) = match &d.metadata {
+        Some(path) => {
+            let records = vog_data::read_metadata(path)?;
+            let (m, missing) =
+                vog_data::join_metadata(path, records, d.metadata_key.as_deref(), &ids)?;
+            if missing > 0 {
+                warnings.push(format!(
+                    "{missing} of {rows} examples have no metadata in {}",
+                    path.display()
+                ));
+            }
+            (m, missing)
+        }
+        None => (vec![Record::new(); rows], 0),
+    };
+    Ok(Annotations {
+        labels,
+        labels_source,
+        ids,
+        meta,
+        metadata_missing,
+    })
+}
+
+fn resolve_label_mode(config: &Config, has_labels: bool) -> Result<LabelMode> {
+    match (config.scoring.labels, has_labels) {
+        (LabelMode::Auto, true) => Ok(LabelMode::True),
+        (LabelMode::Auto, false) => Ok(LabelMode::Predicted),
+        (LabelMode::True, false) => Err(Error::Config(
+            "`scoring.labels = \"true\"` needs labels: set data.labels (or data.label_column for CSV), \
+             or use \"predicted\" for label-free scoring"
+                .into(),
+        )),
+        (mode, _) => Ok(mode),
+    }
+}
+
+/// Reshape and normalization applied to examples before they reach the model.
+struct InputTransform {
+    shape: Vec<usize>,
+    scale: f32,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+}
+
+impl InputTransform {
+    fn new(config: &Config, data_path: &Path, stored: &[usize]) -> Result<Self> {
+        let d = &config.data;
+        let stored_len: usize = stored.iter().product();
+        let shape = match &d.input_shape {
+            Some(s) => {
+                if s.iter().product::<usize>() != stored_len {
+                    return Err(Error::Input(format!(
+                        "`data.input_shape = {s:?}` holds {} values, but each example of {} has {stored_len} \
+                         (shape {})",
+                        s.iter().product::<usize>(),
+                        data_path.display(),
+                        batch_shape_string(stored)
+                    )));
+                }
+                s.clone()
+            }
+            None => stored.to_vec(),
+        };
+        let channels = shape.first().copied().unwrap_or(1);
+        for (field, v) in [("data.mean", &d.mean), ("data.std", &d.std)] {
+            if let Some(v) = v {
+                if v.len() != 1 && v.len() != channels {
+                    return Err(Error::Config(format!(
+                        "`{field}` has {} values; examples shaped {} need 1 or {channels} (one per channel)",
+                        v.len(),
+                        batch_shape_string(&shape)
+                    )));
+                }
+            }
+        }
+        let to32 = |v: &Option<Vec<f64>>| v.as_ref().map(|v| v.iter().map(|&x| x as f32).collect());
+        Ok(InputTransform {
+            shape,
+            scale: d.scale as f32,
+            mean: to32(&d.mean),
+            std: to32(&d.std),
+        })
+    }
+
+    fn apply(&self, x: &mut [f32]) {
+        if self.scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= self.scale);
+        }
+        if self.mean.is_none() && self.std.is_none() {
+            return;
+        }
+        let row_len: usize = self.shape.iter().product();
+        let channels = self.shape.first().copied().unwrap_or(1);
+        let per_channel = row_len / channels.max(1);
+        let pick = |v: &Option<Vec<f32>>, c: usize, default: f32| match v {
+            Some(v) if v.len() == 1 => v[0],
+            Some(v) => v[c],
+            None => default,
+        };
+        for row in x.chunks_exact_mut(row_len) {
+            for (c, chunk) in row.chunks_exact_mut(per_channel).enumerate() {
+                let (m, s) = (pick(&self.mean, c, 0.0), pick(&self.std, c, 1.0));
+                chunk.iter_mut().for_each(|v| *v = (*v - m) / s);
+            }
+        }
+    }
+}
+
+fn checkpoint_label(i: usize, k: usize, path: &Path) -> String {
+    format!("checkpoint {} of {k} ({})", i + 1, path.display())
+}
+
+fn score_with_backend(
+    config: &Config,
+    backend: &dyn GradientBackend,
+    progress: &dyn Progress,
+) -> Result<RunResult> {
+    let t0 = Instant::now();
+    let mut warnings = Vec::new();
+    let info = backend.info();
+    let paths = discover::resolve(
+        &config.checkpoints.paths,
+        Entry::Files,
+        config.checkpoints.order,
+        &info.extensions,
+        "checkpoints.paths",
+    )?;
+    let k = paths.len();
+    let (windows, w) = resolve_windows(k, &config.scoring.windows, &config.scoring.ranges)
+        .map_err(|e| Error::Input(format!("checkpoints.paths: {e}")))?;
+    warnings.extend(w);
+    tracing::info!(checkpoints = k, backend = %info.name, "scoring through a backend");
+    for (i, p) in paths.iter().enumerate() {
+        tracing::debug!(position = i, path = %p.display(), "checkpoint");
+    }
+
+    let d = &config.data;
+    let data_path = d
+        .path
+        .clone()
+        .ok_or_else(|| Error::Config("`data.path`: no examples given".into()))?;
+    let format = d.format.as_deref().and_then(Format::from_name);
+    let csv = CsvColumns {
+        label: d.label_column.clone(),
+        id: d.id_column.clone(),
+        features: d.features.clone(),
+    };
+    let mut data = vog_data::open_examples(&data_path, format, d.key.as_deref(), &csv)?;
+    let n = data.len();
+    if n == 0 {
+        return Err(Error::Input(format!(
+            "{}: no examples",
+            data_path.display()
+        )));
+    }
+    let stored_shape = data.row_shape().to_vec();
+    let transform = InputTransform::new(config, &data_path, &stored_shape)?;
+    let ann = load_annotations(
+        config,
+        n,
+        Some(&data_path),
+        data.labels(),
+        data.ids().map(|i| i.to_vec()),
+        &mut warnings,
+    )?;
+    let mode = resolve_label_mode(config, ann.labels.is_some())?;
+
+    let mut models: Vec<Box<dyn Model>> = Vec::with_capacity(k);
+    for (i, p) in paths.iter().enumerate() {
+        let m = backend.load(p).map_err(|source| Error::Step {
+            context: checkpoint_label(i, k, p),
+            source,
+        })?;
+        models.push(m);
+    }
+    let mut num_classes = None;
+    for (i, m) in models.iter().enumerate() {
+        if let Some(c) = m.info().num_classes {
+            match num_classes {
+                Some(prev) if prev != c => {
+                    return Err(Error::Input(format!(
+                        "{} has {c} classes but earlier checkpoints have {prev}",
+                        checkpoint_label(i, k, &paths[i])
+                    )))
+                }
+                _ => num_classes = Some(c),
+            }
+        }
+    }
+    if let (Some(c), Some(labels)) = (num_classes, &ann.labels) {
+        check_label_range(
+            labels,
+            c,
+            ann.labels_source.as_deref().unwrap_or(""),
+            &paths[0],
+        )?;
+    }
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let t_hash = Instant::now();
+    let checkpoints = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| hash_files(i, p, std::slice::from_ref(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let hash_s = t_hash.elapsed().as_secs_f64();
+
+    let t_score = Instant::now();
+    let mut acc = VogAccumulator::new(&transform.shape, &windows, k, config.scoring.channels)?;
+    let mut reducers = default_reducers();
+    let extra_columns: Vec<String> = reducers.iter().flat_map(|r| r.columns()).collect();
+    let bs = config.backend.batch_size;
+    let mut examples = Vec::with_capacity(n);
+    let mut input = Vec::with_capacity(bs * transform.shape.iter().product::<usize>());
+    let mut logits_per_ckpt: Vec<Vec<f32>> = vec![Vec::new(); k];
+    let mut batch_classes = 0usize;
+    let mut backend_s = 0.0;
+    let order: Vec<usize> = match mode {
+        // The last checkpoint's prediction fixes the class for all the others.
+        LabelMode::Predicted => std::iter::once(k - 1).chain(0..k - 1).collect(),
+        _ => (0..k).collect(),
+    };
+    progress.start(n as u64, "scoring");
+    for start in (0..n).step_by(bs) {
+        let rows = bs.min(n - start);
+        input.clear();
+        data.read_rows(start, rows, &mut input)?;
+        transform.apply(&mut input);
+        let row_len = input.len() / rows;
+        if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!(
+                "{}: example {} holds a non-finite value (element {})",
+                data_path.display(),
+                start + bad / row_len,
+                bad % row_len
+            )));
+        }
+        let mut shape = vec![rows];
+        shape.extend(&transform.shape);
+        let view = TensorView::new(&shape, &input)?;
+        let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
+        let mut fixed: Option<Vec<u32>> = None;
+        acc.reset(rows);
+        for &ck in &order {
+            let classes = match mode {
+                LabelMode::True => Classes::Given(true_labels.expect("true mode has labels")),
+                LabelMode::Predicted if ck != k - 1 => {
+                    Classes::Given(fixed.as_deref().expect("set first"))
+                }
+                _ => Classes::Argmax,
+            };
+            let request = GradRequest {
+                input: view,
+                classes,
+                target: config.scoring.target,
+            };
+            let t_call = Instant::now();
+            let step = models[ck].input_gradients(&request).and_then(|out| {
+                out.validate(&request)?;
+                Ok(out)
+            });
+            backend_s += t_call.elapsed().as_secs_f64();
+            let out =
+                step.map_err(|e| step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann))?;
+            if batch_classes == 0 {
+                batch_classes = out.num_classes;
+                if let Some(labels) = &ann.labels {
+                    check_label_range(
+                        labels,
+                        out.num_classes,
+                        ann.labels_source.as_deref().unwrap_or(""),
+                        &paths[ck],
+                    )?;
+                }
+            } else if out.num_classes != batch_classes {
+                return Err(Error::Input(format!(
+                    "{} produces {} classes but other checkpoints produce {batch_classes}",
+                    checkpoint_label(ck, k, &paths[ck]),
+                    out.num_classes
+                )));
+            }
+            if mode == LabelMode::Predicted && ck == k - 1 {
+                fixed = Some(out.classes.clone());
+            }
+            acc.add(ck, &out.gradient)?;
+            logits_per_ckpt[ck] = out.logits;
+        }
+        let scores = acc.scores()?;
+        let c = batch_classes;
+        let last = &logits_per_ckpt[k - 1];
+        let predicted: Vec<u32> = last
+            .chunks_exact(c)
+            .map(|r| RowOutcome::from_logits(r, 0, None).predicted)
+            .collect();
+        let label_used: Vec<u32> = match mode {
+            LabelMode::True => true_labels.expect("true mode has labels").to_vec(),
+            _ => predicted.clone(),
+        };
+        let mut extra = Vec::new();
+        reducers.iter_mut().for_each(|r| r.begin_batch(rows));
+        for (ck, logits) in logits_per_ckpt.iter().enumerate() {
+            let outcomes: Vec<RowOutcome> = logits
+                .chunks_exact(c)
+                .enumerate()
+                .map(|(r, l)| RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r])))
+                .collect();
+            let o = CheckpointOutcomes {
+                checkpoint: ck,
+                num_checkpoints: k,
+                logits,
+                num_classes: c,
+                rows: &outcomes,
+            };
+            reducers.iter_mut().for_each(|r| r.observe(&o));
+        }
+        let per_reducer: Vec<Vec<f64>> = reducers
+            .iter_mut()
+            .map(|r| {
+                let mut v = Vec::new();
+                r.finish_batch(&mut v);
+                v
+            })
+            .collect();
+        let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
+        for r in 0..rows {
+            extra.clear();
+            for (vals, &w) in per_reducer.iter().zip(&widths) {
+                extra.extend_from_slice(&vals[r * w..(r + 1) * w]);
+            }
+            let row = start + r;
+            examples.push(ExampleScore {
+                row,
+                id: ann.ids[row].clone(),
+                true_label: true_labels.map(|t| t[r]),
+                label_used: Some(label_used[r]),
+                predicted: Some(predicted[r]),
+                vog: scores[r * windows.len()..(r + 1) * windows.len()].to_vec(),
+                vog_norm: Vec::new(),
+                extra: extra.clone(),
+                meta: ann.meta[row].clone(),
+            });
+        }
+        progress.advance(rows as u64);
+    }
+    progress.finish();
+    let classes = normalize(&mut examples, &windows, &mut warnings);
+    let score_s = t_score.elapsed().as_secs_f64();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let manifest = Manifest {
+        tool: tool_info(),
+        created_utc: now_rfc3339(),
+        source: GradientSource::Backend,
+        backend: Some(info),
+        config: config.clone(),
+        data: DataSummary {
+            path: Some(data_path),
+            rows: n,
+            example_shape: stored_shape,
+            model_input_shape: transform.shape.clone(),
+            labels: ann.labels_source.clone(),
+            split: d.split.clone(),
+            metadata_missing: ann.metadata_missing,
+        },
+        checkpoints,
+        scoring: ScoringSummary {
+            labels: Some(mode),
+            target: Some(config.scoring.target),
+            channels: config.scoring.channels,
+            vog_map_shape: config.scoring.channels.reduced_shape(&transform.shape),
+            windows: windows.clone(),
+            num_classes: Some(batch_classes),
+            batch_size: bs,
+        },
+        classes,
+        warnings,
+        timings: Timings {
+            load_s,
+            hash_s,
+            score_s,
+            backend_s,
+        },
+    };
+    Ok(RunResult {
+        windows,
+        extra_columns,
+        examples,
+        manifest,
+    })
+}
+
+fn check_label_range(
+    labels: &[u32],
+    num_classes: usize,
+    source: &str,
+    checkpoint: &Path,
+) -> Result<()> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= num_classes)
+    {
+        None => Ok(()),
+        Some((row, &l)) => Err(Error::Input(format!(
+            "labels ({source}): label {l} of example {row} is out of range: the model ({}) has \
+             {num_classes} classes (0..{})",
+            checkpoint.display(),
+            num_classes - 1
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_error(
+    e: vog_core::Error,
+    ck: usize,
+    k: usize,
+    path: &Path,
+    start: usize,
+    rows: usize,
+    data_path: &Path,
+    ann: &Annotations,
+) -> Error {
+    let context = checkpoint_label(ck, k, path);
+    match e {
+        vog_core::Error::NonFinite { what, row, element } => Error::Input(format!(
+            "{context}: the {what} of example {} (id {}) is NaN or infinite at element {element}",
+            start + row,
+            ann.ids[start + row]
+        )),
+        vog_core::Error::ClassOutOfRange { class, num_classes, row } => Error::Input(format!(
+            "labels ({}): label {class} of example {} is out of range: {context} has {num_classes} classes",
+            ann.labels_source.as_deref().unwrap_or("?"),
+            start + row
+        )),
+        vog_core::Error::Shape(m) => Error::Input(format!(
+            "{context}: examples of {} do not fit the model: {m}",
+            data_path.display()
+        )),
+        source => Error::Step { context: format!("{context}, examples {start}..{}", start + rows), source },
+    }
+}
+
+/// Computes class-normalized scores in place and returns the per-window class statistics.
+fn normalize(
+    examples: &mut [ExampleScore],
+    windows: &[Window],
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, Vec<ClassEntry>> {
+    let mut stats = vec![ClassStats::default(); windows.len()];
+    for e in examples.iter() {
+        if let Some(c) = e.label_used {
+            for (s, &v) in stats.iter_mut().zip(&e.vog) {
+                s.push(c, v);
+            }
+        }
+    }
+    for e in examples.iter_mut() {
+        e.vog_norm = match e.label_used {
+            Some(c) => stats
+                .iter()
+                .zip(&e.vog)
+                .map(|(s, &v)| Some(s.normalize(c, v)))
+                .collect(),
+            None => vec![None; windows.len()],
+        };
+    }
+    let mut out = BTreeMap::new();
+    for (w, s) in windows.iter().zip(&stats) {
+        for (class, summary) in s.degenerate_classes() {
+            warnings.push(format!(
+                "window `{}`: class {class} has {} example(s) and std {:.3e}; its normalized VoG is set to 0",
+                w.name, summary.count, summary.std
+            ));
+        }
+        out.insert(
+            w.name.clone(),
+            s.summaries()
+                .into_iter()
+                .map(|(class, summary)| ClassEntry { class, summary })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// One checkpoint's stored gradients.
+enum Stored {
+    Stacked(ArrayFile),
+    PerExample(Vec<PathBuf>),
+}
+
+fn npy_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = item.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_file() && p.extension().is_some_and(|e| e == "npy") {
+            files.push(p);
+        }
+    }
+    files.sort_by(|a, b| natural_file_cmp(a, b));
+    Ok(files)
+}
+
+fn natural_file_cmp(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    vog_core::natural_cmp(&name(a), &name(b))
+}
+
+fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
+    let t0 = Instant::now();
+    let mut warnings = Vec::new();
+    let dirs = discover::resolve(
+        &config.gradients.dirs,
+        Entry::Dirs,
+        config.gradients.order,
+        &[],
+        "gradients.dirs",
+    )?;
+    let k = dirs.len();
+    let (windows, w) = resolve_windows(k, &config.scoring.windows, &config.scoring.ranges)
+        .map_err(|e| Error::Input(format!("gradients.dirs: {e}")))?;
+    warnings.extend(w);
+
+    let mut sources = Vec::with_capacity(k);
+    let mut geometry: Option<(usize, Vec<usize>, bool)> = None;
+    let mut stems: Option<Vec<String>> = None;
+    for dir in &dirs {
+        let files = npy_files(dir)?;
+        let (src, rows, shape) = match files.len() {
+            0 => {
+                return Err(Error::Input(format!(
+                    "gradients.dirs: {} holds no .npy file",
+                    dir.display()
+                )))
+            }
+            1 => {
+                let a = ArrayFile::open_npy(&files[0])?;
+                if a.shape().is_empty() {
+                    return Err(Error::Input(format!(
+                        "{}: a stacked gradient file must be shaped [N, …], got a scalar",
+                        files[0].display()
+                    )));
+                }
+                let (rows, shape) = (a.rows(), a.row_shape().to_vec());
+                (Stored::Stacked(a), rows, shape)
+            }
+            _ => {
+                let first = ArrayFile::open_npy(&files[0])?;
+                let shape = first.shape().to_vec();
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|f| {
+                        f.file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                match &stems {
+                    None => stems = Some(names),
+                    Some(prev) if *prev != names => warnings.push(format!(
+                        "{}: file names differ from the first gradient directory; examples are matched by sorted position",
+                        dir.display()
+                    )),
+                    _ => {}
+                }
+                (Stored::PerExample(files.clone()), files.len(), shape)
+            }
+        };
+        let per_example = matches!(src, Stored::PerExample(_));
+        match &geometry {
+            None => geometry = Some((rows, shape, per_example)),
+            Some((r, s, p)) if *r != rows || *s != shape || *p != per_example => {
+                return Err(Error::Input(format!(
+                    "gradients.dirs: {} holds {rows} gradients of shape {} ({}), but {} holds {r} of shape {} ({})",
+                    dir.display(),
+                    batch_shape_string(&shape),
+                    if per_example { "one file per example" } else { "stacked" },
+                    dirs[0].display(),
+                    batch_shape_string(s),
+                    if *p { "one file per example" } else { "stacked" },
+                )))
+            }
+            _ => {}
+        }
+        sources.push(src);
+    }
+    let (n, shape, _) = geometry.expect("at least two directories");
+    let stem_ids = stems.filter(|_| config.data.ids.is_none());
+    let ann = load_annotations(config, n, None, None, stem_ids, &mut warnings)?;
+    let mode = match config.scoring.labels {
+        LabelMode::True | LabelMode::Auto if ann.labels.is_some() => Some(LabelMode::True),
+        LabelMode::True => return Err(resolve_label_mode(config, false).expect_err("no labels")),
+        _ => {
+            warnings.push("no labels: raw VoG only (class normalization needs labels)".into());
+            None
+        }
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let t_hash = Instant::now();
+    let checkpoints = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| hash_files(i, d, &npy_files(d)?))
+        .collect::<Result<Vec<_>>>()?;
+    let hash_s = t_hash.elapsed().as_secs_f64();
+
+    let t_score = Instant::now();
+    let bs = config.backend.batch_size;
+    let row_len: usize = shape.iter().product();
+    let mut acc = VogAccumulator::new(&shape, &windows, k, config.scoring.channels)?;
+    let mut buf = Vec::with_capacity(bs * row_len);
+    let mut examples = Vec::with_capacity(n);
+    progress.start(n as u64, "scoring stored gradients");
+    for start in (0..n).step_by(bs) {
+        let rows = bs.min(n - start);
+        acc.reset(rows);
+        for (ck, src) in sources.iter_mut().enumerate() {
+            buf.clear();
+            match src {
+                Stored::Stacked(a) => {
+                    a.read_f32(start, rows, &mut buf)?;
+                    if let Err(vog_core::Error::NonFinite { row, element, .. }) =
+                        check_finite("gradient", &buf, row_len)
+                    {
+                        return Err(Error::Input(format!(
+                            "{}: the stored gradient of example {} is NaN or infinite at element {element}",
+                            a.path().display(),
+                            start + row
+                        )));
+                    }
+                }
+                Stored::PerExample(files) => {
+                    for f in &files[start..start + rows] {
+                        let mut a = ArrayFile::open_npy(f)?;
+                        if a.shape() != shape.as_slice() {
+                            return Err(Error::Input(format!(
+                                "{}: gradient shaped {:?}, other examples are {:?}",
+                                f.display(),
+                                a.shape(),
+                                shape
+                            )));
+                        }
+                        let before = buf.len();
+                        a.read_f32(0, a.rows(), &mut buf)?;
+                        if let Err(vog_core::Error::NonFinite { element, .. }) =
+                            check_finite("gradient", &buf[before..], row_len)
+                        {
+                            return Err(Error::Input(format!(
+                                "{}: gradient is NaN or infinite at element {element}",
+                                f.display()
+                            )));
+                        }
+                    }
+                }
+            }
+            acc.add(ck, &buf)?;
+        }
+        let scores = acc.scores()?;
+        for r in 0..rows {
+            let row = start + r;
+            let label = ann.labels.as_ref().map(|l| l[row]);
+            examples.push(ExampleScore {
+                row,
+                id: ann.ids[row].clone(),
+                true_label: label,
+                label_used: label,
+                predicted: None,
+                vog: scores[r * windows.len()..(r + 1) * windows.len()].to_vec(),
+                vog_norm: Vec::new(),
+                extra: Vec::new(),
+                meta: ann.meta[row].clone(),
+            });
+        }
+        progress.advance(rows as u64);
+    }
+    progress.finish();
+    let classes = normalize(&mut examples, &windows, &mut warnings);
+    let score_s = t_score.elapsed().as_secs_f64();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let manifest = Manifest {
+        tool: tool_info(),
+        created_utc: now_rfc3339(),
+        source: GradientSource::StoredGradients,
+        backend: None,
+        config: config.clone(),
+        data: DataSummary {
+            path: None,
+            rows: n,
+            example_shape: shape.clone(),
+            model_input_shape: shape.clone(),
+            labels: ann.labels_source.clone(),
+            split: config.data.split.clone(),
+            metadata_missing: ann.metadata_missing,
+        },
+        checkpoints,
+        scoring: ScoringSummary {
+            labels: mode,
+            target: None,
+            channels: config.scoring.channels,
+            vog_map_shape: config.scoring.channels.reduced_shape(&shape),
+            windows: windows.clone(),
+            num_classes: None,
+            batch_size: bs,
+        },
+        classes,
+        warnings,
+        timings: Timings {
+            load_s,
+            hash_s,
+            score_s,
+            backend_s: 0.0,
+        },
+    };
+    Ok(RunResult {
+        windows,
+        extra_columns: Vec::new(),
+        examples,
+        manifest,
+    })
+}
+
+fn hash_files(position: usize, path: &Path, files: &[PathBuf]) -> Result<CheckpointRecord> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| Error::io(f, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(CheckpointRecord {
+        position,
+        path: path.to_path_buf(),
+        bytes,
+        sha256,
+    })
+}
+
+fn tool_info() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("name".to_string(), "vog".to_string()),
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+    ])
+}
+
+/// The current time as RFC 3339 UTC (`2026-11-29T02:14:15Z`).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
