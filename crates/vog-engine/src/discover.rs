@@ -137,7 +137,7 @@ mod tests {
         let d = dir.path().to_string_lossy().into_owned();
         let exts = vec!["safetensors".to_string()];
         let got = resolve(
-            &[d.clone()],
+            std::slice::from_ref(&d),
             Entry::Files,
             CheckpointOrder::Name,
             &exts,

@@ -125,8 +125,7 @@ impl CandleModel {
         };
         match e {
             Error::Shape(m) => Error::Shape(format!(
-                "{}: {what} cannot take input {}: {m}",
-                self.path.display(),
+                "{what} cannot take input {}: {m}",
                 batch_shape_string(&x.dims()[1..])
             )),
             other => other,
@@ -156,8 +155,7 @@ impl Model for CandleModel {
         let logits = self.forward(x, &mut saved)?;
         let (b, num_classes) = logits.dims2().map_err(|_| {
             Error::Shape(format!(
-                "{}: the model's output has shape {:?}; expected logits [N, classes] (add a flatten?)",
-                self.path.display(),
+                "the model's output has shape {:?}; expected logits [N, classes] (add a flatten?)",
                 logits.dims()
             ))
         })?;

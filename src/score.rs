@@ -1,0 +1,166 @@
+//! `vog score`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use vog_core::{ChannelReduce, Target};
+use vog_engine::config::OutputFormat;
+use vog_engine::{check_output_dir, score, write_results, Config, LabelMode, RunResult};
+
+use crate::cli::{ChannelsArg, LabelsArg, ScoreArgs, TargetArg};
+use crate::progress::Bar;
+
+/// Builds the run configuration: the file (if any), then the flags on top.
+pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
+    let mut c = match &a.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !a.checkpoints.is_empty() {
+        c.checkpoints.paths = a.checkpoints.clone();
+    }
+    if !a.gradients.is_empty() {
+        c.gradients.dirs = a.gradients.clone();
+    }
+    if let Some(p) = &a.data {
+        c.data.path = Some(p.clone());
+    }
+    if let Some(p) = &a.labels {
+        c.data.labels = Some(p.clone());
+    }
+    if let Some(s) = &a.input_shape {
+        c.data.input_shape = Some(s.clone());
+    }
+    if let Some(l) = a.labels_mode {
+        c.scoring.labels = match l {
+            LabelsArg::Auto => LabelMode::Auto,
+            LabelsArg::True => LabelMode::True,
+            LabelsArg::Predicted => LabelMode::Predicted,
+            LabelsArg::PredictedEach => LabelMode::PredictedEach,
+        };
+    }
+    if let Some(t) = a.target {
+        c.scoring.target = match t {
+            TargetArg::Logit => Target::Logit,
+            TargetArg::Probability => Target::Probability,
+        };
+    }
+    if let Some(ch) = a.channels {
+        c.scoring.channels = match ch {
+            ChannelsArg::Mean => ChannelReduce::Mean,
+            ChannelsArg::None => ChannelReduce::None,
+        };
+    }
+    if let Some(w) = &a.windows {
+        c.scoring.windows = w.clone();
+    }
+    if let Some(b) = &a.backend {
+        c.backend.name = b.clone();
+    }
+    if let Some(b) = a.batch_size {
+        c.backend.batch_size = b;
+    }
+    if let Some(s) = &a.split {
+        c.data.split = Some(s.clone());
+    }
+    if let Some(o) = &a.out {
+        c.output.dir = o.clone();
+    }
+    if a.overwrite {
+        c.output.overwrite = true;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
+    let config = config_from_args(&a)?;
+    check_output_dir(&config.output)?;
+    let backend = if config.gradients.dirs.is_empty() {
+        let b = crate::backends::create(&config.backend.name, &config.backend_options_toml())
+            .with_context(|| format!("backend `{}`", config.backend.name))?;
+        Some(b)
+    } else {
+        None
+    };
+    let bar = Bar::new(quiet);
+    let result = score(&config, backend.as_deref(), &bar)?;
+    let dir = write_results(&result, &config.output)?;
+    if !quiet {
+        print_summary(&result, &dir, a.top, &config);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Config) {
+    let m = &r.manifest;
+    println!(
+        "scored {} examples over {} checkpoints in {:.1} s (labels: {}, target: {}) → {}",
+        r.examples.len(),
+        m.checkpoints.len(),
+        m.timings.load_s + m.timings.hash_s + m.timings.score_s,
+        m.scoring.labels.map_or("none", |l| l.as_str()),
+        m.scoring.target.map_or("stored gradients", |t| t.as_str()),
+        dir.display()
+    );
+    for w in &m.warnings {
+        println!("warning: {w}");
+    }
+    if top == 0 || r.examples.is_empty() {
+        return;
+    }
+    // Rank by the normalized score of the first window when there are labels, else the raw one.
+    let normalized = r
+        .examples
+        .iter()
+        .any(|e| e.vog_norm.first().is_some_and(|v| v.is_some()));
+    let key = |e: &vog_engine::ExampleScore| {
+        if normalized {
+            e.vog_norm[0].unwrap_or(f64::NEG_INFINITY)
+        } else {
+            e.vog[0]
+        }
+    };
+    let mut order: Vec<&vog_engine::ExampleScore> = r.examples.iter().collect();
+    order.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    let w = &r.windows[0].name;
+    println!(
+        "\n{} hardest by {} VoG ({w} window):",
+        top.min(order.len()),
+        if normalized {
+            "class-normalized"
+        } else {
+            "raw"
+        }
+    );
+    println!(
+        "{:>6}  {:<16} {:>5} {:>5} {:>10} {:>10}",
+        "row", "id", "label", "pred", "vog", "vog_norm"
+    );
+    for e in order.iter().take(top) {
+        let opt = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "{:>6}  {:<16} {:>5} {:>5} {:>10.4e} {:>10}",
+            e.row,
+            e.id,
+            opt(e.label_used),
+            opt(e.predicted),
+            e.vog[0],
+            e.vog_norm[0].map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    let files: Vec<&str> = config
+        .output
+        .formats
+        .iter()
+        .map(|f| match f {
+            OutputFormat::Csv => "scores.csv",
+            OutputFormat::Jsonl => "scores.jsonl",
+        })
+        .collect();
+    println!(
+        "\nfull results: {} and run.json in {}",
+        files.join(", "),
+        dir.display()
+    );
+}

@@ -1,0 +1,246 @@
+//! `vog score` end to end: files written, their columns, the manifest, and overwrite rules.
+
+use crate::util::{golden, golden_config, json, run, text, write_config};
+
+#[test]
+fn score_writes_csv_jsonl_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "cnn.toml",
+        &golden_config("cnn", "labels = \"true\"\n"),
+    );
+    let out = run(
+        &[
+            "score",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-o",
+            "res",
+            "--split",
+            "train",
+            "--top",
+            "3",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("scored 24 examples over 6 checkpoints"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 hardest by class-normalized VoG"),
+        "{stdout}"
+    );
+
+    let res = dir.path().join("res");
+    let mut csv = csv::Reader::from_path(res.join("scores.csv")).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    for col in [
+        "id",
+        "row",
+        "split",
+        "true_label",
+        "label_used",
+        "predicted",
+        "vog_all",
+        "vog_late",
+        "vog_all_norm",
+        "margin_mean",
+        "loss_last",
+        "correct_ratio",
+    ] {
+        assert!(
+            header.iter().any(|h| h == col),
+            "missing column {col} in {header:?}"
+        );
+    }
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 24);
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][at("split")], "train");
+
+    // CSV and JSONL agree, and both agree with the golden reference.
+    let expected = json(&golden("cnn").join("expected.json"));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(res.join("scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 24);
+    for (i, (row, line)) in rows.iter().zip(&lines).enumerate() {
+        let csv_vog: f64 = row[at("vog_all")].parse().unwrap();
+        let json_vog = line["vog"]["all"].as_f64().unwrap();
+        assert_eq!(csv_vog, json_vog);
+        let want = expected["true/logit"]["all"]["raw"][i].as_f64().unwrap();
+        assert!(
+            (csv_vog - want).abs() <= 1e-5 * want,
+            "row {i}: {csv_vog} vs {want}"
+        );
+    }
+
+    let manifest = json(&res.join("run.json"));
+    assert_eq!(manifest["tool"]["name"], "vog");
+    assert_eq!(manifest["source"], "backend");
+    assert_eq!(manifest["backend"]["name"], "candle");
+    assert_eq!(manifest["scoring"]["labels"], "true");
+    assert_eq!(
+        manifest["scoring"]["vog_map_shape"],
+        serde_json::json!([12, 12])
+    );
+    let cks = manifest["checkpoints"].as_array().unwrap();
+    assert_eq!(cks.len(), 6);
+    for (i, c) in cks.iter().enumerate() {
+        assert!(c["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("epoch_{}.safetensors", i + 1)));
+        assert_eq!(c["sha256"].as_str().unwrap().len(), 64);
+        assert!(c["bytes"].as_u64().unwrap() > 0);
+    }
+    assert!(manifest["classes"]["all"].as_array().unwrap().len() >= 2);
+    assert!(manifest["timings"]["score_s"].as_f64().is_some());
+}
+
+#[test]
+fn existing_results_are_kept_unless_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "mlp.toml", &golden_config("mlp", ""));
+    let c = cfg.to_str().unwrap();
+    assert!(run(&["score", "-q", "-c", c, "-o", "res"], dir.path())
+        .status
+        .success());
+    let before = std::fs::read(dir.path().join("res/scores.csv")).unwrap();
+    let out = run(
+        &[
+            "score",
+            "-q",
+            "-c",
+            c,
+            "-o",
+            "res",
+            "--target",
+            "probability",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("res/scores.csv")).unwrap(),
+        before
+    );
+    let out = run(
+        &[
+            "score",
+            "-q",
+            "-c",
+            c,
+            "-o",
+            "res",
+            "--target",
+            "probability",
+            "--overwrite",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(
+        std::fs::read(dir.path().join("res/scores.csv")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn flags_alone_describe_a_run_and_predicted_labels_need_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = golden("mlp");
+    let opts = write_config(
+        dir.path(),
+        "opts.toml",
+        "version = 1\n[backend.options]\narch = \"mlp\"\n",
+    );
+    let out = run(
+        &[
+            "score",
+            "-q",
+            "-c",
+            opts.to_str().unwrap(),
+            "--data",
+            g.join("x.npy").to_str().unwrap(),
+            "--checkpoints",
+            g.join("ckpt").to_str().unwrap(),
+            "--labels-mode",
+            "predicted",
+            "--windows",
+            "all,late",
+            "-o",
+            "res",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = json(&dir.path().join("res/run.json"));
+    assert_eq!(manifest["scoring"]["labels"], "predicted");
+    let expected = json(&g.join("expected.json"));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("res/scores.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l["true_label"].is_null());
+        let want = expected["predicted/logit"]["late"]["normalized"][i]
+            .as_f64()
+            .unwrap();
+        let got = l["vog_norm"]["late"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "row {i}: {got} vs {want}"
+        );
+        assert_eq!(l["vog"].as_object().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn metadata_and_ids_are_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: String = (0..40).map(|i| format!("img-{i:03}\n")).collect();
+    std::fs::write(dir.path().join("ids.txt"), ids).unwrap();
+    let meta: String = (0..40)
+        .rev()
+        .map(|i| {
+            format!(
+                "{{\"id\": \"img-{i:03}\", \"camera\": \"{}\", \"iso\": {}}}\n",
+                if i % 2 == 0 { "a" } else { "b" },
+                100 * i
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("meta.jsonl"), meta).unwrap();
+    let body = golden_config("mlp", "").replace(
+        "[checkpoints]",
+        "ids = \"ids.txt\"\nmetadata = \"meta.jsonl\"\nmetadata_key = \"id\"\n[checkpoints]",
+    );
+    let cfg = write_config(dir.path(), "mlp.toml", &body);
+    let out = run(
+        &["score", "-q", "-c", cfg.to_str().unwrap(), "-o", "res"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut csv = csv::Reader::from_path(dir.path().join("res/scores.csv")).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    let at = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name} in {header:?}"))
+    };
+    assert_eq!(&rows[7][at("id")], "img-007");
+    assert_eq!(&rows[7][at("meta.camera")], "b");
+    assert_eq!(&rows[7][at("meta.iso")], "700");
+}

@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A golden-file directory: `tests/data/golden/<name>`.
+pub fn golden(name: &str) -> PathBuf {
+    root().join("tests/data/golden").join(name)
+}
+
+/// Reads a JSON file.
+pub fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of numbers as `f64`s.
+pub fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// Reads a whole `.npy` file as `f32` with its shape.
+pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let mut a = vog_data::ArrayFile::open_npy(path).unwrap();
+    let shape = a.shape().to_vec();
+    let mut out = Vec::new();
+    let rows = a.rows();
+    a.read_f32(0, rows, &mut out).unwrap();
+    (shape, out)
+}
+
+/// Asserts `got ≈ want` elementwise: |got − want| ≤ rel · max(|want|, floor).
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, floor: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = rel * w.abs().max(floor);
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: got {g}, want {w} (tolerance {tol:e})"
+        );
+    }
+}
+
+/// The `vog` binary under test.
+pub fn vog() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vog"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Runs `vog` with arguments and returns its output.
+pub fn run(args: &[&str], dir: &Path) -> Output {
+    vog()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("vog runs")
+}
+
+/// stdout and stderr as one string, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Writes a configuration file and returns its path.
+pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Backend options of the golden models, as written in their configs.
+pub const MLP_OPTIONS: &str = "arch = \"mlp\"\nactivation = \"relu\"\n";
+pub const CNN_OPTIONS: &str = r#"arch = "sequential"
+layers = [
+  { type = "conv2d", padding = 1 },
+  { type = "batchnorm2d" },
+  { type = "relu" },
+  { type = "maxpool2d", kernel = 2 },
+  { type = "conv2d", padding = 1, groups = 2 },
+  { type = "batchnorm2d" },
+  { type = "relu" },
+  { type = "maxpool2d", kernel = 3, stride = 2, padding = 1 },
+  { type = "avgpool2d", kernel = 3, stride = 1, padding = 1 },
+  { type = "flatten" },
+  { type = "linear" },
+  { type = "relu" },
+  { type = "dropout", p = 0.1 },
+  { type = "linear" },
+]
+"#;
+
+/// Options for a golden model by name.
+pub fn options(model: &str) -> &'static str {
+    match model {
+        "mlp" => MLP_OPTIONS,
+        "cnn" => CNN_OPTIONS,
+        other => panic!("no golden model {other}"),
+    }
+}
+
+/// A scoring config for a golden model (absolute paths), with extra TOML appended.
+pub fn golden_config(model: &str, extra_scoring: &str) -> String {
+    let g = golden(model);
+    format!(
+        "version = 1\n[data]\npath = \"{}\"\nlabels = \"{}\"\n[checkpoints]\npaths = [\"{}\"]\n\
+         [backend]\nbatch_size = 7\n[backend.options]\n{}\n[scoring]\n{extra_scoring}\n",
+        g.join("x.npy").display(),
+        g.join("y.npy").display(),
+        g.join("ckpt").display(),
+        options(model)
+    )
+}
