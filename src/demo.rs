@@ -9,6 +9,8 @@
 
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -114,16 +116,14 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         learning_rate: 0.01,
         seed: a.seed,
     })?;
-    let say = |s: String| {
-        if !quiet {
-            println!("{s}");
-        }
-    };
-    say(format!(
+    let mut stdout = std::io::stdout().lock();
+    let mut sink = std::io::sink();
+    let term: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
+    writeln!(term,
         "training a 2-{HIDDEN}-2 ReLU MLP on {} points for {} epochs (candle, one checkpoint per epoch)",
         train.y.len(),
         a.epochs
-    ));
+    )?;
     trainer.fit(&train.x, &train.y, |epoch, t, loss| {
         let path = ckpt_dir.join(format!("epoch_{epoch}.safetensors"));
         t.save(&path)?;
@@ -132,10 +132,11 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         Ok(())
     })?;
     let test_acc = accuracy(&trainer.predict(&test.x)?, &test.y);
-    say(format!(
+    writeln!(
+        term,
         "test accuracy after training: {:.1}%",
         100.0 * test_acc
-    ));
+    )?;
 
     let mut scored = Vec::new();
     for split in [&train, &test] {
@@ -175,15 +176,16 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     }
 
     let mut summary = Vec::new();
-    say(String::new());
-    say(
+    writeln!(term)?;
+    writeln!(
+        term,
         "Spearman correlation between class-normalized VoG and distance to the decision boundary"
-            .into(),
-    );
-    say(format!(
+    )?;
+    writeln!(
+        term,
         "(negative: points near the boundary score high)\n\n{:<6} {:<12} {:<7} {:>9} {:>10}",
         "split", "target", "window", "rho", "p"
-    ));
+    )?;
     for s in &scored {
         for (wi, w) in s.result.windows.iter().enumerate() {
             let vog: Vec<f64> = s
@@ -197,14 +199,15 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
             let (rho, p) = spearman(&vog, &dist);
             let (rho_raw, p_raw) = spearman(&raw, &dist);
             if w.name == "all" {
-                say(format!(
+                writeln!(
+                    term,
                     "{:<6} {:<12} {:<7} {:>9.3} {:>10.2e}",
                     s.split,
                     s.target.as_str(),
                     w.name,
                     rho,
                     p
-                ));
+                )?;
             }
             summary.push(json!({
                 "split": s.split, "target": s.target.as_str(), "window": w.name,
@@ -221,14 +224,19 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     let mut order: Vec<usize> = (0..hardest.result.examples.len()).collect();
     let key = |i: usize| hardest.result.examples[i].vog_norm[0].unwrap_or(f64::NEG_INFINITY);
     order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
-    say("\n10 hardest training points (probability target, all checkpoints):".into());
-    say(format!(
+    writeln!(
+        term,
+        "\n10 hardest training points (probability target, all checkpoints):"
+    )?;
+    writeln!(
+        term,
         "{:>4} {:>8} {:>8} {:>5} {:>5} {:>9} {:>9}",
         "row", "x1", "x2", "label", "pred", "distance", "vog_norm"
-    ));
+    )?;
     for &i in order.iter().take(10) {
         let e = &hardest.result.examples[i];
-        say(format!(
+        writeln!(
+            term,
             "{:>4} {:>8.3} {:>8.3} {:>5} {:>5} {:>9.3} {:>9.3}",
             e.row,
             train.x[2 * i],
@@ -237,7 +245,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
             e.predicted.unwrap_or(0),
             hardest.distance[i],
             key(i)
-        ));
+        )?;
     }
 
     let plot = out.join("demo.svg");
@@ -274,13 +282,14 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     });
     std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", summary_path.display()))?;
-    say(format!(
+    writeln!(
+        term,
         "\nplot: {}\nresults: {}\nsummary: {}\n(done in {:.1} s)",
         plot.display(),
         out.join("results").display(),
         summary_path.display(),
         started.elapsed().as_secs_f64()
-    ));
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

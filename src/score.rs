@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use vog_core::{ChannelReduce, Target};
 use vog_engine::config::OutputFormat;
@@ -87,14 +89,21 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
     let result = score(&config, backend.as_deref(), &bar)?;
     let dir = write_results(&result, &config.output)?;
     if !quiet {
-        print_summary(&result, &dir, a.top, &config);
+        print_summary(&mut std::io::stdout().lock(), &result, &dir, a.top, &config)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Config) {
+fn print_summary(
+    out: &mut impl Write,
+    r: &RunResult,
+    dir: &std::path::Path,
+    top: usize,
+    config: &Config,
+) -> std::io::Result<()> {
     let m = &r.manifest;
-    println!(
+    writeln!(
+        out,
         "scored {} examples over {} checkpoints in {:.1} s (labels: {}, target: {}) → {}",
         r.examples.len(),
         m.checkpoints.len(),
@@ -102,12 +111,12 @@ fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Conf
         m.scoring.labels.map_or("none", |l| l.as_str()),
         m.scoring.target.map_or("stored gradients", |t| t.as_str()),
         dir.display()
-    );
+    )?;
     for w in &m.warnings {
-        println!("warning: {w}");
+        writeln!(out, "warning: {w}")?;
     }
     if top == 0 || r.examples.is_empty() {
-        return;
+        return Ok(());
     }
     // Rank by the normalized score of the first window when there are labels, else the raw one.
     let normalized = r
@@ -124,7 +133,8 @@ fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Conf
     let mut order: Vec<&vog_engine::ExampleScore> = r.examples.iter().collect();
     order.sort_by(|a, b| key(b).total_cmp(&key(a)));
     let w = &r.windows[0].name;
-    println!(
+    writeln!(
+        out,
         "\n{} hardest by {} VoG ({w} window):",
         top.min(order.len()),
         if normalized {
@@ -132,14 +142,16 @@ fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Conf
         } else {
             "raw"
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:>6}  {:<16} {:>5} {:>5} {:>10} {:>10}",
         "row", "id", "label", "pred", "vog", "vog_norm"
-    );
+    )?;
     for e in order.iter().take(top) {
         let opt = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
-        println!(
+        writeln!(
+            out,
             "{:>6}  {:<16} {:>5} {:>5} {:>10.4e} {:>10}",
             e.row,
             e.id,
@@ -147,7 +159,7 @@ fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Conf
             opt(e.predicted),
             e.vog[0],
             e.vog_norm[0].map_or("-".into(), |v| format!("{v:.3}"))
-        );
+        )?;
     }
     let files: Vec<&str> = config
         .output
@@ -158,9 +170,12 @@ fn print_summary(r: &RunResult, dir: &std::path::Path, top: usize, config: &Conf
             OutputFormat::Jsonl => "scores.jsonl",
         })
         .collect();
-    println!(
+    writeln!(
+        out,
         "\nfull results: {} and run.json in {}",
         files.join(", "),
         dir.display()
-    );
+    )?;
+
+    Ok(())
 }

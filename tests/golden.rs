@@ -89,3 +89,31 @@ fn uneven_thirds_for_ten_checkpoints() {
     assert_eq!(floats(&expected["windows"]["early"]), vec![0.0, 4.0]);
     assert_eq!(floats(&expected["windows"]["late"]), vec![7.0, 10.0]);
 }
+
+#[test]
+fn flat_rows_reshaped_by_input_shape_score_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shape, x) = crate::util::npy(&golden("cnn").join("x.npy"));
+    let flat = dir.path().join("x_flat.npy");
+    vog_data::write_npy_f32(&flat, &[shape[0], 432], &x).unwrap();
+    let body = golden_config("cnn", "labels = \"true\"\n")
+        .replace(
+            &golden("cnn").join("x.npy").display().to_string(),
+            &flat.display().to_string(),
+        )
+        .replace("[checkpoints]", "input_shape = [3, 12, 12]\n[checkpoints]");
+    let config = Config::from_toml(&body).unwrap();
+    let backend = CandleBackend::from_options(options("cnn")).unwrap();
+    let result = score(&config, Some(&backend), &Silent).unwrap();
+    let expected = json(&golden("cnn").join("expected.json"));
+    let raw: Vec<f64> = result.examples.iter().map(|e| e.vog[0]).collect();
+    assert_close(
+        "reshaped",
+        &raw,
+        &floats(&expected["true/logit"]["all"]["raw"]),
+        1e-5,
+        0.0,
+    );
+    assert_eq!(result.manifest.data.example_shape, vec![432]);
+    assert_eq!(result.manifest.data.model_input_shape, vec![3, 12, 12]);
+}

@@ -69,7 +69,7 @@ impl Format {
 }
 
 /// Rows of examples, read in batches along the first axis.
-pub trait ExampleSource: Send {
+pub trait ExampleSource: Send + std::fmt::Debug {
     /// The file the examples come from.
     fn path(&self) -> &Path;
     /// Number of examples.
@@ -616,5 +616,92 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 2"));
+    }
+}
+
+#[cfg(test)]
+mod numpy_fixtures {
+    //! Files written by numpy itself (`tests/data/golden/make_golden.py`, `formats`).
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/formats")
+            .join(name)
+    }
+
+    fn expected() -> (Vec<f32>, Vec<u32>) {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap())
+                .unwrap();
+        let x = v["x"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let y = v["y"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|y| y.as_u64().unwrap() as u32)
+            .collect();
+        (x, y)
+    }
+
+    fn read_all(src: &mut dyn ExampleSource) -> Vec<f32> {
+        let mut out = Vec::new();
+        // Two reads, the second going backwards, to exercise stream restarts.
+        src.read_rows(1, 1, &mut out).unwrap();
+        let mut first = Vec::new();
+        src.read_rows(0, 1, &mut first).unwrap();
+        first.extend(out);
+        first
+    }
+
+    #[test]
+    fn npz_plain_and_compressed() {
+        let (x, y) = expected();
+        for name in ["plain.npz", "compressed.npz"] {
+            let mut src =
+                open_examples(&fixture(name), None, Some("x"), &CsvColumns::default()).unwrap();
+            assert_eq!(src.row_shape(), &[3, 4], "{name}");
+            assert_eq!(read_all(src.as_mut()), x, "{name}");
+            assert_eq!(
+                read_labels(&fixture(name), Some("y"), None).unwrap(),
+                y,
+                "{name}"
+            );
+            let err =
+                open_examples(&fixture(name), None, None, &CsvColumns::default()).unwrap_err();
+            assert!(err.to_string().contains("several arrays (x, y)"), "{err}");
+            let err =
+                open_examples(&fixture(name), None, Some("z"), &CsvColumns::default()).unwrap_err();
+            assert!(err.to_string().contains("no array `z`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn npy_dtypes_and_byte_orders() {
+        let (x, y) = expected();
+        for name in ["x_f64_be.npy", "x_f16.npy"] {
+            let mut src =
+                open_examples(&fixture(name), None, None, &CsvColumns::default()).unwrap();
+            assert_eq!(read_all(src.as_mut()), x, "{name}");
+        }
+        let mut src =
+            open_examples(&fixture("x_u8.npy"), None, None, &CsvColumns::default()).unwrap();
+        let scaled: Vec<f32> = x.iter().map(|v| v * 8.0).collect();
+        assert_eq!(read_all(src.as_mut()), scaled);
+        assert_eq!(read_labels(&fixture("y_i32.npy"), None, None).unwrap(), y);
+        let err = open_examples(
+            &fixture("x_fortran.npy"),
+            None,
+            None,
+            &CsvColumns::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Fortran order"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ Independent reference: PyTorch autograd and numpy, following the paper's formula
 
     python tests/data/golden/make_golden.py          # needs torch, numpy, safetensors
 
-Requirements: torch==2.13.0, numpy, safetensors (see scripts/requirements-reference.txt).
+Requirements: scripts/requirements-reference.txt; scripts/regenerate-golden.sh makes the venv and runs this.
 Everything is seeded; re-running rewrites identical files on the same torch version.
 """
 import json
@@ -239,7 +239,24 @@ def stored_gradients():
     (d / "expected.json").write_text(json.dumps(out, indent=1))
 
 
+def formats():
+    """Small arrays in the on-disk variants numpy produces, for the readers' tests."""
+    d = HERE.parent / "formats"
+    d.mkdir(exist_ok=True)
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) / 8.0
+    y = np.array([3, 1], dtype=np.int64)
+    np.savez(d / "plain.npz", x=x, y=y)
+    np.savez_compressed(d / "compressed.npz", x=x, y=y)
+    np.save(d / "x_u8.npy", (x * 8).astype(np.uint8))
+    np.save(d / "x_f64_be.npy", x.astype(">f8"))
+    np.save(d / "x_f16.npy", x.astype(np.float16))
+    np.save(d / "y_i32.npy", y.astype(np.int32))
+    np.save(d / "x_fortran.npy", np.asfortranarray(x))
+    (d / "expected.json").write_text(json.dumps({"x": x.flatten().tolist(), "shape": list(x.shape), "y": y.tolist()}))
+
+
 if __name__ == "__main__":
+    formats()
     build("mlp", make_mlp, (20,), 4, k=10, n_train=160, n_score=40, noise=1.2, lr=1e-2)
     build("cnn", make_cnn, (3, 12, 12), 5, k=6, n_train=120, n_score=24, noise=1.5, lr=1e-2)
     pooling_cases()
