@@ -377,40 +377,6 @@ impl InputTransform {
     }
 }
 
-#[cfg(test)]
-mod transform_tests {
-    use super::*;
-
-    #[test]
-    fn reshape_scale_and_channel_normalization() {
-        let mut config = Config::default();
-        config.data.input_shape = Some(vec![2, 1, 2]);
-        config.data.scale = 0.5;
-        config.data.mean = Some(vec![1.0, 2.0]);
-        config.data.std = Some(vec![2.0, 4.0]);
-        let t = InputTransform::new(&config, Path::new("x.npy"), &[4]).unwrap();
-        let mut x = vec![2.0, 4.0, 8.0, 12.0];
-        t.apply(&mut x);
-        assert_eq!(x, vec![0.0, 0.5, 0.5, 1.0]);
-        config.data.input_shape = Some(vec![3, 1, 2]);
-        let err = InputTransform::new(&config, Path::new("x.npy"), &[4])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("input_shape") && err.contains("x.npy"),
-            "{err}"
-        );
-        config.data.input_shape = Some(vec![2, 1, 2]);
-        config.data.mean = Some(vec![1.0, 2.0, 3.0]);
-        let err = InputTransform::new(&config, Path::new("x.npy"), &[4])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("data.mean"), "{err}");
-    }
-}
-
 fn checkpoint_label(i: usize, k: usize, path: &Path) -> String {
     format!("checkpoint {} of {k} ({})", i + 1, path.display())
 }
@@ -1092,4 +1058,38 @@ pub fn now_rfc3339() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod transform_tests {
+    use super::*;
+
+    #[test]
+    fn reshape_scale_and_channel_normalization() {
+        let mut config = Config::default();
+        config.data.input_shape = Some(vec![2, 1, 2]);
+        config.data.scale = 0.5;
+        config.data.mean = Some(vec![1.0, 2.0]);
+        config.data.std = Some(vec![2.0, 4.0]);
+        let t = InputTransform::new(&config, Path::new("x.npy"), &[4]).unwrap();
+        let mut x = vec![2.0, 4.0, 8.0, 12.0];
+        t.apply(&mut x);
+        assert_eq!(x, vec![0.0, 0.5, 0.5, 1.0]);
+        config.data.input_shape = Some(vec![3, 1, 2]);
+        let err = InputTransform::new(&config, Path::new("x.npy"), &[4])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("input_shape") && err.contains("x.npy"),
+            "{err}"
+        );
+        config.data.input_shape = Some(vec![2, 1, 2]);
+        config.data.mean = Some(vec![1.0, 2.0, 3.0]);
+        let err = InputTransform::new(&config, Path::new("x.npy"), &[4])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("data.mean"), "{err}");
+    }
 }
