@@ -614,51 +614,83 @@ fn score_with_backend(
         progress.advance(rows as u64);
     }
     progress.finish();
+    let timings = Timings {
+        load_s,
+        hash_s,
+        score_s: t_score.elapsed().as_secs_f64(),
+        backend_s,
+    };
+    let data = DataSummary {
+        path: Some(data_path),
+        rows: n,
+        example_shape: stored_shape,
+        model_input_shape: transform.shape.clone(),
+        labels: ann.labels_source.clone(),
+        split: d.split.clone(),
+        metadata_missing: ann.metadata_missing,
+    };
+    let scoring = ScoringSummary {
+        labels: Some(mode),
+        target: Some(config.scoring.target),
+        channels: config.scoring.channels,
+        vog_map_shape: config.scoring.channels.reduced_shape(&transform.shape),
+        windows: windows.clone(),
+        num_classes: Some(batch_classes),
+        batch_size: bs,
+    };
+    let run = Run {
+        source: GradientSource::Backend,
+        backend: Some(info),
+        data,
+        checkpoints,
+        scoring,
+        timings,
+    };
+    Ok(finish(config, run, examples, extra_columns, warnings))
+}
+
+/// What a finished scoring loop knows, besides the scores.
+struct Run {
+    source: GradientSource,
+    backend: Option<BackendInfo>,
+    data: DataSummary,
+    checkpoints: Vec<CheckpointRecord>,
+    scoring: ScoringSummary,
+    timings: Timings,
+}
+
+/// Class-normalizes the scores, reports warnings and assembles the manifest.
+fn finish(
+    config: &Config,
+    run: Run,
+    mut examples: Vec<ExampleScore>,
+    extra_columns: Vec<String>,
+    mut warnings: Vec<String>,
+) -> RunResult {
+    let windows = run.scoring.windows.clone();
     let classes = normalize(&mut examples, &windows, &mut warnings);
-    let score_s = t_score.elapsed().as_secs_f64();
     for w in &warnings {
         tracing::warn!("{w}");
     }
     let manifest = Manifest {
         tool: tool_info(),
         created_utc: now_rfc3339(),
-        source: GradientSource::Backend,
-        backend: Some(info),
+        source: run.source,
+        backend: run.backend,
         config: config.clone(),
-        data: DataSummary {
-            path: Some(data_path),
-            rows: n,
-            example_shape: stored_shape,
-            model_input_shape: transform.shape.clone(),
-            labels: ann.labels_source.clone(),
-            split: d.split.clone(),
-            metadata_missing: ann.metadata_missing,
-        },
-        checkpoints,
-        scoring: ScoringSummary {
-            labels: Some(mode),
-            target: Some(config.scoring.target),
-            channels: config.scoring.channels,
-            vog_map_shape: config.scoring.channels.reduced_shape(&transform.shape),
-            windows: windows.clone(),
-            num_classes: Some(batch_classes),
-            batch_size: bs,
-        },
+        data: run.data,
+        checkpoints: run.checkpoints,
+        scoring: run.scoring,
         classes,
         warnings,
-        timings: Timings {
-            load_s,
-            hash_s,
-            score_s,
-            backend_s,
-        },
+        timings: run.timings,
     };
-    Ok(RunResult {
+    RunResult {
         windows,
         extra_columns,
         examples,
         manifest,
-    })
+    }
 }
 
 fn check_label_range(
@@ -951,51 +983,39 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
         progress.advance(rows as u64);
     }
     progress.finish();
-    let classes = normalize(&mut examples, &windows, &mut warnings);
-    let score_s = t_score.elapsed().as_secs_f64();
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    let manifest = Manifest {
-        tool: tool_info(),
-        created_utc: now_rfc3339(),
+    let timings = Timings {
+        load_s,
+        hash_s,
+        score_s: t_score.elapsed().as_secs_f64(),
+        backend_s: 0.0,
+    };
+    let data = DataSummary {
+        path: None,
+        rows: n,
+        example_shape: shape.clone(),
+        model_input_shape: shape.clone(),
+        labels: ann.labels_source.clone(),
+        split: config.data.split.clone(),
+        metadata_missing: ann.metadata_missing,
+    };
+    let scoring = ScoringSummary {
+        labels: mode,
+        target: None,
+        channels: config.scoring.channels,
+        vog_map_shape: config.scoring.channels.reduced_shape(&shape),
+        windows,
+        num_classes: None,
+        batch_size: bs,
+    };
+    let run = Run {
         source: GradientSource::StoredGradients,
         backend: None,
-        config: config.clone(),
-        data: DataSummary {
-            path: None,
-            rows: n,
-            example_shape: shape.clone(),
-            model_input_shape: shape.clone(),
-            labels: ann.labels_source.clone(),
-            split: config.data.split.clone(),
-            metadata_missing: ann.metadata_missing,
-        },
+        data,
         checkpoints,
-        scoring: ScoringSummary {
-            labels: mode,
-            target: None,
-            channels: config.scoring.channels,
-            vog_map_shape: config.scoring.channels.reduced_shape(&shape),
-            windows: windows.clone(),
-            num_classes: None,
-            batch_size: bs,
-        },
-        classes,
-        warnings,
-        timings: Timings {
-            load_s,
-            hash_s,
-            score_s,
-            backend_s: 0.0,
-        },
+        scoring,
+        timings,
     };
-    Ok(RunResult {
-        windows,
-        extra_columns: Vec::new(),
-        examples,
-        manifest,
-    })
+    Ok(finish(config, run, examples, Vec::new(), warnings))
 }
 
 fn hash_files(position: usize, path: &Path, files: &[PathBuf]) -> Result<CheckpointRecord> {
