@@ -244,3 +244,84 @@ fn metadata_and_ids_are_joined() {
     assert_eq!(&rows[7][at("meta.camera")], "b");
     assert_eq!(&rows[7][at("meta.iso")], "700");
 }
+
+#[test]
+fn csv_and_idx_inputs_score_like_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = golden("mlp");
+    let (shape, x) = crate::util::npy(&g.join("x.npy"));
+    let (_, y) = crate::util::npy(&g.join("y.npy"));
+    let (n, d) = (shape[0], shape[1]);
+
+    // CSV: an id column, the features, and the label column in the middle.
+    let mut table = String::from("id");
+    for j in 0..d {
+        table.push_str(&format!(",f{j}"));
+        if j == 9 {
+            table.push_str(",label");
+        }
+    }
+    table.push('\n');
+    for i in 0..n {
+        table.push_str(&format!("ex{i}"));
+        for j in 0..d {
+            table.push_str(&format!(",{}", x[i * d + j]));
+            if j == 9 {
+                table.push_str(&format!(",{}", y[i]));
+            }
+        }
+        table.push('\n');
+    }
+    std::fs::write(dir.path().join("table.csv"), table).unwrap();
+
+    // IDX: float32 examples (type 0x0D, big-endian) and uint8 labels, gzipped labels.
+    let mut idx = vec![0u8, 0, 0x0D, 2];
+    idx.extend((n as u32).to_be_bytes());
+    idx.extend((d as u32).to_be_bytes());
+    idx.extend(x.iter().flat_map(|v| v.to_be_bytes()));
+    std::fs::write(dir.path().join("x-idx2-float"), idx).unwrap();
+    let mut lab = vec![0u8, 0, 0x08, 1];
+    lab.extend((n as u32).to_be_bytes());
+    lab.extend(y.iter().map(|&v| v as u8));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &lab).unwrap();
+    std::fs::write(dir.path().join("y-idx1-ubyte.gz"), gz.finish().unwrap()).unwrap();
+
+    let ck = g.join("ckpt");
+    let expected = json(&g.join("expected.json"));
+    let want = crate::util::floats(&expected["true/logit"]["all"]["raw"]);
+    let cases = [
+        (
+            "csv",
+            "path = \"table.csv\"\nlabel_column = \"label\"\nid_column = \"id\"\n",
+        ),
+        (
+            "idx",
+            "path = \"x-idx2-float\"\nlabels = \"y-idx1-ubyte.gz\"\n",
+        ),
+    ];
+    for (name, data) in cases {
+        let body = format!(
+            "version = 1\n[data]\n{data}[checkpoints]\npaths = [\"{}\"]\n[backend.options]\narch = \"mlp\"\n",
+            ck.display()
+        );
+        let cfg = write_config(dir.path(), &format!("{name}.toml"), &body);
+        let out = run(
+            &["score", "-q", "-c", cfg.to_str().unwrap(), "-o", name],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let mut csv = csv::Reader::from_path(dir.path().join(name).join("scores.csv")).unwrap();
+        let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+        let at = |c: &str| header.iter().position(|h| h == c).unwrap();
+        let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+        let got: Vec<f64> = rows
+            .iter()
+            .map(|r| r[at("vog_all")].parse().unwrap())
+            .collect();
+        crate::util::assert_close(name, &got, &want, 1e-5, 0.0);
+        if name == "csv" {
+            assert_eq!(&rows[3][at("id")], "ex3");
+        }
+    }
+}
