@@ -24,6 +24,29 @@ pub enum Command {
     Score(Box<ScoreArgs>),
     /// The paper's toy experiment, offline: two Gaussian clusters, an MLP trained with candle.
     Demo(DemoArgs),
+    /// List the backends found (built in and plugins), or check one.
+    Backends(BackendsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackendsArgs {
+    /// Configuration file whose [plugins] dirs (and [backend.options], for `check`) apply.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<BackendsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendsCommand {
+    /// Load a backend (name or plugin path), validate options, and run its self-test.
+    Check {
+        /// Backend name or plugin path.
+        name: String,
+        /// Backend options as TOML text (default: the configuration's [backend.options]).
+        #[arg(long)]
+        options: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,7 +102,8 @@ pub struct ScoreArgs {
     /// Windows to score (all, early, middle, late, or names from scoring.ranges).
     #[arg(long, value_delimiter = ',')]
     pub windows: Option<Vec<String>>,
-    /// Backend name.
+    /// Backend: built-in name (candle), plugin name (looked up as libvog_backend_NAME.so), or
+    /// a path to a plugin library.
     #[arg(long)]
     pub backend: Option<String>,
     /// Examples per forward/backward pass.

@@ -35,6 +35,7 @@ fn run() -> anyhow::Result<ExitCode> {
     match args.command {
         cli::Command::Score(a) => score::run(*a, args.quiet),
         cli::Command::Demo(a) => demo::run(a, args.quiet),
+        cli::Command::Backends(a) => backends::run(a),
     }
 }
 

@@ -78,15 +78,16 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
 pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
     let config = config_from_args(&a)?;
     check_output_dir(&config.output)?;
-    let backend = if config.gradients.dirs.is_empty() {
-        let b = crate::backends::create(&config.backend.name, &config.backend_options_toml())
+    let (backend, library) = if config.gradients.dirs.is_empty() {
+        let (b, library) = crate::backends::create(&config)
             .with_context(|| format!("backend `{}`", config.backend.name))?;
-        Some(b)
+        (Some(b), library)
     } else {
-        None
+        (None, None)
     };
     let bar = Bar::new(quiet);
-    let result = score(&config, backend.as_deref(), &bar)?;
+    let mut result = score(&config, backend.as_deref(), &bar)?;
+    result.manifest.backend_library = library;
     let dir = write_results(&result, &config.output)?;
     if !quiet {
         print_summary(&mut std::io::stdout().lock(), &result, &dir, a.top, &config)?;

@@ -2,10 +2,11 @@
 
 mod util;
 
-mod backend;
 mod cli;
 mod configs;
+mod conformance;
 mod demo;
 mod errors;
 mod golden;
+mod plugins;
 mod stored;

@@ -126,3 +126,69 @@ pub fn golden_config(model: &str, extra_scoring: &str) -> String {
         options(model)
     )
 }
+
+/// Builds the plugin libraries the tests load (once per test run) and returns the path of the
+/// plugin for backend `name` (`candle`, `linear`, `faulty`, `abimajor`, `novtable`,
+/// `notaplugin`). They are built by cargo into their own target directory beside the test's, so
+/// the plugin build of candle (with its `plugin` feature) never invalidates the test build.
+pub fn plugin_lib(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> =
+        std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(build_plugins);
+    built
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no plugin `{name}` among {:?}", built.keys()))
+}
+
+fn build_plugins() -> std::collections::HashMap<String, PathBuf> {
+    // The test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().join("plugin-tests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "build",
+            "--message-format=json-render-diagnostics",
+            "--features",
+            "vog-backend-candle/plugin",
+        ])
+        .args([
+            "-p",
+            "vog-backend-candle",
+            "-p",
+            "vog-backend-linear",
+            "-p",
+            "vog-test-plugin-faulty",
+        ])
+        .args([
+            "-p",
+            "vog-test-plugin-abi-major",
+            "-p",
+            "vog-test-plugin-no-vtable",
+            "-p",
+            "vog-test-plugin-not-a-plugin",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "building the test plugins failed");
+    let mut libs = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        for f in msg["filenames"].as_array().into_iter().flatten() {
+            let p = PathBuf::from(f.as_str().unwrap_or_default());
+            if let Some(name) = vog_plugin_host::name_from_file(&p) {
+                libs.insert(name, p);
+            }
+        }
+    }
+    libs
+}

@@ -123,6 +123,9 @@ pub struct BackendInfo {
     pub version: String,
     /// File extensions of the checkpoints it loads, without dots (`safetensors`).
     pub extensions: Vec<String>,
+    /// Devices it can compute on (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// What a loaded checkpoint can say about itself before it runs.
@@ -170,7 +173,7 @@ pub struct ModelInfo {
 ///
 /// impl GradientBackend for Toy {
 ///     fn info(&self) -> BackendInfo {
-///         BackendInfo { name: "toy".into(), version: "0".into(), extensions: vec![] }
+///         BackendInfo { name: "toy".into(), version: "0".into(), extensions: vec![], devices: vec![] }
 ///     }
 ///     fn load(&self, _checkpoint: &Path) -> Result<Box<dyn Model>> {
 ///         Ok(Box::new(ToyModel))

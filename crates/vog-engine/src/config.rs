@@ -36,6 +36,19 @@ pub struct Config {
     /// Where and how results are written.
     #[serde(default)]
     pub output: OutputConfig,
+    /// Where backend plugins are looked for.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// `[plugins]`: extra directories searched for backend plugins (`libvog_backend_NAME.so`), after
+/// `VOG_PLUGIN_PATH` and before the directory of the `vog` executable and its `../lib/vog`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directories, relative to the configuration file.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +61,7 @@ impl Default for Config {
             backend: BackendConfig::default(),
             scoring: ScoringConfig::default(),
             output: OutputConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -158,7 +172,8 @@ pub struct GradientsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// Backend name (`candle`).
+    /// Backend: a built-in name (`candle`), a plugin name found in the plugin directories
+    /// (`onnx` → `libvog_backend_onnx.so`), or a path to a plugin library.
     #[serde(default = "default_backend")]
     pub name: String,
     /// Examples per forward/backward pass.

@@ -154,6 +154,8 @@ pub struct Manifest {
     pub source: GradientSource,
     /// The backend, when one was used.
     pub backend: Option<BackendInfo>,
+    /// The plugin library the backend came from (`null` for a built-in backend).
+    pub backend_library: Option<PathBuf>,
     /// The configuration as run (CLI overrides applied).
     pub config: Config,
     /// The data.
@@ -526,13 +528,25 @@ fn score_with_backend(
                 target: config.scoring.target,
             };
             let t_call = Instant::now();
-            let step = models[ck].input_gradients(&request).and_then(|out| {
-                out.validate(&request)?;
-                Ok(out)
-            });
+            let step = models[ck].input_gradients(&request);
             backend_s += t_call.elapsed().as_secs_f64();
             let out =
                 step.map_err(|e| step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann))?;
+            out.validate(&request).map_err(|e| match e {
+                // NaN weights or an overflow: a property of the checkpoint and the data.
+                e @ vog_core::Error::NonFinite { .. } => {
+                    step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann)
+                }
+                // Anything else means the backend broke its contract.
+                e => Error::Step {
+                    context: format!(
+                        "{}: backend `{}` returned inconsistent output",
+                        checkpoint_label(ck, k, &paths[ck]),
+                        info.name
+                    ),
+                    source: e,
+                },
+            })?;
             if batch_classes == 0 {
                 batch_classes = out.num_classes;
                 if let Some(labels) = &ann.labels {
@@ -677,6 +691,7 @@ fn finish(
         created_utc: now_rfc3339(),
         source: run.source,
         backend: run.backend,
+        backend_library: None,
         config: config.clone(),
         data: run.data,
         checkpoints: run.checkpoints,

@@ -32,6 +32,7 @@
 mod model;
 mod options;
 pub mod pool;
+mod selftest;
 pub mod train;
 
 use std::path::Path;
@@ -74,11 +75,7 @@ impl CandleBackend {
 
 impl GradientBackend for CandleBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: Self::NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["safetensors".into()],
-        }
+        <Self as vog_plugin::PluginBackend>::describe()
     }
 
     fn load(&self, checkpoint: &Path) -> Result<Box<dyn Model>> {
@@ -89,3 +86,25 @@ impl GradientBackend for CandleBackend {
         )?))
     }
 }
+
+impl vog_plugin::PluginBackend for CandleBackend {
+    fn describe() -> BackendInfo {
+        BackendInfo {
+            name: Self::NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["safetensors".into()],
+            devices: vec!["cpu".into()],
+        }
+    }
+
+    fn create(options: &str) -> Result<Self> {
+        Self::from_options(options)
+    }
+
+    fn self_test() -> Result<String> {
+        selftest::run()
+    }
+}
+
+#[cfg(feature = "plugin")]
+vog_plugin::export_backend!(CandleBackend);

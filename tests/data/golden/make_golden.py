@@ -239,6 +239,47 @@ def stored_gradients():
     (d / "expected.json").write_text(json.dumps(out, indent=1))
 
 
+def linear_models():
+    """Checkpoints of the example plugin (JSON linear models) and VoG from torch autograd."""
+    d = HERE / "linear"
+    (d / "ckpt").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    k, n, features, classes, temperature = 7, 30, 6, 3, 1.5
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    y = rng.integers(0, classes, size=n).astype(np.int64)
+    w = rng.normal(size=(classes, features))
+    models = []
+    for epoch in range(1, k + 1):
+        w = w + 0.3 * rng.normal(size=w.shape)  # a random walk stands in for training
+        b = rng.normal(size=classes)
+        models.append((w.copy(), b))
+        (d / "ckpt" / f"epoch_{epoch}.json").write_text(json.dumps({"weight": w.tolist(), "bias": b.tolist()}))
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+
+    def model(wb):
+        m = torch.nn.Linear(features, classes).double()
+        with torch.no_grad():
+            m.weight.copy_(torch.from_numpy(wb[0]) / temperature)
+            m.bias.copy_(torch.from_numpy(wb[1]) / temperature)
+        return m
+
+    xd = torch.from_numpy(x).double()
+    predicted = model(models[-1])(xd).argmax(dim=1)
+    out = {"temperature": temperature, "windows": {n_: list(r) for n_, r in windows(k).items()}}
+    for mode in ["true", "predicted"]:
+        for tgt in ["logit", "probability"]:
+            cls = torch.from_numpy(y) if mode == "true" else predicted
+            grads = np.stack([input_gradients(model(wb), xd, cls, tgt)[1].numpy() for wb in models])
+            norm_classes = y if mode == "true" else predicted.numpy()
+            entry = {}
+            for name, (s_, e) in windows(k).items():
+                raw = vog_from_stack(grads[s_:e])
+                entry[name] = {"raw": raw.tolist(), "normalized": class_normalize(raw, norm_classes).tolist()}
+            out[f"{mode}/{tgt}"] = entry
+    (d / "expected.json").write_text(json.dumps(out, indent=1))
+
+
 def formats():
     """Small arrays in the on-disk variants numpy produces, for the readers' tests."""
     d = HERE.parent / "formats"
@@ -256,9 +297,10 @@ def formats():
 
 
 if __name__ == "__main__":
-    formats()
     build("mlp", make_mlp, (20,), 4, k=10, n_train=160, n_score=40, noise=1.2, lr=1e-2)
     build("cnn", make_cnn, (3, 12, 12), 5, k=6, n_train=120, n_score=24, noise=1.5, lr=1e-2)
     pooling_cases()
     stored_gradients()
+    formats()
+    linear_models()  # last: it draws from torch's global generator, so it must not shift the others
     print("golden files written under", HERE)
