@@ -272,6 +272,7 @@ unsafe extern "C" fn input_gradients(
         let data: &[f32] = if r.len == 0 {
             &[]
         } else {
+            // SAFETY: non-null (checked above) and lent by the host for `len` values (rule 1).
             unsafe { std::slice::from_raw_parts(r.data, r.len) }
         };
         let input = TensorView::new(&shape, data).map_err(core)?;
