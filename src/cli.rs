@@ -30,7 +30,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BackendsArgs {
-    /// Configuration file whose [plugins] dirs (and [backend.options], for `check`) apply.
+    /// Configuration file whose `[plugins] dirs` (and `[backend.options]`, for `check`) apply.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -43,7 +43,7 @@ pub enum BackendsCommand {
     Check {
         /// Backend name or plugin path.
         name: String,
-        /// Backend options as TOML text (default: the configuration's [backend.options]).
+        /// Backend options as TOML text (default: the configuration's `[backend.options]`).
         #[arg(long)]
         options: Option<String>,
     },
