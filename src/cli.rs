@@ -26,6 +26,29 @@ pub enum Command {
     Demo(DemoArgs),
     /// List the backends found (built in and plugins), or check one.
     Backends(BackendsArgs),
+    /// Write the input-gradient graph vog builds for an ONNX model, for inspection.
+    OnnxGrad(OnnxGradArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnnxGradArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Where to write the extended model.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Graph input holding the examples (when the graph has several).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Tensor holding the logits (default: the graph's only output).
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Differentiate with respect to this tensor instead of the input.
+    #[arg(long)]
+    pub wrt: Option<String>,
+    /// Differentiate the logit or the softmax probability.
+    #[arg(long, value_enum, default_value = "logit")]
+    pub target: TargetArg,
 }
 
 #[derive(Debug, Args)]

@@ -36,7 +36,43 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Score(a) => score::run(*a, args.quiet),
         cli::Command::Demo(a) => demo::run(a, args.quiet),
         cli::Command::Backends(a) => backends::run(a),
+        cli::Command::OnnxGrad(a) => onnx_grad(a),
     }
+}
+
+/// `vog onnx-grad`.
+fn onnx_grad(a: cli::OnnxGradArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let bytes =
+        std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let model = vog_onnx::decode_model(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    let spec = vog_onnx::GradSpec {
+        input: a.input,
+        output: a.output,
+        wrt: a.wrt,
+        target: match a.target {
+            cli::TargetArg::Logit => vog_core::Target::Logit,
+            cli::TargetArg::Probability => vog_core::Target::Probability,
+        },
+    };
+    let g = vog_onnx::gradient_model(&model, &spec)
+        .with_context(|| format!("{}", a.model.display()))?;
+    std::fs::write(&a.out, vog_onnx::encode_model(&g.model))
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "{}: d {} / d {} in `{}` ({} reverse-pass nodes); inputs `{}`, `{}`; outputs `{}`, `{}`, `{}`",
+        a.out.display(),
+        g.output,
+        g.wrt,
+        g.gradient_output,
+        g.backward_nodes,
+        g.input,
+        g.classes_input,
+        g.output,
+        g.classes_output,
+        g.gradient_output
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

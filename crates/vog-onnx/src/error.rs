@@ -1,0 +1,32 @@
+/// Errors of ONNX model handling and gradient-graph construction.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not an ONNX model.
+    #[error("not a valid ONNX model: {0}")]
+    Decode(String),
+    /// The model is valid ONNX but cannot be used as it is (missing tensors, ambiguous inputs,
+    /// unsupported opset, external data).
+    #[error("{0}")]
+    Model(String),
+    /// Ops on the path from the input to the output that have no gradient rule.
+    #[error("cannot differentiate {} node(s) on the path from `{wrt}` to `{output}`: {}", .nodes.len(), list(.nodes))]
+    Unsupported {
+        /// The tensor differentiated with respect to.
+        wrt: String,
+        /// The output differentiated.
+        output: String,
+        /// `(op_type, node name)` of every unsupported node, in graph order.
+        nodes: Vec<(String, String)>,
+    },
+}
+
+fn list(nodes: &[(String, String)]) -> String {
+    nodes
+        .iter()
+        .map(|(op, name)| format!("{op} (node `{name}`)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
