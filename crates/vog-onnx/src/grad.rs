@@ -177,8 +177,10 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
         )));
     }
 
+    let ranks = crate::graph::infer_ranks(&graph, &consts);
     let mut b = Builder {
         consts: &consts,
+        ranks,
         nodes: Vec::new(),
         inits: Vec::new(),
         n: 0,
@@ -385,6 +387,7 @@ fn inactive_output(n: &NodeProto, k: usize) -> bool {
 
 struct Builder<'a> {
     consts: &'a Constants<'a>,
+    ranks: HashMap<String, usize>,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     n: usize,
@@ -578,21 +581,39 @@ impl Builder<'_> {
         self.op("Slice", &[&s, &two, &big], vec![])
     }
 
-    /// Pads the trailing end of spatial axes of `y` so that they match `x`.
-    fn pad_spatial_to(&mut self, y: &str, x: &str) -> String {
+    /// Crops or zero-pads the trailing end of the spatial axes of `y` to those of `x`. A transposed
+    /// convolution run without end padding covers every input position some window read; rows
+    /// past the last window are absent and get zero gradient.
+    fn fit_spatial_to(&mut self, y: &str, x: &str) -> String {
         let sx = self.spatial(x);
-        let sy = self.spatial(y);
+        let sxf = self.shape(x);
+        let rank = self.size(&sxf);
+        let two = self.i64_scalar(2);
+        let step = self.i64_scalar(1);
+        let axes = self.op("Range", &[&two, &rank, &step], vec![]);
+        let zeros = self.op("Sub", &[&sx, &sx], vec![]);
+        let y = self.op("Slice", &[y, &zeros, &sx, &axes], vec![]);
+        let sy = self.spatial(&y);
         let diff = self.op("Sub", &[&sx, &sy], vec![]);
-        let sx_full = self.shape(x);
-        let rank = self.shape(&sx_full);
+        let rank1 = self.shape(&sxf);
         let begins = self.op(
             "ConstantOfShape",
-            &[&rank],
+            &[&rank1],
             vec![make_t("value", tensor_i64("", vec![1], vec![0]))],
         );
         let nc = self.i64s(&[0, 0]);
         let pads = self.op("Concat", &[&begins, &nc, &diff], vec![make_i("axis", 0)]);
-        self.op("Pad", &[y, &pads], vec![make_s("mode", "constant")])
+        self.op("Pad", &[&y, &pads], vec![make_s("mode", "constant")])
+    }
+
+    /// Begin pads only (end pads zeroed): transposed convolutions are run uncropped at the end.
+    fn begin_pads(pads: &[i64]) -> Vec<i64> {
+        let r = pads.len() / 2;
+        pads[..r]
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(0, r))
+            .collect()
     }
 
     /// The seed d(target)/d(output) and the classes used.
@@ -956,25 +977,29 @@ fn backward(
             Ok(out)
         }
         "MatMul" => {
-            let rank = |name: &str| b.consts.dims(name).map(|d| d.len());
-            if rank(x(0)) == Some(1) || rank(x(1)) == Some(1) {
-                return Err(());
-            }
+            // The gradient of each operand transposes the last two axes of the other one, so it
+            // needs that operand's rank (≥ 2; vectors are not supported).
+            let ranks = &b.ranks;
+            let (ra, rb) = (
+                ranks.get(x(0)).copied().filter(|&r| r >= 2),
+                ranks.get(x(1)).copied().filter(|&r| r >= 2),
+            );
+            let swap = |r: usize| {
+                let mut p: Vec<i64> = (0..r as i64).collect();
+                p.swap(r - 1, r - 2);
+                vec![make_ints("perm", p)]
+            };
             let mut out = vec![None, None];
             if need_i(0) {
-                let t = b.op(
-                    "Einsum",
-                    &[&g, x(1)],
-                    vec![make_s("equation", "...mn,...kn->...mk")],
-                );
+                let rb = rb.ok_or(())?;
+                let bt = b.op("Transpose", &[x(1)], swap(rb));
+                let t = b.op("MatMul", &[&g, &bt], vec![]);
                 out[0] = Some(b.unb(&t, x(0)));
             }
             if need_i(1) {
-                let t = b.op(
-                    "Einsum",
-                    &[x(0), &g],
-                    vec![make_s("equation", "...mk,...mn->...kn")],
-                );
+                let ra = ra.ok_or(())?;
+                let at = b.op("Transpose", &[x(0)], swap(ra));
+                let t = b.op("MatMul", &[&at, &g], vec![]);
                 out[1] = Some(b.unb(&t, x(1)));
             }
             Ok(out)
@@ -1000,10 +1025,10 @@ fn backward(
                     make_i("group", group),
                     make_ints("strides", strides),
                     make_ints("dilations", dil),
-                    make_ints("pads", pads),
+                    make_ints("pads", Builder::begin_pads(&pads)),
                 ],
             );
-            Ok(vec![Some(b.pad_spatial_to(&t, x(0)))])
+            Ok(vec![Some(b.fit_spatial_to(&t, x(0)))])
         }
         "ConvTranspose" => {
             if attr(n, "output_shape").is_some()
@@ -1078,6 +1103,10 @@ fn backward(
                     make_ints("pads", pads.clone()),
                 ]
             };
+            let t_attrs = vec![
+                make_ints("strides", strides.clone()),
+                make_ints("pads", Builder::begin_pads(&pads)),
+            ];
             let g2 = if include_pad {
                 let k = b.scalar_like(1.0 / count as f32, &g);
                 b.op("Mul", &[&g2, &k], vec![])
@@ -1095,9 +1124,9 @@ fn backward(
                 let counts = b.op("Conv", &[&ones, &ones_k], attrs());
                 b.op("Div", &[&g2, &counts], vec![])
             };
-            let d = b.op("ConvTranspose", &[&g2, &ones_k], attrs());
-            // Back to [N, C, …]: pad trailing rows the pooling never read, then reshape.
-            let d = b.pad_spatial_to(&d, x(0));
+            let d = b.op("ConvTranspose", &[&g2, &ones_k], t_attrs);
+            // Back to [N, C, …]: fit to the input's size, then reshape.
+            let d = b.fit_spatial_to(&d, x(0));
             one_input(b.reshape_like(&d, x(0)))
         }
         "GlobalAveragePool" => {

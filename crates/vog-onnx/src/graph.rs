@@ -299,3 +299,149 @@ impl<'a> Constants<'a> {
             .map(|t| t.dims.clone())
     }
 }
+
+/// Ranks of the graph's tensors, where they can be told from declarations, constants and simple
+/// per-op rules (no shape values are needed, only the number of dimensions).
+pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String, usize> {
+    let mut ranks: HashMap<String, usize> = HashMap::new();
+    for v in graph
+        .input
+        .iter()
+        .chain(&graph.value_info)
+        .chain(&graph.output)
+    {
+        if let Some((_, Some(dims))) = value_type(v) {
+            ranks.insert(v.name.clone(), dims.len());
+        }
+    }
+    for t in &graph.initializer {
+        ranks.insert(t.name.clone(), t.dims.len());
+    }
+    // Lengths of 1-d integer tensors (shape computations), so that `Reshape(x, Concat(…))` has a
+    // known rank even when the shape values are only known at run time.
+    let mut lens: HashMap<String, usize> = HashMap::new();
+    for n in &graph.node {
+        let out_len = {
+            let r = |i: usize| n.input.get(i).and_then(|t| ranks.get(t)).copied();
+            let l = |i: usize| {
+                let t = n.input.get(i)?;
+                lens.get(t).copied().or_else(|| {
+                    consts
+                        .ints(t)
+                        .filter(|_| consts.dims(t).is_some_and(|d| d.len() == 1))
+                        .map(|v| v.len())
+                })
+            };
+            let out_len: Option<usize> = match n.op_type.as_str() {
+                "Shape" if attr(n, "start").is_none() && attr(n, "end").is_none() => r(0),
+                "Unsqueeze" if r(0) == Some(0) => Some(1),
+                "Concat" if attr_i(n, "axis") == Some(0) || attr_i(n, "axis") == Some(-1) => {
+                    (0..n.input.len()).map(l).sum::<Option<usize>>()
+                }
+                "Cast" | "Identity" | "Neg" | "Abs" => l(0),
+                "Add" | "Sub" | "Mul" | "Div" | "Where" | "Max" | "Min" => {
+                    let ls: Vec<usize> = (0..n.input.len()).filter_map(l).collect();
+                    ls.iter().max().copied().filter(|_| !ls.is_empty())
+                }
+                "Gather" if r(0) == Some(1) => n
+                    .input
+                    .get(1)
+                    .and_then(|t| consts.ints(t))
+                    .map(|v| v.len())
+                    .filter(|_| {
+                        n.input
+                            .get(1)
+                            .and_then(|t| consts.dims(t))
+                            .is_some_and(|d| d.len() == 1)
+                    }),
+                "Slice" if r(0) == Some(1) || l(0).is_some() => {
+                    let get = |i: usize| n.input.get(i).and_then(|t| consts.ints(t));
+                    match (l(0), get(1), get(2)) {
+                        (Some(len), Some(st), Some(en)) if st.len() == 1 && en.len() == 1 => {
+                            let step = get(4).and_then(|s| s.first().copied()).unwrap_or(1);
+                            let len = len as i64;
+                            let clamp = |v: i64| if v < 0 { (v + len).max(0) } else { v.min(len) };
+                            let (a, b) = (clamp(st[0]), clamp(en[0]));
+                            (step == 1).then(|| (b - a).max(0) as usize)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            out_len
+        };
+        if let (Some(k), Some(o)) = (out_len, n.output.first()) {
+            lens.insert(o.clone(), k);
+            ranks.entry(o.clone()).or_insert(1);
+        }
+        let r = |i: usize| n.input.get(i).and_then(|t| ranks.get(t)).copied();
+        let len_of = |i: usize| {
+            n.input.get(i).and_then(|t| {
+                lens.get(t)
+                    .copied()
+                    .or_else(|| consts.ints(t).map(|v| v.len()))
+            })
+        };
+        let axes_len = || attr_ints(n, "axes").map(|a| a.len()).or_else(|| len_of(1));
+        let out: Option<usize> = match n.op_type.as_str() {
+            "Constant" => consts
+                .dims(n.output.first().map(String::as_str).unwrap_or(""))
+                .map(|d| d.len()),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Where" | "Sum" | "Mean" | "Max" | "Min"
+            | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+            | "PRelu" => {
+                let rs: Option<Vec<usize>> = (0..n.input.len()).map(r).collect();
+                rs.and_then(|v| v.into_iter().max())
+            }
+            "MatMul" => match (r(0), r(1)) {
+                (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                (Some(1), Some(b)) if b >= 2 => Some(b - 1),
+                (Some(a), Some(1)) if a >= 2 => Some(a - 1),
+                (Some(1), Some(1)) => Some(0),
+                _ => None,
+            },
+            "Gemm" | "Flatten" => Some(2),
+            "Shape" | "Range" => Some(1),
+            "NonZero" => Some(2),
+            "Size" => Some(0),
+            "Reshape" => len_of(1),
+            "Squeeze" => r(0).zip(axes_len()).map(|(a, k)| a.saturating_sub(k)),
+            "Unsqueeze" => r(0).zip(axes_len()).map(|(a, k)| a + k),
+            "Gather" => r(0)
+                .zip(r(1).or_else(|| n.input.get(1).and_then(|t| consts.dims(t)).map(|d| d.len())))
+                .map(|(a, b)| a + b - 1),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2" => {
+                if attr_i(n, "keepdims").unwrap_or(1) != 0 {
+                    r(0)
+                } else {
+                    match axes_len() {
+                        Some(k) => r(0).map(|a| a.saturating_sub(k)),
+                        None => Some(0),
+                    }
+                }
+            }
+            "ArgMax" | "ArgMin" => {
+                if attr_i(n, "keepdims").unwrap_or(1) != 0 {
+                    r(0)
+                } else {
+                    r(0).map(|a| a.saturating_sub(1))
+                }
+            }
+            "Expand" => r(0).zip(len_of(1)).map(|(a, k)| a.max(k)),
+            "ConstantOfShape" => len_of(0),
+            "Einsum" | "If" | "Loop" | "Scan" | "TopK" => None,
+            // Everything else keeps the rank of its first input (elementwise, conv, pool, norms,
+            // Transpose, Concat, Split, Slice, Pad, Tile, Cast, Softmax, …).
+            _ => r(0),
+        };
+        if let Some(k) = out {
+            for (i, o) in n.output.iter().enumerate() {
+                if !o.is_empty() && (i == 0 || n.op_type == "Split") {
+                    ranks.entry(o.clone()).or_insert(k);
+                }
+            }
+        }
+    }
+    ranks
+}
