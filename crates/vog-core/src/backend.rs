@@ -54,8 +54,13 @@ pub struct GradOutput {
     pub logits: Vec<f32>,
     /// Number of classes (columns of `logits`).
     pub num_classes: usize,
-    /// Gradient of each row's target with respect to that row's input; same shape as the input.
+    /// Gradient of each row's target with respect to that row's input (or, see `gradient_shape`,
+    /// with respect to an intermediate tensor), row-major.
     pub gradient: Vec<f32>,
+    /// Shape of one row of the gradient when it differs from the input's (a backend that
+    /// differentiates with respect to an intermediate tensor, such as a text model's embedding
+    /// output); `None` means "shaped like the input".
+    pub gradient_shape: Option<Vec<usize>>,
     /// The class differentiated for each row (the given class, or the argmax).
     pub classes: Vec<u32>,
 }
@@ -73,13 +78,22 @@ impl GradOutput {
                 self.num_classes
             )));
         }
-        if self.gradient.len() != request.input.data().len() {
-            return Err(Error::Shape(format!(
-                "backend returned a gradient of {} values for an input of {} values (shape {:?})",
-                self.gradient.len(),
-                request.input.data().len(),
-                request.input.shape()
-            )));
+        match &self.gradient_shape {
+            None if self.gradient.len() != request.input.data().len() => {
+                return Err(Error::Shape(format!(
+                    "backend returned a gradient of {} values for an input of {} values (shape {:?})",
+                    self.gradient.len(),
+                    request.input.data().len(),
+                    request.input.shape()
+                )));
+            }
+            Some(shape) if self.gradient.len() != rows * shape.iter().product::<usize>() => {
+                return Err(Error::Shape(format!(
+                    "backend returned a gradient of {} values for {rows} rows of shape {shape:?}",
+                    self.gradient.len()
+                )));
+            }
+            _ => {}
         }
         if self.classes.len() != rows {
             return Err(Error::Shape(format!(
@@ -97,7 +111,11 @@ impl GradOutput {
             }
         }
         check_finite("logits", &self.logits, self.num_classes)?;
-        check_finite("gradient", &self.gradient, request.input.row_len().max(1))?;
+        let row_len = match &self.gradient_shape {
+            Some(s) => s.iter().product::<usize>(),
+            None => request.input.row_len(),
+        };
+        check_finite("gradient", &self.gradient, row_len.max(1))?;
         Ok(())
     }
 }
@@ -193,7 +211,7 @@ pub struct ModelInfo {
 ///             Classes::Argmax => vec![2; rows],
 ///         };
 ///         let gradient = classes.iter().flat_map(|&c| vec![c as f32; width]).collect();
-///         Ok(GradOutput { logits, num_classes: 3, gradient, classes })
+///         Ok(GradOutput { logits, num_classes: 3, gradient, gradient_shape: None, classes })
 ///     }
 /// }
 ///
@@ -247,6 +265,7 @@ mod tests {
             logits: vec![0.0; 6],
             num_classes: 3,
             gradient: vec![0.0; 4],
+            gradient_shape: None,
             classes: vec![0, 2],
         };
         good.validate(&request(input)).unwrap();
@@ -268,6 +287,15 @@ mod tests {
                 row: 1
             })
         ));
+
+        let mut other = good.clone();
+        other.gradient_shape = Some(vec![3]);
+        assert!(matches!(
+            other.validate(&request(input)),
+            Err(Error::Shape(_))
+        ));
+        other.gradient = vec![0.0; 6];
+        other.validate(&request(input)).unwrap();
 
         let mut bad = good.clone();
         bad.gradient[3] = f32::NAN;

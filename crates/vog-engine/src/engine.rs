@@ -479,7 +479,9 @@ fn score_with_backend(
     let hash_s = t_hash.elapsed().as_secs_f64();
 
     let t_score = Instant::now();
-    let mut acc = VogAccumulator::new(&transform.shape, &windows, k, config.scoring.channels)?;
+    // Created at the first answer: a backend may differentiate with respect to an intermediate
+    // tensor whose shape differs from the input's.
+    let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
     let mut reducers = default_reducers();
     let extra_columns: Vec<String> = reducers.iter().flat_map(|r| r.columns()).collect();
     let bs = config.backend.batch_size;
@@ -513,7 +515,9 @@ fn score_with_backend(
         let view = TensorView::new(&shape, &input)?;
         let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
         let mut fixed: Option<Vec<u32>> = None;
-        acc.reset(rows);
+        if let Some((a, _)) = acc.as_mut() {
+            a.reset(rows);
+        }
         for &ck in &order {
             let classes = match mode {
                 LabelMode::True => Classes::Given(true_labels.expect("true mode has labels")),
@@ -567,10 +571,32 @@ fn score_with_backend(
             if mode == LabelMode::Predicted && ck == k - 1 {
                 fixed = Some(out.classes.clone());
             }
-            acc.add(ck, &out.gradient)?;
+            let grad_shape = out
+                .gradient_shape
+                .clone()
+                .unwrap_or_else(|| transform.shape.clone());
+            let (a, shape) = match acc.as_mut() {
+                Some(existing) => existing,
+                None => {
+                    let mut a =
+                        VogAccumulator::new(&grad_shape, &windows, k, config.scoring.channels)?;
+                    a.reset(rows);
+                    acc.insert((a, grad_shape.clone()))
+                }
+            };
+            if *shape != grad_shape {
+                return Err(Error::Input(format!(
+                    "{}: gradient rows shaped {grad_shape:?}, other checkpoints gave {shape:?}",
+                    checkpoint_label(ck, k, &paths[ck])
+                )));
+            }
+            a.add(ck, &out.gradient)?;
             logits_per_ckpt[ck] = out.logits;
         }
-        let scores = acc.scores()?;
+        let (a, _) = acc
+            .as_ref()
+            .expect("every batch has at least one checkpoint");
+        let scores = a.scores()?;
         let c = batch_classes;
         let last = &logits_per_ckpt[k - 1];
         let predicted: Vec<u32> = last
@@ -647,7 +673,10 @@ fn score_with_backend(
         labels: Some(mode),
         target: Some(config.scoring.target),
         channels: config.scoring.channels,
-        vog_map_shape: config.scoring.channels.reduced_shape(&transform.shape),
+        vog_map_shape: config
+            .scoring
+            .channels
+            .reduced_shape(acc.as_ref().map_or(&transform.shape, |(_, s)| s)),
         windows: windows.clone(),
         num_classes: Some(batch_classes),
         batch_size: bs,

@@ -422,6 +422,21 @@ impl Model for ExternModel {
                     logits: copy_buffer(out.logits, out.logits_len, "logits", plugin)?,
                     num_classes: out.num_classes,
                     gradient: copy_buffer(out.gradient, out.gradient_len, "gradient", plugin)?,
+                    gradient_shape: if out.gradient_shape.is_null() {
+                        None
+                    } else {
+                        Some(
+                            copy_buffer(
+                                out.gradient_shape,
+                                out.gradient_rank,
+                                "gradient shape",
+                                plugin,
+                            )?
+                            .into_iter()
+                            .map(|d| d as usize)
+                            .collect(),
+                        )
+                    },
                     classes: copy_buffer(out.classes, out.classes_len, "classes", plugin)?,
                 })
             })()

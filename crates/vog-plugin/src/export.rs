@@ -298,15 +298,29 @@ unsafe extern "C" fn input_gradients(
                 target,
             })
             .map_err(core)?;
-        let owner = Box::new(output);
+        // The gradient's row shape travels as u64s owned by the same allocation.
+        let shape64: Vec<u64> = output
+            .gradient_shape
+            .iter()
+            .flatten()
+            .map(|&d| d as u64)
+            .collect();
+        let owner = Box::new((output, shape64));
+        let (o, shape64) = (&owner.0, &owner.1);
         let filled = VogGradOutput {
-            logits: owner.logits.as_ptr(),
-            logits_len: owner.logits.len(),
-            num_classes: owner.num_classes,
-            gradient: owner.gradient.as_ptr(),
-            gradient_len: owner.gradient.len(),
-            classes: owner.classes.as_ptr(),
-            classes_len: owner.classes.len(),
+            logits: o.logits.as_ptr(),
+            logits_len: o.logits.len(),
+            num_classes: o.num_classes,
+            gradient: o.gradient.as_ptr(),
+            gradient_len: o.gradient.len(),
+            gradient_shape: if o.gradient_shape.is_some() {
+                shape64.as_ptr()
+            } else {
+                std::ptr::null()
+            },
+            gradient_rank: shape64.len(),
+            classes: o.classes.as_ptr(),
+            classes_len: o.classes.len(),
             owner: Box::into_raw(owner).cast(),
         };
         // SAFETY: `out` is non-null and writable; the buffers stay alive until `free_output`.
@@ -325,9 +339,9 @@ unsafe extern "C" fn free_output(output: *mut VogGradOutput) {
         // SAFETY: `output` is non-null and was filled by `input_gradients`.
         let o = unsafe { &mut *output };
         if !o.owner.is_null() {
-            // SAFETY: `owner` came from `Box::into_raw(Box::<GradOutput>)` and is released once;
-            // the struct is reset so that a second call is harmless.
-            drop(unsafe { Box::from_raw(o.owner.cast::<GradOutput>()) });
+            // SAFETY: `owner` came from `Box::into_raw(Box::<(GradOutput, Vec<u64>)>)` and is
+            // released once; the struct is reset so that a second call is harmless.
+            drop(unsafe { Box::from_raw(o.owner.cast::<(GradOutput, Vec<u64>)>()) });
         }
         *o = VogGradOutput::EMPTY;
         Ok(())

@@ -254,6 +254,10 @@ pub struct VogGradOutput {
     pub gradient: *const f32,
     /// Number of gradient values.
     pub gradient_len: usize,
+    /// Shape of one gradient row when it differs from the input's; null means "like the input".
+    pub gradient_shape: *const u64,
+    /// Entries of `gradient_shape`.
+    pub gradient_rank: usize,
     /// The class differentiated per row.
     pub classes: *const u32,
     /// Number of classes (rows).
@@ -270,6 +274,8 @@ impl VogGradOutput {
         num_classes: 0,
         gradient: std::ptr::null(),
         gradient_len: 0,
+        gradient_shape: std::ptr::null(),
+        gradient_rank: 0,
         classes: std::ptr::null(),
         classes_len: 0,
         owner: std::ptr::null_mut(),

@@ -199,6 +199,7 @@ impl Model for CandleModel {
             logits,
             num_classes,
             gradient,
+            gradient_shape: None,
             classes,
         })
     }

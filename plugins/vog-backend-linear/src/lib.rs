@@ -148,6 +148,7 @@ impl Model for LinearModel {
             logits: Vec::with_capacity(rows * self.classes),
             num_classes: self.classes,
             gradient: Vec::with_capacity(rows * d),
+            gradient_shape: None,
             classes: Vec::with_capacity(rows),
         };
         for (r, x) in input.data().chunks_exact(d.max(1)).enumerate() {

@@ -90,6 +90,7 @@ impl Model for FaultyModel {
             logits,
             num_classes: c,
             gradient,
+            gradient_shape: None,
             classes,
         })
     }
