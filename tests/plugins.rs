@@ -271,14 +271,14 @@ fn cli_finds_plugins_by_name_lists_and_checks_them_and_forwards_their_logs() {
     );
 
     let missing = vog()
-        .args(["backends", "check", "onnx"])
+        .args(["backends", "check", "nosuchbackend"])
         .env("VOG_PLUGIN_PATH", dir.path())
         .output()
         .unwrap();
     let m = text(&missing);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
-        m.contains("libvog_backend_onnx") && m.contains("built-in backends: candle"),
+        m.contains("libvog_backend_nosuchbackend") && m.contains("built-in backends: candle"),
         "{m}"
     );
 }
