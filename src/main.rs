@@ -45,7 +45,11 @@ fn onnx_grad(a: cli::OnnxGradArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let bytes =
         std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
-    let model = vog_onnx::decode_model(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    let mut model =
+        vog_onnx::decode_model(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    let base = a.model.parent().unwrap_or(std::path::Path::new("."));
+    vog_onnx::graph::inline_external_data(&mut model, base)
+        .with_context(|| format!("{}", a.model.display()))?;
     let spec = vog_onnx::GradSpec {
         input: a.input,
         output: a.output,

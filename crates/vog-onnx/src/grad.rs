@@ -218,7 +218,20 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
                     }
                 }
             }
-            Err(()) => unsupported.push((op_label(n), node_label(n, idx))),
+            Err(()) => {
+                unsupported.push((op_label(n), node_label(n, idx)));
+                // Keep walking upstream so that every unsupported node on the path is reported;
+                // the placeholder gradient is never emitted because the build fails below.
+                let placeholder = format!("vog_grad/unsupported_{idx}");
+                for (i, t) in n.input.iter().enumerate() {
+                    if need[i] {
+                        grads
+                            .entry(t.clone())
+                            .or_default()
+                            .push(placeholder.clone());
+                    }
+                }
+            }
         }
     }
     if !unsupported.is_empty() {
@@ -637,12 +650,18 @@ impl Builder<'_> {
         let seed = match target {
             Target::Logit => oh,
             Target::Probability => {
-                let p = self.op("Softmax", &[y], vec![make_i("axis", -1)]);
-                let po = self.op("Mul", &[&p, &oh], vec![]);
+                // In double precision: for a confident row p_c ≈ 1, and `onehot − p` would lose
+                // most of its digits in float.
+                let to_double = vec![make_i("to", i64::from(DataType::Double as i32))];
+                let yd = self.op("Cast", &[y], to_double.clone());
+                let ohd = self.op("Cast", &[&oh], to_double);
+                let p = self.op("Softmax", &[&yd], vec![make_i("axis", -1)]);
+                let po = self.op("Mul", &[&p, &ohd], vec![]);
                 let axes = self.i64s(&[-1]);
                 let pc = self.op("ReduceSum", &[&po, &axes], vec![make_i("keepdims", 1)]);
-                let d = self.op("Sub", &[&oh, &p], vec![]);
-                self.op("Mul", &[&pc, &d], vec![])
+                let d = self.op("Sub", &[&ohd, &p], vec![]);
+                let seed = self.op("Mul", &[&pc, &d], vec![]);
+                self.op("CastLike", &[&seed, y], vec![])
             }
         };
         (seed, cls)

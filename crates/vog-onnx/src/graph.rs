@@ -445,3 +445,90 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
     }
     ranks
 }
+
+/// Moves tensors stored in external data files (`location`, `offset`, `length` entries, relative
+/// to `base_dir`) into the model itself, so that it can be rewritten and handed to ONNX Runtime as
+/// one buffer. Returns the external files read, in order of first use.
+pub fn inline_external_data(
+    model: &mut ModelProto,
+    base_dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut inline = |t: &mut TensorProto| -> Result<()> {
+        if t.data_location != 1 {
+            return Ok(());
+        }
+        let entry = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == k)
+                .map(|e| e.value.clone())
+        };
+        let location = entry("location").ok_or_else(|| {
+            Error::Model(format!(
+                "tensor `{}` is external but names no location",
+                t.name
+            ))
+        })?;
+        let rel = std::path::Path::new(&location);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::Model(format!(
+                "tensor `{}`: external data location `{location}` leaves the model's directory",
+                t.name
+            )));
+        }
+        let path = base_dir.join(rel);
+        let offset: u64 = entry("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut f = std::fs::File::open(&path).map_err(|e| {
+            Error::Model(format!(
+                "tensor `{}`: external data file {}: {e}",
+                t.name,
+                path.display()
+            ))
+        })?;
+        let length: u64 = match entry("length").and_then(|v| v.parse().ok()) {
+            Some(l) => l,
+            None => f
+                .metadata()
+                .map(|m| m.len().saturating_sub(offset))
+                .unwrap_or(0),
+        };
+        let mut buf = vec![0u8; length as usize];
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| {
+                Error::Model(format!(
+                    "tensor `{}`: external data file {} is too short: {e}",
+                    t.name,
+                    path.display()
+                ))
+            })?;
+        t.raw_data = buf;
+        t.data_location = 0;
+        t.external_data.clear();
+        if !files.contains(&path) {
+            files.push(path);
+        }
+        Ok(())
+    };
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::Decode("the model has no graph".into()))?;
+    for t in graph.initializer.iter_mut() {
+        inline(t)?;
+    }
+    for n in graph.node.iter_mut() {
+        for a in n.attribute.iter_mut() {
+            if let Some(t) = a.t.as_mut() {
+                inline(t)?;
+            }
+        }
+    }
+    Ok(files)
+}

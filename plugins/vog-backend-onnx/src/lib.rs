@@ -143,8 +143,19 @@ fn gradient_graph(
     target: Target,
 ) -> Result<(Vec<u8>, GraphMeta)> {
     use sha2::{Digest, Sha256};
+    let mut model = vog_onnx::decode_model(bytes).map_err(|e| Error::checkpoint(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let external = vog_onnx::graph::inline_external_data(&mut model, base)
+        .map_err(|e| Error::checkpoint(path, e))?;
     let mut h = Sha256::new();
     h.update(bytes);
+    for f in &external {
+        let data = std::fs::read(f).map_err(|e| Error::Io {
+            path: f.clone(),
+            source: e,
+        })?;
+        h.update(&data);
+    }
     let spec = format!(
         "vog-onnx {}|{:?}|{:?}|{:?}|{}",
         env!("CARGO_PKG_VERSION"),
@@ -168,7 +179,6 @@ fn gradient_graph(
             }
         }
     }
-    let model = vog_onnx::decode_model(bytes).map_err(|e| Error::checkpoint(path, e))?;
     let spec = vog_onnx::GradSpec {
         input: options.input.clone(),
         output: options.output.clone(),
