@@ -17,6 +17,28 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==> %s\n' "$*"; }
 started=$(date +%s)
 
+# Python environment, keyed by the requirements file: ONNX Runtime for the onnx backend, torch and
+# friends to export test models. Built once per requirements change, then reused.
+req=scripts/requirements-test.txt
+venv="$CACHE/venv-$(sha256sum "$req" | cut -c1-12)"
+if [ ! -f "$venv/.complete" ]; then
+  step "creating $venv (first run: downloads torch and onnxruntime from PyPI)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  touch "$venv/.complete"
+fi
+ORT_DYLIB_PATH=$(ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+export ORT_DYLIB_PATH
+
+# Large ONNX test models (a full-width ResNet-18), written by the export script, keyed by it.
+large="$CACHE/onnx-large-$(cat tests/data/onnx/make_onnx.py tests/data/onnx/models.py "$req" | sha256sum | cut -c1-12)"
+if [ ! -f "$large/done" ]; then
+  step "exporting large ONNX test models into $large"
+  "$venv/bin/python" tests/data/onnx/make_onnx.py --only-large --large "$large"
+fi
+export VOG_ONNX_LARGE="$large"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

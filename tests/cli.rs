@@ -325,3 +325,60 @@ fn csv_and_idx_inputs_score_like_npy() {
         }
     }
 }
+
+#[test]
+fn onnx_grad_writes_the_gradient_graph_or_names_unsupported_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::util::root().join("tests/data/onnx/mlp/epoch_1.onnx");
+    let out = run(
+        &[
+            "onnx-grad",
+            model.to_str().unwrap(),
+            "-o",
+            "g.onnx",
+            "--target",
+            "probability",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("vog_gradient"), "{}", text(&out));
+    let bytes = std::fs::read(dir.path().join("g.onnx")).unwrap();
+    let g = vog_onnx::decode_model(&bytes).unwrap();
+    let graph = g.graph.unwrap();
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    assert!(
+        outputs.contains(&"vog_gradient") && outputs.contains(&"vog_classes_used"),
+        "{outputs:?}"
+    );
+    assert!(graph.input.iter().any(|i| i.name == "vog_classes"));
+
+    let bad = crate::util::root().join("tests/data/onnx/unsupported.onnx");
+    let out = run(
+        &["onnx-grad", bad.to_str().unwrap(), "-o", "bad.onnx"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let msg = text(&out);
+    assert!(
+        msg.contains("HardSwish (node `the_hardswish`)") && msg.contains("Selu (node `the_selu`)"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("bad.onnx").exists());
+}
+
+#[test]
+fn onnx_backend_without_the_runtime_library_says_how_to_install_it() {
+    let plugin = crate::util::plugin_lib("onnx");
+    let out = crate::util::vog()
+        .args(["backends", "check", plugin.to_str().unwrap()])
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("pip install onnxruntime==1.31.1") && msg.contains("ORT_DYLIB_PATH"),
+        "{msg}"
+    );
+}

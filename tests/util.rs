@@ -128,7 +128,7 @@ pub fn golden_config(model: &str, extra_scoring: &str) -> String {
 }
 
 /// Builds the plugin libraries the tests load (once per test run) and returns the path of the
-/// plugin for backend `name` (`candle`, `linear`, `faulty`, `abimajor`, `novtable`,
+/// plugin for backend `name` (`candle`, `linear`, `onnx`, `faulty`, `abimajor`, `novtable`,
 /// `notaplugin`). They are built by cargo into their own target directory beside the test's, so
 /// the plugin build of candle (with its `plugin` feature) never invalidates the test build.
 pub fn plugin_lib(name: &str) -> PathBuf {
@@ -170,6 +170,8 @@ fn build_plugins() -> std::collections::HashMap<String, PathBuf> {
             "vog-test-plugin-no-vtable",
             "-p",
             "vog-test-plugin-not-a-plugin",
+            "-p",
+            "vog-backend-onnx",
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
