@@ -162,8 +162,9 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
     }
 }
 
-/// A transformer (LayerNorm, attention MatMuls, Softmax, Gelu) and a text model scored with
-/// respect to its embedding output, against torch autograd; scikit-learn against numpy.
+/// A transformer (LayerNorm, attention MatMuls, Softmax, Gelu), a network touching many other ops
+/// (`tests/data/onnx/opzoo/ops.txt`) and a text model scored with respect to its embedding output,
+/// against torch autograd; scikit-learn against numpy.
 #[test]
 fn transformer_text_and_sklearn_models_match_their_references() {
     let cases: [(&str, &str, Vec<&str>, &str); 3] = [

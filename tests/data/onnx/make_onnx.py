@@ -27,7 +27,7 @@ GOLDEN = HERE.parent / "golden"
 sys.path.insert(0, str(GOLDEN))
 sys.path.insert(0, str(HERE))
 from make_golden import make_cnn, make_mlp  # noqa: E402
-from models import ResNet18, TextClassifier, Transformer  # noqa: E402
+from models import OpZoo, ResNet18, TextClassifier, Transformer  # noqa: E402
 
 warnings.filterwarnings("ignore")
 torch.manual_seed(0)
@@ -110,6 +110,25 @@ def transformer():
     np.save(d / "x.npy", x)
     np.save(d / "y.npy", y)
     save_goldens(d, m, x, y)
+
+
+def opzoo():
+    d = HERE / "opzoo"
+    d.mkdir(exist_ok=True)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(5, 2, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 5, size=5).astype(np.int64)
+    m = OpZoo()
+    for i, state in enumerate(perturbed_checkpoints(m, 2, 0.05, 3), start=1):
+        m.load_state_dict(state)
+        export(m, torch.from_numpy(x[:2]), d / f"epoch_{i}.onnx", dynamo=False)
+    export(m, torch.from_numpy(x[:2]), d / "dynamo_epoch_2.onnx", dynamo=True)
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+    save_goldens(d, m, x, y)
+    ops = sorted({n.op_type for n in onnx.load(str(d / "epoch_2.onnx")).graph.node}
+                 | {n.op_type for n in onnx.load(str(d / "dynamo_epoch_2.onnx")).graph.node})
+    (d / "ops.txt").write_text("\n".join(ops) + "\n")
 
 
 def embedding_wrt(model, ids):
@@ -213,6 +232,7 @@ if __name__ == "__main__":
     if not a.only_large:
         golden_checkpoints()
         transformer()
+        opzoo()
         text()
         sklearn()
         unsupported()

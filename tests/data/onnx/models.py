@@ -1,5 +1,7 @@
 """Model definitions for the ONNX export script (plain PyTorch, no torchvision)."""
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride):
@@ -64,3 +66,32 @@ class TextClassifier(nn.Module):
     def forward(self, ids):
         e = self.emb(ids)
         return self.fc(e.mean(dim=1))
+
+
+class OpZoo(nn.Module):
+    """One small network touching many ops the gradient builder supports, so that each rule is
+    checked against autograd: ConvTranspose, LeakyReLU, ELU, Sigmoid, Softplus, clamp (Clip), pad
+    (constant and reflect), slicing with steps, cat, split, squeeze/unsqueeze, sqrt, pow, where,
+    expand, sum/mean reductions, LogSoftmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 3, 2, stride=2)
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.fc = nn.Linear(3 * 4 * 4 + 4, 5)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.conv(x), 0.1)                         # [N, 4, 8, 8]
+        h = F.pad(h, (1, 1, 1, 1), mode="reflect")[:, :, 1:-1, 1:-1]  # reflect Pad + Slice
+        u = torch.sigmoid(self.up(h))                                # ConvTranspose → [N, 3, 16, 16]
+        u = self.pool(u)                                             # AveragePool → [N, 3, 8, 8]
+        u = u[:, :, ::2, ::2]                                        # strided Slice → [N, 3, 4, 4]
+        a, b = torch.split(u, [1, 2], dim=1)                         # Split
+        u = torch.cat([F.elu(a), F.softplus(b)], dim=1)              # Concat
+        s = torch.sqrt(u.pow(2) + 1.0)                               # Pow, Sqrt
+        s = torch.where(s > 1.2, s, 2.0 * s)                         # Where
+        v = h.mean(dim=(2, 3)).unsqueeze(-1).squeeze(-1)             # ReduceMean, Unsqueeze, Squeeze
+        v = v.clamp(-0.5, 0.5) + v.sum(dim=1, keepdim=True).expand(-1, 4) * 0.1  # Clip, ReduceSum, Expand
+        z = torch.cat([F.pad(s, (0, 0, 0, 0)).flatten(1), v], dim=1)
+        return F.log_softmax(self.fc(z), dim=1)                      # LogSoftmax as the scores
