@@ -674,6 +674,21 @@ fn ints_or(n: &NodeProto, name: &str, default: Vec<i64>) -> Vec<i64> {
         .unwrap_or(default)
 }
 
+/// Kernel size (from `kernel_shape` or the constant weight), strides and dilations of a
+/// convolution-like node.
+fn conv_geometry(b: &Builder<'_>, n: &NodeProto) -> Option<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+    let weight = n.input.get(1).map(String::as_str).unwrap_or("");
+    let kernel = match (attr_ints(n, "kernel_shape"), b.consts.dims(weight)) {
+        (Some(k), _) if !k.is_empty() => k,
+        (_, Some(d)) if d.len() > 2 => d[2..].to_vec(),
+        _ => return None,
+    };
+    let r = kernel.len();
+    let strides = ints_or(n, "strides", vec![1; r]);
+    let dil = ints_or(n, "dilations", vec![1; r]);
+    Some((kernel, strides, dil))
+}
+
 /// Explicit pads of a conv or pool node (begin…, end…), resolving `auto_pad` where possible.
 fn explicit_pads(
     n: &NodeProto,
@@ -1024,14 +1039,7 @@ fn backward(
             Ok(out)
         }
         "Conv" => {
-            let kernel = match (attr_ints(n, "kernel_shape"), b.consts.dims(x(1))) {
-                (Some(k), _) if !k.is_empty() => k,
-                (_, Some(d)) if d.len() > 2 => d[2..].to_vec(),
-                _ => return Err(()),
-            };
-            let r = kernel.len();
-            let strides = ints_or(n, "strides", vec![1; r]);
-            let dil = ints_or(n, "dilations", vec![1; r]);
+            let (kernel, strides, dil) = conv_geometry(b, n).ok_or(())?;
             let pads = explicit_pads(n, &kernel, &strides, &dil).ok_or(())?;
             let group = attr_i(n, "group").unwrap_or(1);
             if !need_i(0) {
@@ -1058,14 +1066,8 @@ fn backward(
             {
                 return Err(());
             }
-            let kernel = match (attr_ints(n, "kernel_shape"), b.consts.dims(x(1))) {
-                (Some(k), _) if !k.is_empty() => k,
-                (_, Some(d)) if d.len() > 2 => d[2..].to_vec(),
-                _ => return Err(()),
-            };
+            let (kernel, strides, dil) = conv_geometry(b, n).ok_or(())?;
             let r = kernel.len();
-            let strides = ints_or(n, "strides", vec![1; r]);
-            let dil = ints_or(n, "dilations", vec![1; r]);
             let pads = ints_or(n, "pads", vec![0; 2 * r]);
             let group = attr_i(n, "group").unwrap_or(1);
             if !need_i(0) {
