@@ -40,6 +40,7 @@ mod normalize;
 mod reduce;
 mod sort;
 mod tensor;
+mod time;
 mod vog;
 mod window;
 
@@ -54,5 +55,6 @@ pub use reduce::{
 };
 pub use sort::natural_cmp;
 pub use tensor::{batch_shape_string, Tensor, TensorView};
+pub use time::now_rfc3339;
 pub use vog::{ChannelReduce, Moments, VogAccumulator};
 pub use window::{resolve_windows, thirds, Window, BUILTIN_WINDOWS};

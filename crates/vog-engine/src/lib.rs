@@ -28,8 +28,8 @@ pub mod stats;
 
 pub use config::{Config, LabelMode};
 pub use engine::{
-    now_rfc3339, score, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource,
-    Manifest, Progress, RunResult, ScoringSummary, Silent, Timings,
+    score, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource, Manifest,
+    Progress, RunResult, ScoringSummary, Silent, Timings,
 };
 pub use error::{Error, Result};
 pub use output::{check_output_dir, write_results};

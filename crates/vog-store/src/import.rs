@@ -1,0 +1,314 @@
+//! Indexing scoring runs: one document per example per run, ranks and percentiles computed over
+//! the run, review state carried over from the review database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tantivy::schema::Schema;
+use tantivy::{TantivyDocument, Term};
+
+use crate::review::ReviewState;
+use crate::{Error, Result, Store};
+
+/// How to index a results directory.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Run name (default: the results directory's name).
+    pub run: Option<String>,
+    /// Class names, indexed by class.
+    pub class_names: Option<Vec<String>>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// The run name.
+    pub run: String,
+    /// Examples indexed.
+    pub examples: usize,
+    /// Examples flagged by the run's policy.
+    pub flagged: usize,
+    /// Examples whose review state was carried over.
+    pub reviewed: usize,
+}
+
+/// Checks a run name: letters, digits, `.`, `_`, `-`.
+pub fn check_run_name(run: &str) -> Result<()> {
+    if run.is_empty()
+        || !run
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(Error::Input(format!(
+            "run name `{run}`: use letters, digits, `.`, `_` and `-` only"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads class names: a text file with one name per line, or a JSON array.
+pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).map_err(|e| {
+            Error::Input(format!(
+                "{}: not a JSON array of names: {e}",
+                path.display()
+            ))
+        });
+    }
+    Ok(text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Ranks (1 = highest) and percentiles (100 = highest) of `values`.
+fn rank(values: &[f64]) -> (Vec<u64>, Vec<f64>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    let n = values.len() as f64;
+    let mut ranks = vec![0; values.len()];
+    let mut pct = vec![0.0; values.len()];
+    for (r, &i) in order.iter().enumerate() {
+        ranks[i] = r as u64 + 1;
+        pct[i] = 100.0 * (n - r as f64) / n;
+    }
+    (ranks, pct)
+}
+
+impl Store {
+    /// Indexes a results directory written by `vog score` (`scores.jsonl` and `run.json`).
+    /// Indexing the same run again replaces its documents: the operation is idempotent, and
+    /// review decisions (kept in the review database) are carried over.
+    pub fn index_results(&self, results: &Path, options: &ImportOptions) -> Result<ImportSummary> {
+        let run = match &options.run {
+            Some(r) => r.clone(),
+            None => results
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "run".into()),
+        };
+        check_run_name(&run)?;
+        let manifest_path = results.join("run.json");
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?,
+        )
+        .map_err(|e| {
+            Error::Input(format!(
+                "{}: not a vog manifest: {e}",
+                manifest_path.display()
+            ))
+        })?;
+        let scores_path = results.join("scores.jsonl");
+        let text = std::fs::read_to_string(&scores_path).map_err(|e| {
+            Error::Input(format!(
+                "{}: {e} (index needs scores.jsonl; score with output.formats including \"jsonl\")",
+                scores_path.display()
+            ))
+        })?;
+        let rows: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| {
+                    Error::Input(format!("{} line {}: {e}", scores_path.display(), i + 1))
+                })
+            })
+            .collect::<Result<_>>()?;
+
+        let dataset = manifest["data"]["path"]
+            .as_str()
+            .and_then(|p| {
+                Path::new(p)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "stored-gradients".into());
+        let split = manifest["data"]["split"].as_str().unwrap_or("").to_string();
+        let windows: Vec<String> = manifest["scoring"]["windows"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(|w| w["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let score_window = if windows.iter().any(|w| w == "all") {
+            "all".to_string()
+        } else {
+            windows
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Input(format!("{}: no windows", manifest_path.display())))?
+        };
+
+        // The ranking score: normalized VoG of the score window, raw VoG without labels.
+        let score_of = |r: &Value| -> (f64, f64) {
+            let raw = r["vog"][&score_window].as_f64().unwrap_or(f64::NAN);
+            let norm = r["vog_norm"][&score_window].as_f64();
+            (norm.unwrap_or(raw), raw)
+        };
+        let scores: Vec<f64> = rows.iter().map(|r| score_of(r).0).collect();
+        let (ranks, pcts) = rank(&scores);
+        let mut by_class: BTreeMap<Option<u64>, Vec<usize>> = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            by_class
+                .entry(r["label_used"].as_u64())
+                .or_default()
+                .push(i);
+        }
+        let mut class_rank = vec![0u64; rows.len()];
+        let mut class_pct = vec![0f64; rows.len()];
+        for members in by_class.values() {
+            let vals: Vec<f64> = members.iter().map(|&i| scores[i]).collect();
+            let (r, p) = rank(&vals);
+            for (k, &i) in members.iter().enumerate() {
+                class_rank[i] = r[k];
+                class_pct[i] = p[k];
+            }
+        }
+
+        let mut seen = HashMap::with_capacity(rows.len());
+        let review = self.review_state(&format!("{run}/"))?;
+        let schema: Schema = self.index.schema();
+        let names = options.class_names.as_deref();
+        let name = |c: Option<u64>| c.and_then(|c| names.and_then(|n| n.get(c as usize)).cloned());
+        let mut docs = Vec::with_capacity(rows.len());
+        let (mut flagged, mut reviewed) = (0, 0);
+        for (i, r) in rows.iter().enumerate() {
+            let id = match &r["id"] {
+                Value::String(s) => s.clone(),
+                Value::Null => r["row"].to_string(),
+                other => other.to_string(),
+            };
+            if let Some(prev) = seen.insert(id.clone(), i) {
+                return Err(Error::Input(format!(
+                    "{}: id `{id}` appears on lines {} and {}; ids must be unique within a run",
+                    scores_path.display(),
+                    prev + 1,
+                    i + 1
+                )));
+            }
+            let key = format!("{run}/{id}");
+            let (score, raw) = score_of(r);
+            let mut all_scores = Map::new();
+            for (kind, suffix) in [("vog", ""), ("vog_norm", "_norm")] {
+                if let Some(obj) = r[kind].as_object() {
+                    for (w, v) in obj {
+                        if v.is_number() {
+                            all_scores.insert(format!("vog_{w}{suffix}"), json!(v.as_f64()));
+                        }
+                    }
+                }
+            }
+            if let Some(obj) = r["scores"].as_object() {
+                for (k, v) in obj.iter().filter(|(_, v)| v.is_number()) {
+                    all_scores.insert(k.clone(), json!(v.as_f64()));
+                }
+            }
+            let is_flagged = r["flagged"].as_bool().unwrap_or(false);
+            flagged += usize::from(is_flagged);
+            let mut doc = json!({
+                "key": key, "run": run, "dataset": dataset, "split": split, "id": id,
+                "row": r["row"].as_u64().unwrap_or(i as u64),
+                "score": score, "vog": raw, "rank": ranks[i], "percentile": pcts[i],
+                "class_rank": class_rank[i], "class_percentile": class_pct[i],
+                "flagged": is_flagged, "has_map": is_flagged && r["has_map"].as_bool().unwrap_or(false),
+                "scores": all_scores, "meta": r["meta"].as_object().cloned().unwrap_or_default(),
+                "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
+            });
+            let d = doc.as_object_mut().expect("object");
+            for (field, src, name_field) in [
+                ("class", "label_used", "class_name"),
+                ("true_label", "true_label", "true_name"),
+                ("predicted", "predicted", "predicted_name"),
+            ] {
+                if let Some(c) = r[src].as_u64() {
+                    d.insert(field.into(), json!(c));
+                    if let Some(n) = name(Some(c)) {
+                        d.insert(name_field.into(), json!(n));
+                    }
+                }
+            }
+            if let Some(state) = review.get(&key) {
+                state.apply(d);
+                reviewed += 1;
+            }
+            let text = doc.to_string();
+            docs.push(TantivyDocument::parse_json(&schema, &text).map_err(|e| {
+                Error::Input(format!("{} line {}: {e}", scores_path.display(), i + 1))
+            })?);
+        }
+
+        let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
+            Error::Input("the search index is busy (another process holds its writer)".into())
+        })?;
+        writer.delete_term(Term::from_field_text(self.fields.run, &run));
+        for d in docs {
+            writer.add_document(d)?;
+        }
+        writer.commit()?;
+        drop(writer);
+        self.refresh()?;
+
+        let run_dir = self.run_dir(&run);
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        std::fs::copy(&manifest_path, run_dir.join("run.json"))
+            .map_err(|e| Error::io(&manifest_path, e))?;
+        let maps = results.join("maps");
+        if maps.is_dir() {
+            let dst = run_dir.join("maps");
+            std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+            for entry in std::fs::read_dir(&maps).map_err(|e| Error::io(&maps, e))? {
+                let p = entry.map_err(|e| Error::io(&maps, e))?.path();
+                if let Some(f) = p.file_name() {
+                    std::fs::copy(&p, dst.join(f)).map_err(|e| Error::io(&p, e))?;
+                }
+            }
+        }
+        self.db().execute(
+            "INSERT INTO runs (run, dataset, split, score_window, examples, indexed_utc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(run) DO UPDATE SET dataset = ?2, split = ?3, score_window = ?4, examples = ?5, indexed_utc = ?6",
+            rusqlite::params![run, dataset, split, score_window, rows.len() as i64, vog_core::now_rfc3339()],
+        )?;
+        Ok(ImportSummary {
+            run,
+            examples: rows.len(),
+            flagged,
+            reviewed,
+        })
+    }
+}
+
+impl ReviewState {
+    /// Writes the review fields into a document being built.
+    pub(crate) fn apply(&self, d: &mut Map<String, Value>) {
+        d.insert("status".into(), json!("reviewed"));
+        d.insert("decision".into(), json!(self.decision));
+        d.insert("reviewer".into(), json!(self.reviewer));
+        d.insert("notes".into(), json!(self.notes));
+        if let Some(l) = self.label {
+            d.insert("new_label".into(), json!(l));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_and_percentiles() {
+        let (r, p) = rank(&[0.5, 2.0, -1.0, 2.0]);
+        assert_eq!(r, vec![3, 1, 4, 2]);
+        assert_eq!(p, vec![50.0, 100.0, 25.0, 75.0]);
+        assert!(check_run_name("mnist-test_1.2").is_ok());
+        assert!(check_run_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! The **vog** audit store: scored examples indexed for search (tantivy), and review state kept
+//! durably (SQLite), in one directory.
+//!
+//! ```text
+//! STORE/store.json          format version
+//! STORE/index/              tantivy index, one document per example per run
+//! STORE/review.db           decisions (with history), queues, claims
+//! STORE/runs/RUN/run.json   the run's manifest
+//! STORE/runs/RUN/maps/      VoG maps and last-checkpoint gradients of flagged examples
+//! ```
+//!
+//! ```no_run
+//! use vog_store::{SearchRequest, Store};
+//! let store = Store::open_or_create("audit".as_ref())?;
+//! store.index_results("results/mnist-test".as_ref(), &Default::default())?;
+//! let hits = store.search(&SearchRequest {
+//!     query: Some("meta.camera:b".into()),
+//!     class: Some(3),
+//!     min_score: Some(2.0),
+//!     status: Some("unreviewed".into()),
+//!     limit: 20,
+//!     ..Default::default()
+//! })?;
+//! println!("{} matches", hits.total);
+//! # Ok::<(), vog_store::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod error;
+mod export;
+mod import;
+mod review;
+pub mod schema;
+mod search;
+mod store;
+
+pub use error::{Error, Result};
+pub use export::ExportFormat;
+pub use import::{check_run_name, read_class_names, ImportOptions, ImportSummary};
+pub use review::{Claim, Decision, DecisionRecord, QueueStatus, ReviewState, DECISIONS, ORDERS};
+pub use search::{Counts, SearchRequest, SearchResults};
+pub use store::{Store, StoreInfo, FORMAT};
