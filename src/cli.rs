@@ -28,6 +28,212 @@ pub enum Command {
     Backends(BackendsArgs),
     /// Write the input-gradient graph vog builds for an ONNX model, for inspection.
     OnnxGrad(OnnxGradArgs),
+    /// Index a results directory into an audit store.
+    Index(IndexArgs),
+    /// Search an audit store.
+    Search(SearchArgs),
+    /// One example of a store: its scores, metadata and review history.
+    Show(ShowArgs),
+    /// Review queues: create one from a search, claim items, see progress.
+    Queue(QueueArgs),
+    /// Record a review decision (or a stream of them with --stdin).
+    Review(ReviewArgs),
+    /// Export a filtered set with its decisions.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// The audit store directory.
+    #[arg(long, short = 's')]
+    pub store: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Results directory written by `vog score` (scores.jsonl and run.json).
+    pub results: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Run name in the store (default: the results directory's name).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Class names: one per line, or a JSON array.
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+}
+
+/// Filters shared by search, queue creation and export.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Filters {
+    /// Query in tantivy syntax, e.g. 'class:3 AND meta.camera:b AND scores.vog_late_norm:[2 TO *]'.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only this class (the class used for scoring).
+    #[arg(long)]
+    pub class: Option<u64>,
+    /// Minimum score (class-normalized VoG).
+    #[arg(long, allow_hyphen_values = true)]
+    pub min_score: Option<f64>,
+    /// Maximum score.
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_score: Option<f64>,
+    /// Only this split.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Extra clause in query syntax, e.g. 'meta.camera:b' (repeatable).
+    #[arg(long = "where")]
+    pub wheres: Vec<String>,
+    /// unreviewed or reviewed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this latest decision.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// Only flagged examples.
+    #[arg(long)]
+    pub flagged: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormatArg {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Query in tantivy syntax (same as --query).
+    #[arg(value_name = "QUERY")]
+    pub query_text: Option<String>,
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Sort by: score (default), vog, rank, percentile, row, class, or a score path (scores.vog_late_norm).
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// Ascending order.
+    #[arg(long)]
+    pub asc: bool,
+    /// Hits to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Hits to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormatArg,
+    /// Print counts per class, split, status and decision.
+    #[arg(long)]
+    pub counts: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Example: run/id, or an id unique across runs.
+    pub example: String,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue from a search.
+    Create {
+        /// Queue name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        filters: Filters,
+        /// score-desc (default), score-asc, rank, row.
+        #[arg(long, default_value = "score-desc")]
+        order: String,
+    },
+    /// Claim the next items for a reviewer (under a lease).
+    Next {
+        /// Queue name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Who claims.
+        #[arg(long)]
+        reviewer: String,
+        /// How many items.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        n: usize,
+        /// Lease length in seconds.
+        #[arg(long, default_value_t = 1800)]
+        lease: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Progress of queues.
+    Status {
+        /// Queue name (default: all).
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Example: run/id, or an id unique across runs.
+    pub example: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// ok, mislabeled, ambiguous, corrupt, out-of-distribution.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// The correct label (with mislabeled).
+    #[arg(long)]
+    pub label: Option<u64>,
+    /// A note.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Who decides.
+    #[arg(long)]
+    pub reviewer: String,
+    /// Read decisions as JSON lines from stdin ({"example": …, "decision": …, "label": …, "note": …});
+    /// print `ack SEQ KEY` once each is durable.
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormatArg {
+    Csv,
+    Jsonl,
+    Relabel,
+    LabelStudio,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub filters: Filters,
+    /// csv, jsonl, relabel (run,id,old_label,new_label), label-studio.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormatArg,
+    /// Output file (default: stdout).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +350,15 @@ pub struct ScoreArgs {
     /// How many of the hardest examples to print.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also index the results into this audit store.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Run name in the store (default: the results directory's name).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Class names for the store: one per line, or a JSON array.
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,4 +375,14 @@ pub struct DemoArgs {
     /// Replace an existing demo directory.
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

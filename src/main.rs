@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod progress;
 mod score;
+mod store_cmd;
 mod svg;
 
 use std::io::Write;
@@ -37,6 +38,12 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Demo(a) => demo::run(a, args.quiet),
         cli::Command::Backends(a) => backends::run(a),
         cli::Command::OnnxGrad(a) => onnx_grad(a),
+        cli::Command::Index(a) => store_cmd::run_index(a),
+        cli::Command::Search(a) => store_cmd::run_search(a),
+        cli::Command::Show(a) => store_cmd::run_show(a),
+        cli::Command::Queue(a) => store_cmd::run_queue(a),
+        cli::Command::Review(a) => store_cmd::run_review(a),
+        cli::Command::Export(a) => store_cmd::run_export(a),
     }
 }
 

@@ -88,7 +88,23 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
     let bar = Bar::new(quiet);
     let mut result = score(&config, backend.as_deref(), &bar)?;
     result.manifest.backend_library = library;
+    let mut config = config;
+    if a.store.is_some() && !config.output.formats.contains(&OutputFormat::Jsonl) {
+        config.output.formats.push(OutputFormat::Jsonl); // the store indexes scores.jsonl
+    }
     let dir = write_results(&result, &config.output)?;
+    if let Some(store) = &a.store {
+        let s = crate::store_cmd::index(&dir, store, a.run.clone(), a.class_names.as_deref())
+            .with_context(|| format!("indexing into {}", store.display()))?;
+        if !quiet {
+            println!(
+                "indexed run `{}` ({} examples) into {}",
+                s.run,
+                s.examples,
+                store.display()
+            );
+        }
+    }
     if !quiet {
         print_summary(&mut std::io::stdout().lock(), &result, &dir, a.top, &config)?;
     }

@@ -9,4 +9,5 @@ mod demo;
 mod errors;
 mod golden;
 mod plugins;
+mod store;
 mod stored;

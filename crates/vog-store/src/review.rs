@@ -255,10 +255,8 @@ impl Store {
                 })?;
             Ok((done, last))
         };
-        if {
-            let (done, last) = behind(&self.db())?;
-            done >= last
-        } {
+        let (done, last) = behind(&self.db())?;
+        if done >= last {
             return Ok(true);
         }
         let Some(mut writer) = self.writer(patience)? else {

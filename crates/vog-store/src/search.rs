@@ -308,6 +308,10 @@ impl Store {
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults> {
         self.sync_index(std::time::Duration::from_millis(200))?;
         self.refresh()?;
+        // Parse the user's own parts first, so that error positions refer to what they typed.
+        for part in req.query.iter().chain(&req.wheres) {
+            self.parse_query(part)?;
+        }
         let qs = req.query_string();
         let query = self.parse_query(&qs)?;
         let sort = req.sort.clone().unwrap_or_else(|| "score".into());
