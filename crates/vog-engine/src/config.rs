@@ -39,6 +39,51 @@ pub struct Config {
     /// Where backend plugins are looked for.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// Which examples are flagged for review.
+    #[serde(default)]
+    pub flag: FlagConfig,
+}
+
+/// `[flag]`: the flagging policy. Flagged examples are searchable in the store
+/// (`flagged:true`) and keep their VoG map and last-checkpoint gradient (up to `max_maps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagConfig {
+    /// Flag the top X percent of each class by class-normalized VoG of `window`.
+    pub top_percent: Option<f64>,
+    /// Or: flag every example whose class-normalized VoG of `window` reaches this.
+    pub threshold: Option<f64>,
+    /// The window whose score decides (default `all`).
+    #[serde(default = "default_flag_window")]
+    pub window: String,
+    /// At most this many flagged examples (highest scores first) keep their maps.
+    #[serde(default = "default_max_maps")]
+    pub max_maps: usize,
+    /// And at most this many bytes of maps are kept.
+    #[serde(default = "default_max_map_bytes")]
+    pub max_map_bytes: u64,
+}
+
+impl Default for FlagConfig {
+    fn default() -> Self {
+        FlagConfig {
+            top_percent: None,
+            threshold: None,
+            window: default_flag_window(),
+            max_maps: default_max_maps(),
+            max_map_bytes: default_max_map_bytes(),
+        }
+    }
+}
+
+fn default_flag_window() -> String {
+    "all".into()
+}
+fn default_max_maps() -> usize {
+    1000
+}
+fn default_max_map_bytes() -> u64 {
+    512 << 20
 }
 
 /// `[plugins]`: extra directories searched for backend plugins (`libvog_backend_NAME.so`), after
@@ -62,6 +107,7 @@ impl Default for Config {
             scoring: ScoringConfig::default(),
             output: OutputConfig::default(),
             plugins: PluginsConfig::default(),
+            flag: FlagConfig::default(),
         }
     }
 }
@@ -434,6 +480,32 @@ impl Config {
         }
         if self.scoring.windows.is_empty() {
             return bad("scoring.windows", "name at least one window".into());
+        }
+        match (self.flag.top_percent, self.flag.threshold) {
+            (Some(_), Some(_)) => {
+                return bad(
+                    "flag",
+                    "give either top_percent or threshold, not both".into(),
+                );
+            }
+            (Some(p), None) if !(p > 0.0 && p <= 100.0) => {
+                return bad("flag.top_percent", format!("{p} is not in (0, 100]"));
+            }
+            (None, Some(t)) if !t.is_finite() => {
+                return bad("flag.threshold", format!("{t} is not a number"));
+            }
+            _ => {}
+        }
+        if (self.flag.top_percent.is_some() || self.flag.threshold.is_some())
+            && !self.scoring.windows.contains(&self.flag.window)
+        {
+            return bad(
+                "flag.window",
+                format!(
+                    "`{}` is not among scoring.windows {:?}",
+                    self.flag.window, self.scoring.windows
+                ),
+            );
         }
         if self.output.formats.is_empty() {
             return bad("output.formats", "name at least one of csv, jsonl".into());

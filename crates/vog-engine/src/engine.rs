@@ -4,7 +4,7 @@
 //! statistics, then dropped) and one set of logits (kept for the batch only, then handed to the
 //! reducers in training order). Memory is bounded by the batch, whatever the dataset size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,6 +57,25 @@ pub struct ExampleScore {
     pub extra: Vec<f64>,
     /// Metadata joined to the example.
     pub meta: Record,
+    /// Flagged by the `[flag]` policy.
+    pub flagged: bool,
+    /// Whether its VoG map and last-checkpoint gradient were kept (see [`RunResult::maps`]).
+    pub has_map: bool,
+}
+
+/// The per-element VoG map and the last checkpoint's input gradient of one flagged example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExampleMap {
+    /// Row of the example.
+    pub row: usize,
+    /// Standard deviation across the flag window's checkpoints, per element, channels reduced.
+    pub vog_map: Vec<f32>,
+    /// Shape of `vog_map`.
+    pub vog_map_shape: Vec<usize>,
+    /// The last checkpoint's input gradient of the example.
+    pub gradient: Vec<f32>,
+    /// Shape of `gradient`.
+    pub gradient_shape: Vec<usize>,
 }
 
 /// One checkpoint as recorded in the manifest.
@@ -166,6 +185,11 @@ pub struct Manifest {
     pub scoring: ScoringSummary,
     /// Per-window class statistics.
     pub classes: BTreeMap<String, Vec<ClassEntry>>,
+    /// Examples flagged by the `[flag]` policy.
+    pub flagged: usize,
+    /// Flagged examples whose VoG map and last gradient were kept (`maps/ROW.vog.npy`,
+    /// `maps/ROW.grad.npy`).
+    pub maps: usize,
     /// Warnings raised during the run.
     pub warnings: Vec<String>,
     /// Time per phase.
@@ -181,6 +205,8 @@ pub struct RunResult {
     pub extra_columns: Vec<String>,
     /// One entry per example, in dataset order.
     pub examples: Vec<ExampleScore>,
+    /// Maps of flagged examples (bounded by `flag.max_maps` and `flag.max_map_bytes`).
+    pub maps: Vec<ExampleMap>,
     /// The manifest.
     pub manifest: Manifest,
 }
@@ -649,6 +675,8 @@ fn score_with_backend(
                 vog_norm: Vec::new(),
                 extra: extra.clone(),
                 meta: ann.meta[row].clone(),
+                flagged: false,
+                has_map: false,
             });
         }
         progress.advance(rows as u64);
@@ -660,7 +688,7 @@ fn score_with_backend(
         score_s: t_score.elapsed().as_secs_f64(),
         backend_s,
     };
-    let data = DataSummary {
+    let summary = DataSummary {
         path: Some(data_path),
         rows: n,
         example_shape: stored_shape,
@@ -684,12 +712,25 @@ fn score_with_backend(
     let run = Run {
         source: GradientSource::Backend,
         backend: Some(info),
-        data,
+        data: summary,
         checkpoints,
         scoring,
         timings,
     };
-    Ok(finish(config, run, examples, extra_columns, warnings))
+    let mut result = finish(config, run, examples, extra_columns, warnings);
+    let rows = rows_for_maps(&result, config);
+    if !rows.is_empty() {
+        let flag_window = window_index(&result, &config.flag.window);
+        let mut source = MapSource::Backend {
+            models: &mut models,
+            data: data.as_mut(),
+            transform: &transform,
+            paths: &paths,
+        };
+        result.maps = compute_maps(&mut source, &result, &rows, flag_window, mode, config)?;
+        mark_maps(&mut result);
+    }
+    Ok(result)
 }
 
 /// What a finished scoring loop knows, besides the scores.
@@ -712,6 +753,7 @@ fn finish(
 ) -> RunResult {
     let windows = run.scoring.windows.clone();
     let classes = normalize(&mut examples, &windows, &mut warnings);
+    apply_flags(&mut examples, &windows, &config.flag);
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -726,6 +768,8 @@ fn finish(
         checkpoints: run.checkpoints,
         scoring: run.scoring,
         classes,
+        flagged: examples.iter().filter(|e| e.flagged).count(),
+        maps: 0,
         warnings,
         timings: run.timings,
     };
@@ -733,6 +777,7 @@ fn finish(
         windows,
         extra_columns,
         examples,
+        maps: Vec::new(),
         manifest,
     }
 }
@@ -1022,6 +1067,8 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
                 vog_norm: Vec::new(),
                 extra: Vec::new(),
                 meta: ann.meta[row].clone(),
+                flagged: false,
+                has_map: false,
             });
         }
         progress.advance(rows as u64);
@@ -1059,7 +1106,236 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
         scoring,
         timings,
     };
-    Ok(finish(config, run, examples, Vec::new(), warnings))
+    let mut result = finish(config, run, examples, Vec::new(), warnings);
+    let rows = rows_for_maps(&result, config);
+    if !rows.is_empty() {
+        let flag_window = window_index(&result, &config.flag.window);
+        let mut source = MapSource::Stored {
+            sources: &mut sources,
+        };
+        result.maps = compute_maps(
+            &mut source,
+            &result,
+            &rows,
+            flag_window,
+            LabelMode::True,
+            config,
+        )?;
+        mark_maps(&mut result);
+    }
+    Ok(result)
+}
+
+fn window_index(result: &RunResult, name: &str) -> usize {
+    result
+        .windows
+        .iter()
+        .position(|w| w.name == name)
+        .unwrap_or(0)
+}
+
+/// The ranking score of an example in a window: class-normalized VoG, raw VoG without labels.
+fn flag_score(e: &ExampleScore, w: usize) -> f64 {
+    e.vog_norm.get(w).copied().flatten().unwrap_or(e.vog[w])
+}
+
+/// Applies the `[flag]` policy: the top X% of each class, or everything at or above a threshold.
+fn apply_flags(
+    examples: &mut [ExampleScore],
+    windows: &[Window],
+    flag: &crate::config::FlagConfig,
+) {
+    let Some(w) = windows.iter().position(|x| x.name == flag.window) else {
+        return;
+    };
+    if let Some(t) = flag.threshold {
+        for e in examples.iter_mut() {
+            e.flagged = flag_score(e, w) >= t;
+        }
+    } else if let Some(p) = flag.top_percent {
+        let mut by_class: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
+        for (i, e) in examples.iter().enumerate() {
+            by_class.entry(e.label_used).or_default().push(i);
+        }
+        for members in by_class.values_mut() {
+            members.sort_by(|&a, &b| {
+                flag_score(&examples[b], w)
+                    .total_cmp(&flag_score(&examples[a], w))
+                    .then(a.cmp(&b))
+            });
+            let take = ((p / 100.0) * members.len() as f64).ceil() as usize;
+            for &i in members.iter().take(take) {
+                examples[i].flagged = true;
+            }
+        }
+    }
+}
+
+/// Rows of the flagged examples that get maps, highest score first, within the count and byte
+/// budgets.
+fn rows_for_maps(result: &RunResult, config: &Config) -> Vec<usize> {
+    let w = window_index(result, &config.flag.window);
+    let mut flagged: Vec<&ExampleScore> = result.examples.iter().filter(|e| e.flagged).collect();
+    flagged.sort_by(|a, b| {
+        flag_score(b, w)
+            .total_cmp(&flag_score(a, w))
+            .then(a.row.cmp(&b.row))
+    });
+    let s = &result.manifest.scoring;
+    let per_example = 4
+        * (s.vog_map_shape.iter().product::<usize>()
+            + result
+                .manifest
+                .data
+                .model_input_shape
+                .iter()
+                .product::<usize>()) as u64;
+    let by_bytes = (config.flag.max_map_bytes / per_example.max(1)) as usize;
+    let mut rows: Vec<usize> = flagged
+        .iter()
+        .take(config.flag.max_maps.min(by_bytes))
+        .map(|e| e.row)
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+fn mark_maps(result: &mut RunResult) {
+    result.manifest.maps = result.maps.len();
+    let rows: std::collections::HashSet<usize> = result.maps.iter().map(|m| m.row).collect();
+    for e in result.examples.iter_mut() {
+        e.has_map = rows.contains(&e.row);
+    }
+}
+
+/// Where the maps pass gets gradients from.
+enum MapSource<'a> {
+    Backend {
+        models: &'a mut [Box<dyn Model>],
+        data: &'a mut dyn vog_data::ExampleSource,
+        transform: &'a InputTransform,
+        paths: &'a [PathBuf],
+    },
+    Stored {
+        sources: &'a mut [Stored],
+    },
+}
+
+/// Second, bounded pass over the examples that keep maps: the per-element VoG map of the flag
+/// window and the last checkpoint's gradient (the main pass keeps neither, to stay flat in memory).
+fn compute_maps(
+    source: &mut MapSource<'_>,
+    result: &RunResult,
+    rows: &[usize],
+    flag_window: usize,
+    mode: LabelMode,
+    config: &Config,
+) -> Result<Vec<ExampleMap>> {
+    let windows = &result.windows;
+    let k = result.manifest.checkpoints.len();
+    let by_row: HashMap<usize, &ExampleScore> =
+        result.examples.iter().map(|e| (e.row, e)).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(config.backend.batch_size.max(1)) {
+        let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
+        let mut last: Vec<f32> = Vec::new();
+        for ck in 0..k {
+            let (gradient, grad_shape) = match source {
+                MapSource::Backend {
+                    models,
+                    data,
+                    transform,
+                    paths,
+                } => {
+                    let mut input = Vec::new();
+                    for &r in chunk {
+                        data.read_rows(r, 1, &mut input)?;
+                    }
+                    transform.apply(&mut input);
+                    let mut shape = vec![chunk.len()];
+                    shape.extend(&transform.shape);
+                    let view = TensorView::new(&shape, &input)?;
+                    let used: Vec<u32> = chunk
+                        .iter()
+                        .map(|r| by_row[r].label_used.unwrap_or(0))
+                        .collect();
+                    let classes = if mode == LabelMode::PredictedEach {
+                        Classes::Argmax
+                    } else {
+                        Classes::Given(&used)
+                    };
+                    let request = GradRequest {
+                        input: view,
+                        classes,
+                        target: config.scoring.target,
+                    };
+                    let out = models[ck]
+                        .input_gradients(&request)
+                        .and_then(|o| o.validate(&request).map(|_| o))
+                        .map_err(|source| Error::Step {
+                            context: format!(
+                                "{} (maps of flagged examples)",
+                                checkpoint_label(ck, k, &paths[ck])
+                            ),
+                            source,
+                        })?;
+                    let gs = out
+                        .gradient_shape
+                        .clone()
+                        .unwrap_or_else(|| transform.shape.clone());
+                    (out.gradient, gs)
+                }
+                MapSource::Stored { sources } => {
+                    let mut buf = Vec::new();
+                    let mut shape = Vec::new();
+                    for &r in chunk {
+                        match &mut sources[ck] {
+                            Stored::Stacked(a) => {
+                                shape = a.row_shape().to_vec();
+                                a.read_f32(r, 1, &mut buf)?;
+                            }
+                            Stored::PerExample(files) => {
+                                let mut a = ArrayFile::open_npy(&files[r])?;
+                                shape = a.shape().to_vec();
+                                a.read_f32(0, a.rows(), &mut buf)?;
+                            }
+                        }
+                    }
+                    (buf, shape)
+                }
+            };
+            let (a, _) = match acc.as_mut() {
+                Some(x) => x,
+                None => {
+                    let mut a =
+                        VogAccumulator::new(&grad_shape, windows, k, config.scoring.channels)?;
+                    a.reset(chunk.len());
+                    acc.insert((a, grad_shape.clone()))
+                }
+            };
+            a.add(ck, &gradient)?;
+            if ck + 1 == k {
+                last = gradient;
+            }
+        }
+        let (a, grad_shape) = acc.expect("at least two checkpoints");
+        let row_len: usize = grad_shape.iter().product();
+        let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
+        for (i, &r) in chunk.iter().enumerate() {
+            out.push(ExampleMap {
+                row: r,
+                vog_map: a
+                    .vog_map(i, flag_window)?
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect(),
+                vog_map_shape: map_shape.clone(),
+                gradient: last[i * row_len..(i + 1) * row_len].to_vec(),
+                gradient_shape: grad_shape.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn hash_files(position: usize, path: &Path, files: &[PathBuf]) -> Result<CheckpointRecord> {

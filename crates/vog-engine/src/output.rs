@@ -49,6 +49,22 @@ pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> 
                 OutputFormat::Jsonl => write_jsonl(result, &tmp.join("scores.jsonl"))?,
             }
         }
+        if !result.maps.is_empty() {
+            let maps = tmp.join("maps");
+            std::fs::create_dir(&maps).map_err(|e| Error::io(&maps, e))?;
+            for m in &result.maps {
+                vog_data::write_npy_f32(
+                    &maps.join(format!("{}.vog.npy", m.row)),
+                    &m.vog_map_shape,
+                    &m.vog_map,
+                )?;
+                vog_data::write_npy_f32(
+                    &maps.join(format!("{}.grad.npy", m.row)),
+                    &m.gradient_shape,
+                    &m.gradient,
+                )?;
+            }
+        }
         let manifest = serde_json::to_string_pretty(&result.manifest)
             .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
         let p = tmp.join("run.json");
@@ -118,6 +134,7 @@ fn write_csv(result: &RunResult, path: &Path) -> Result<()> {
             .map(|w| format!("vog_{}_norm", w.name)),
     );
     header.extend(result.extra_columns.iter().cloned());
+    header.extend(["flagged".to_string(), "has_map".to_string()]);
     header.extend(keys.iter().map(|k| format!("meta.{k}")));
     w.write_record(&header).map_err(csv_err)?;
     let split = result.manifest.data.split.clone().unwrap_or_default();
@@ -137,6 +154,7 @@ fn write_csv(result: &RunResult, path: &Path) -> Result<()> {
                 .map(|v| v.map(fmt_f64).unwrap_or_default()),
         );
         rec.extend(e.extra.iter().map(|&v| fmt_f64(v)));
+        rec.extend([e.flagged.to_string(), e.has_map.to_string()]);
         rec.extend(
             keys.iter()
                 .map(|k| e.meta.get(k).map(csv_cell).unwrap_or_default()),
@@ -179,6 +197,8 @@ fn write_jsonl(result: &RunResult, path: &Path) -> Result<()> {
             "vog": vog,
             "vog_norm": vog_norm,
             "scores": scores,
+            "flagged": e.flagged,
+            "has_map": e.has_map,
             "meta": e.meta,
         });
         serde_json::to_writer(&mut w, &line)
