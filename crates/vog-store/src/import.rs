@@ -66,6 +66,15 @@ pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The example id of a scores.jsonl row (its row number when it has none).
+fn example_id(r: &Value) -> String {
+    match &r["id"] {
+        Value::String(s) => s.clone(),
+        Value::Null => r["row"].to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Ranks (1 = highest) and percentiles (100 = highest) of `values`.
 fn rank(values: &[f64]) -> (Vec<u64>, Vec<f64>) {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -105,22 +114,35 @@ impl Store {
             ))
         })?;
         let scores_path = results.join("scores.jsonl");
-        let text = std::fs::read_to_string(&scores_path).map_err(|e| {
-            Error::Input(format!(
-                "{}: {e} (index needs scores.jsonl; score with output.formats including \"jsonl\")",
-                scores_path.display()
-            ))
-        })?;
-        let rows: Vec<Value> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| {
-                    Error::Input(format!("{} line {}: {e}", scores_path.display(), i + 1))
-                })
-            })
-            .collect::<Result<_>>()?;
+        // Two streaming passes over scores.jsonl: ranks first (a few numbers per example), then
+        // documents straight into the index writer, so memory does not hold every row.
+        let for_each_row = |f: &mut dyn FnMut(usize, &Value) -> Result<()>| -> Result<usize> {
+            let file = std::fs::File::open(&scores_path).map_err(|e| {
+                Error::Input(format!(
+                    "{}: {e} (index needs scores.jsonl; score with output.formats including \"jsonl\")",
+                    scores_path.display()
+                ))
+            })?;
+            let mut n = 0;
+            for (line_no, line) in
+                std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate()
+            {
+                let line = line.map_err(|e| Error::io(&scores_path, e))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&line).map_err(|e| {
+                    Error::Input(format!(
+                        "{} line {}: {e}",
+                        scores_path.display(),
+                        line_no + 1
+                    ))
+                })?;
+                f(n, &v)?;
+                n += 1;
+            }
+            Ok(n)
+        };
 
         let dataset = manifest["data"]["path"]
             .as_str()
@@ -154,17 +176,31 @@ impl Store {
             let norm = r["vog_norm"][&score_window].as_f64();
             (norm.unwrap_or(raw), raw)
         };
-        let scores: Vec<f64> = rows.iter().map(|r| score_of(r).0).collect();
+        let mut scores: Vec<f64> = Vec::new();
+        let mut classes: Vec<Option<u64>> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let total = for_each_row(&mut |i, r| {
+            scores.push(score_of(r).0);
+            classes.push(r["label_used"].as_u64());
+            let id = example_id(r);
+            if let Some(prev) = seen.insert(id.clone(), i) {
+                return Err(Error::Input(format!(
+                    "{}: id `{id}` appears for examples {} and {}; ids must be unique within a run",
+                    scores_path.display(),
+                    prev,
+                    i
+                )));
+            }
+            Ok(())
+        })?;
+        drop(seen);
         let (ranks, pcts) = rank(&scores);
         let mut by_class: BTreeMap<Option<u64>, Vec<usize>> = BTreeMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            by_class
-                .entry(r["label_used"].as_u64())
-                .or_default()
-                .push(i);
+        for (i, c) in classes.iter().enumerate() {
+            by_class.entry(*c).or_default().push(i);
         }
-        let mut class_rank = vec![0u64; rows.len()];
-        let mut class_pct = vec![0f64; rows.len()];
+        let mut class_rank = vec![0u64; total];
+        let mut class_pct = vec![0f64; total];
         for members in by_class.values() {
             let vals: Vec<f64> = members.iter().map(|&i| scores[i]).collect();
             let (r, p) = rank(&vals);
@@ -174,27 +210,17 @@ impl Store {
             }
         }
 
-        let mut seen = HashMap::with_capacity(rows.len());
         let review = self.review_state(&format!("{run}/"))?;
         let schema: Schema = self.index.schema();
         let names = options.class_names.as_deref();
         let name = |c: Option<u64>| c.and_then(|c| names.and_then(|n| n.get(c as usize)).cloned());
-        let mut docs = Vec::with_capacity(rows.len());
         let (mut flagged, mut reviewed) = (0, 0);
-        for (i, r) in rows.iter().enumerate() {
-            let id = match &r["id"] {
-                Value::String(s) => s.clone(),
-                Value::Null => r["row"].to_string(),
-                other => other.to_string(),
-            };
-            if let Some(prev) = seen.insert(id.clone(), i) {
-                return Err(Error::Input(format!(
-                    "{}: id `{id}` appears on lines {} and {}; ids must be unique within a run",
-                    scores_path.display(),
-                    prev + 1,
-                    i + 1
-                )));
-            }
+        let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
+            Error::Input("the search index is busy (another process holds its writer)".into())
+        })?;
+        writer.delete_term(Term::from_field_text(self.fields.run, &run));
+        for_each_row(&mut |i, r| {
+            let id = example_id(r);
             let key = format!("{run}/{id}");
             let (score, raw) = score_of(r);
             let mut all_scores = Map::new();
@@ -241,18 +267,11 @@ impl Store {
                 reviewed += 1;
             }
             let text = doc.to_string();
-            docs.push(TantivyDocument::parse_json(&schema, &text).map_err(|e| {
-                Error::Input(format!("{} line {}: {e}", scores_path.display(), i + 1))
-            })?);
-        }
-
-        let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
-            Error::Input("the search index is busy (another process holds its writer)".into())
+            let parsed = TantivyDocument::parse_json(&schema, &text)
+                .map_err(|e| Error::Input(format!("{} example {i}: {e}", scores_path.display())))?;
+            writer.add_document(parsed)?;
+            Ok(())
         })?;
-        writer.delete_term(Term::from_field_text(self.fields.run, &run));
-        for d in docs {
-            writer.add_document(d)?;
-        }
         writer.commit()?;
         drop(writer);
         self.refresh()?;
@@ -275,11 +294,11 @@ impl Store {
         self.db().execute(
             "INSERT INTO runs (run, dataset, split, score_window, examples, indexed_utc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(run) DO UPDATE SET dataset = ?2, split = ?3, score_window = ?4, examples = ?5, indexed_utc = ?6",
-            rusqlite::params![run, dataset, split, score_window, rows.len() as i64, vog_core::now_rfc3339()],
+            rusqlite::params![run, dataset, split, score_window, total as i64, vog_core::now_rfc3339()],
         )?;
         Ok(ImportSummary {
             run,
-            examples: rows.len(),
+            examples: total,
             flagged,
             reviewed,
         })
