@@ -39,6 +39,21 @@ if [ ! -f "$large/done" ]; then
 fi
 export VOG_ONNX_LARGE="$large"
 
+# libtorch for the torch backend comes from the same venv's PyTorch wheel (tch links against it and
+# records its lib directory as the plugin's RUNPATH).
+LIBTORCH=$(ls -d "$venv"/lib/python3*/site-packages/torch | head -n 1)
+export LIBTORCH
+
+# TorchScript test checkpoints with PyTorch's own gradients as reference, keyed by their sources.
+torch_models="$CACHE/torch-models-$(cat tests/data/torch/make_torchscript.py tests/data/onnx/models.py \
+  tests/data/golden/make_golden.py tests/data/golden/{mlp,cnn}/ckpt/*.safetensors "$req" | sha256sum | cut -c1-12)"
+if [ ! -f "$torch_models/done" ]; then
+  step "writing TorchScript test models into $torch_models"
+  rm -rf "$torch_models"
+  "$venv/bin/python" tests/data/torch/make_torchscript.py "$torch_models"
+fi
+export VOG_TORCH_MODELS="$torch_models"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
