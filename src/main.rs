@@ -13,7 +13,34 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Keeps freed buffers of up to 256 MiB in the heap instead of returning them to the kernel.
+///
+/// Backends allocate the same activation buffers (megabytes each) for every batch. glibc serves
+/// blocks above its mmap threshold with fresh `mmap`s and returns them on free, so every batch
+/// page-faults its activations back in: libtorch spent 30% of a CNN's time in the kernel that way
+/// (0.6 s of system time in a 1.4 s run). Fixing the thresholds keeps those pages. The memory
+/// held is bounded by the backends' working set, not by the dataset. Skipped when the user tunes
+/// glibc's allocator through its environment variables.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_tuned = std::env::vars_os().any(|(k, _)| {
+            let k = k.to_string_lossy();
+            k == "GLIBC_TUNABLES" || (k.starts_with("MALLOC_") && k.ends_with('_'))
+        });
+        if !user_tuned {
+            // SAFETY: mallopt only changes allocator parameters; it is called before any other
+            // thread exists, with documented parameter numbers and in-range values.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     match run() {
         Ok(code) => code,
         Err(err) => {

@@ -49,6 +49,12 @@ pub struct TorchOptions {
     /// Forward precision: `f32` (default), `bf16` or `f16` (GPU only).
     #[serde(default)]
     pub dtype: DType,
+    /// Let TorchScript's graph executor optimize (profile, specialize and differentiate the graph
+    /// symbolically). Off by default: on input gradients of ordinary networks its symbolic
+    /// differentiation runs slower than eager autograd (a CNN at 0.7× on CPU), and the results are
+    /// the same. libtorch keeps this setting per thread; the backend applies it on every call.
+    #[serde(default)]
+    pub jit_optimize: bool,
 }
 
 impl TorchOptions {
@@ -126,6 +132,7 @@ pub struct TorchModel {
     module: CModule,
     device: Device,
     kind: Kind,
+    jit_optimize: bool,
 }
 
 impl GradientBackend for TorchBackend {
@@ -159,6 +166,7 @@ impl GradientBackend for TorchBackend {
             module,
             device: self.device,
             kind: self.kind(),
+            jit_optimize: self.options.jit_optimize,
         }))
     }
 }
@@ -168,8 +176,24 @@ impl Model for TorchModel {
         let input = request.input;
         let rows = input.rows();
         let shape: Vec<i64> = input.shape().iter().map(|&d| d as i64).collect();
-        let x = Tensor::from_slice(input.data())
-            .reshape(&shape)
+        tch::jit::f_set_graph_executor_optimize(self.jit_optimize).map_err(err)?;
+        let strides = contiguous_strides(&shape);
+        // SAFETY: the blob is `input.data()`, a live, contiguous f32 slice of exactly
+        // `product(shape)` elements, borrowed for this whole call. Every tensor that refers to it
+        // (`x`, the autograd graph through `logits`) is dropped before the call returns, and
+        // nothing writes to it: a leaf that requires grad refuses in-place operations, and the
+        // copies below (`to_device`/`to_kind`) are new tensors.
+        let blob = unsafe {
+            Tensor::f_from_blob(
+                input.data().as_ptr().cast::<u8>(),
+                &shape,
+                &strides,
+                Kind::Float,
+                Device::Cpu,
+            )
+        }
+        .map_err(err)?;
+        let x = blob
             .to_device(self.device)
             .to_kind(self.kind)
             .set_requires_grad(true);
@@ -220,12 +244,16 @@ impl Model for TorchModel {
         let index = Tensor::from_slice(&classes)
             .to_device(self.device)
             .unsqueeze(1);
-        let scores = match request.target {
-            Target::Logit => logits.to_kind(Kind::Float),
+        let selected = match request.target {
+            // Each row's gradient of a sum is exactly one whatever its precision.
+            Target::Logit => logits.gather(1, &index, false).sum(Kind::Float),
             // Softmax in double: a confident row's probability would otherwise lose its digits.
-            Target::Probability => logits.to_kind(Kind::Double).softmax(1, Kind::Double),
+            Target::Probability => logits
+                .to_kind(Kind::Double)
+                .softmax(1, Kind::Double)
+                .gather(1, &index, false)
+                .sum(Kind::Double),
         };
-        let selected = scores.gather(1, &index, false).sum(Kind::Double);
         let grads = Tensor::f_run_backward(&[&selected], &[&x], false, false).map_err(err)?;
         let gradient = grads
             .into_iter()
@@ -249,6 +277,15 @@ impl Model for TorchModel {
             classes: classes.iter().map(|&c| c as u32).collect(),
         })
     }
+}
+
+/// Row-major strides, in elements.
+fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
 }
 
 impl PluginBackend for TorchBackend {
