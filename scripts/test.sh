@@ -54,6 +54,18 @@ if [ ! -f "$torch_models/done" ]; then
 fi
 export VOG_TORCH_MODELS="$torch_models"
 
+# Headless Chromium and its WebDriver for the review web app's browser test (Debian packages).
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  step "installing chromium and chromium-driver (Debian) for the browser test"
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends \
+    chromium chromium-driver >/dev/null
+fi
+# Screenshots from the browser test land here.
+export VOG_TEST_ARTIFACTS="${VOG_TEST_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -69,4 +81,5 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo bench --no-run (benchmarks compile; they are not timed in CI)"
 cargo bench --workspace --no-run --locked
 
+echo "browser test screenshots: $VOG_TEST_ARTIFACTS"
 step "all green in $(( $(date +%s) - started )) s (target dir: $CARGO_TARGET_DIR)"

@@ -40,6 +40,21 @@ pub enum Command {
     Review(ReviewArgs),
     /// Export a filtered set with its decisions.
     Export(ExportArgs),
+    /// The review web app: search, example pages with heat maps, queue mode, JSON API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Address to listen on. Anything but a loopback address needs --token.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub addr: std::net::SocketAddr,
+    /// Access token (at least 8 characters) that every request must carry: the printed link sets
+    /// it as a cookie; API clients send `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "VOG_SERVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

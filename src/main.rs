@@ -71,6 +71,13 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Queue(a) => store_cmd::run_queue(a),
         cli::Command::Review(a) => store_cmd::run_review(a),
         cli::Command::Export(a) => store_cmd::run_export(a),
+        cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {
+            store: a.store.store,
+            addr: a.addr,
+            token: a.token,
+        })
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(Into::into),
     }
 }
 

@@ -337,7 +337,7 @@ fn another_store_format_is_refused() {
     .unwrap();
     let err = Store::open(&path).unwrap_err().to_string();
     assert!(
-        err.contains("store format 99") && err.contains("reads format 1"),
+        err.contains("store format 99") && err.contains("reads format 2"),
         "{err}"
     );
     let err = Store::open(dir.path()).unwrap_err().to_string();

@@ -10,5 +10,6 @@ mod errors;
 mod flags;
 mod golden;
 mod plugins;
+mod serve;
 mod store;
 mod stored;

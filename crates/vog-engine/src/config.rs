@@ -364,8 +364,12 @@ impl Config {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             other => other,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        // Absolute, so that the manifest's paths still work from another directory (the audit
+        // store reads a run's data from them).
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let base = parent.unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        config.resolve_paths(&base);
         Ok(config)
     }
 

@@ -61,6 +61,9 @@ pub struct ExampleScore {
     pub flagged: bool,
     /// Whether its VoG map and last-checkpoint gradient were kept (see [`RunResult::maps`]).
     pub has_map: bool,
+    /// Per checkpoint, in checkpoint order: the predicted class and the margin of the class used
+    /// (its logit minus the largest other logit). Empty for stored gradients (no logits).
+    pub trajectory: Vec<(u32, f64)>,
 }
 
 /// The per-element VoG map and the last checkpoint's input gradient of one flagged example.
@@ -635,12 +638,16 @@ fn score_with_backend(
         };
         let mut extra = Vec::new();
         reducers.iter_mut().for_each(|r| r.begin_batch(rows));
+        let mut trajectories: Vec<Vec<(u32, f64)>> = vec![Vec::with_capacity(k); rows];
         for (ck, logits) in logits_per_ckpt.iter().enumerate() {
             let outcomes: Vec<RowOutcome> = logits
                 .chunks_exact(c)
                 .enumerate()
                 .map(|(r, l)| RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r])))
                 .collect();
+            for (t, o) in trajectories.iter_mut().zip(&outcomes) {
+                t.push((o.predicted, o.margin));
+            }
             let o = CheckpointOutcomes {
                 checkpoint: ck,
                 num_checkpoints: k,
@@ -659,7 +666,7 @@ fn score_with_backend(
             })
             .collect();
         let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
-        for r in 0..rows {
+        for (r, trajectory) in trajectories.into_iter().enumerate() {
             extra.clear();
             for (vals, &w) in per_reducer.iter().zip(&widths) {
                 extra.extend_from_slice(&vals[r * w..(r + 1) * w]);
@@ -677,6 +684,7 @@ fn score_with_backend(
                 meta: ann.meta[row].clone(),
                 flagged: false,
                 has_map: false,
+                trajectory,
             });
         }
         progress.advance(rows as u64);
@@ -689,7 +697,7 @@ fn score_with_backend(
         backend_s,
     };
     let summary = DataSummary {
-        path: Some(data_path),
+        path: Some(std::path::absolute(&data_path).unwrap_or(data_path)),
         rows: n,
         example_shape: stored_shape,
         model_input_shape: transform.shape.clone(),
@@ -1069,6 +1077,7 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
                 meta: ann.meta[row].clone(),
                 flagged: false,
                 has_map: false,
+                trajectory: Vec::new(),
             });
         }
         progress.advance(rows as u64);

@@ -201,6 +201,13 @@ fn write_jsonl(result: &RunResult, path: &Path) -> Result<()> {
             "has_map": e.has_map,
             "meta": e.meta,
         });
+        let mut line = line;
+        if !e.trajectory.is_empty() {
+            line["checkpoints"] = json!({
+                "predicted": e.trajectory.iter().map(|t| t.0).collect::<Vec<_>>(),
+                "margin": e.trajectory.iter().map(|t| num(t.1)).collect::<Vec<_>>(),
+            });
+        }
         serde_json::to_writer(&mut w, &line)
             .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
         w.write_all(b"\n").map_err(|e| Error::io(path, e))?;

@@ -37,12 +37,13 @@ pub struct ImportSummary {
 /// Checks a run name: letters, digits, `.`, `_`, `-`.
 pub fn check_run_name(run: &str) -> Result<()> {
     if run.is_empty()
+        || run.starts_with('.')
         || !run
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     {
         return Err(Error::Input(format!(
-            "run name `{run}`: use letters, digits, `.`, `_` and `-` only"
+            "run name `{run}`: use letters, digits, `.`, `_` and `-` only, not starting with `.`"
         )));
     }
     Ok(())
@@ -250,6 +251,9 @@ impl Store {
                 "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
             });
             let d = doc.as_object_mut().expect("object");
+            if let Some(c) = r["checkpoints"].as_object() {
+                d.insert("checkpoints".into(), Value::Object(c.clone()));
+            }
             for (field, src, name_field) in [
                 ("class", "label_used", "class_name"),
                 ("true_label", "true_label", "true_name"),
@@ -329,5 +333,7 @@ mod tests {
         assert_eq!(p, vec![50.0, 100.0, 25.0, 75.0]);
         assert!(check_run_name("mnist-test_1.2").is_ok());
         assert!(check_run_name("a/b").is_err());
+        assert!(check_run_name("..").is_err());
+        assert!(check_run_name(".hidden").is_err());
     }
 }

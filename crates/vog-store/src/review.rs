@@ -408,6 +408,21 @@ impl Store {
             .collect())
     }
 
+    /// Puts an item the reviewer holds back at the end of the queue, unclaimed: a skipped item
+    /// comes back after the rest. Returns false when the reviewer did not hold it.
+    pub fn skip(&self, queue: &str, reviewer: &str, key: &str) -> Result<bool> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE queue_items SET claimed_by = NULL, claimed_until = NULL,
+                pos = (SELECT MAX(pos) + 1 FROM queue_items WHERE queue = ?1)
+             WHERE queue = ?1 AND key = ?2 AND claimed_by = ?3",
+            rusqlite::params![queue, key, reviewer],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
     /// Progress of every queue (or one).
     pub fn queues(&self, name: Option<&str>) -> Result<Vec<QueueStatus>> {
         let db = self.db();

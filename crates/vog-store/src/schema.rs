@@ -61,6 +61,8 @@ pub struct Fields {
     pub reviewer: Field,
     /// Whether VoG map and gradient were kept.
     pub has_map: Field,
+    /// Stored, not indexed: per-checkpoint `predicted` classes and `margin`s.
+    pub checkpoints: Field,
 }
 
 /// Field names a query may use, for error messages.
@@ -133,6 +135,7 @@ pub fn build() -> (Schema, Fields) {
         new_label: b.add_u64_field("new_label", num.clone()),
         reviewer: b.add_text_field("reviewer", keyword),
         has_map: b.add_bool_field("has_map", num),
+        checkpoints: b.add_json_field("checkpoints", JsonObjectOptions::default().set_stored()),
     };
     (b.build(), fields)
 }

@@ -11,7 +11,7 @@ use crate::schema::{self, Fields};
 use crate::{Error, Result};
 
 /// The store format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// `store.json`: what a store directory says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,7 +91,9 @@ impl Store {
             .map_err(|e| bad(format!("store.json is not valid: {e}")))?;
         if info.format != FORMAT {
             return Err(bad(format!(
-                "store format {} (created by {}); this vog reads format {FORMAT}",
+                "store format {} (created by {}); this vog reads format {FORMAT}: index the runs \
+                 into a new store with `vog index RESULTS --store NEW` (decisions: `vog export` from \
+                 the old vog, then `vog review --stdin`)",
                 info.format, info.created_by
             )));
         }
