@@ -241,6 +241,39 @@ fn api_and_pages_escape_markup_and_keep_assets_inside_the_dataset() {
 }
 
 #[test]
+fn tabular_examples_come_as_feature_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["demo", "-q", "-o", "demo"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        &[
+            "index",
+            "demo/results/test-logit",
+            "-s",
+            "store",
+            "--run",
+            "toy",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = serve(&dir.path().join("store"), &[]);
+    let a = agent();
+    let t = get_json(&a, &format!("{}/api/tensor/input/toy/5", s.base));
+    assert_eq!(t["layout"], "table");
+    assert_eq!(t["shape"], json!([2]));
+    let (_, x) = crate::util::npy(&dir.path().join("demo/data/test_x.npy"));
+    assert_eq!(t["data"][1].as_f64().unwrap() as f32, x[11]);
+    let (status, page) = get(&a, &format!("{}/example/toy/5", s.base));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<svg class=trajectory"),
+        "no per-checkpoint chart"
+    );
+}
+
+#[test]
 fn a_token_is_required_off_loopback_and_enforced_when_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("empty")).unwrap();
