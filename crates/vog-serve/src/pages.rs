@@ -375,6 +375,33 @@ fn example_body(
             None => String::new(),
         }
     );
+    // Decision panel.
+    let _ = write!(
+        b,
+        "<section class=decide id=decide data-key=\"{}\" data-reviewer=\"{}\" data-queue=\"{}\"><p>",
+        e(key),
+        e(who.unwrap_or("")),
+        e(queue.map_or("", |q| q.name.as_str()))
+    );
+    for (i, d) in DECISIONS.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<button class=decision data-decision=\"{d}\"><kbd>{}</kbd> {d}</button> ",
+            i + 1
+        );
+    }
+    let _ = write!(
+        b,
+        "</p><p><label><kbd>l</kbd> relabel as <input id=new-label type=number min=0 size=5 value=\"{}\"></label> \
+         <button id=relabel>mislabeled → new label <kbd>Enter</kbd></button> \
+         <label><kbd>n</kbd> note <input id=note size=40></label> {}</p><p id=decide-status class=muted></p></section>",
+        e(&value_text(&doc["new_label"])),
+        if queue.is_some() {
+            "<button id=skip><kbd>s</kbd> skip</button>"
+        } else {
+            ""
+        }
+    );
     let has_map = doc["has_map"].as_bool() == Some(true);
     let _ = write!(
         b,
@@ -469,33 +496,6 @@ fn example_body(
         }
     }
     b.push_str("</tbody></table></section>");
-    // Decision panel.
-    let _ = write!(
-        b,
-        "<section class=decide id=decide data-key=\"{}\" data-reviewer=\"{}\" data-queue=\"{}\"><h2>decision</h2><p>",
-        e(key),
-        e(who.unwrap_or("")),
-        e(queue.map_or("", |q| q.name.as_str()))
-    );
-    for (i, d) in DECISIONS.iter().enumerate() {
-        let _ = write!(
-            b,
-            "<button class=decision data-decision=\"{d}\"><kbd>{}</kbd> {d}</button> ",
-            i + 1
-        );
-    }
-    let _ = write!(
-        b,
-        "</p><p><label><kbd>l</kbd> relabel as <input id=new-label type=number min=0 size=5 value=\"{}\"></label> \
-         <button id=relabel>mislabeled → new label <kbd>Enter</kbd></button> \
-         <label><kbd>n</kbd> note <input id=note size=40></label> {}</p><p id=decide-status class=muted></p></section>",
-        e(&value_text(&doc["new_label"])),
-        if queue.is_some() {
-            "<button id=skip><kbd>s</kbd> skip</button>"
-        } else {
-            ""
-        }
-    );
     // History.
     b.push_str("<section><h2>history</h2><table class=history id=history><thead><tr><th>#</th><th>when</th><th>reviewer</th><th>decision</th><th>label</th><th>note</th></tr></thead><tbody>");
     for h in history {
