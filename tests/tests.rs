@@ -9,6 +9,7 @@ mod demo;
 mod errors;
 mod flags;
 mod golden;
+mod panel;
 mod plugins;
 mod serve;
 mod store;

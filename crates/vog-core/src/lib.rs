@@ -51,7 +51,8 @@ pub use backend::{
 pub use error::{Error, Result};
 pub use normalize::{ClassStats, ClassSummary};
 pub use reduce::{
-    default_reducers, CheckpointOutcomes, CorrectRatio, LastLoss, MeanMargin, Reducer, RowOutcome,
+    panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting, LastLoss,
+    MeanMargin, Reducer, RowOutcome,
 };
 pub use sort::natural_cmp;
 pub use tensor::{batch_shape_string, Tensor, TensorView};

@@ -178,12 +178,159 @@ impl Reducer for CorrectRatio {
     }
 }
 
-/// The reducers every scoring run with a model uses.
-pub fn default_reducers() -> Vec<Box<dyn Reducer>> {
+/// Data-maps confidence and variability (Swayamdipta et al., 2020): the mean and the population
+/// standard deviation, over checkpoints, of the softmax probability of the reference class.
+#[derive(Debug, Default)]
+pub struct Confidence {
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    seen: usize,
+}
+
+impl Reducer for Confidence {
+    fn columns(&self) -> Vec<String> {
+        vec!["confidence".into(), "variability".into()]
+    }
+    fn begin_batch(&mut self, rows: usize) {
+        self.sum = vec![0.0; rows];
+        self.sum_sq = vec![0.0; rows];
+        self.seen = 0;
+    }
+    fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
+        for ((s, q), r) in self.sum.iter_mut().zip(&mut self.sum_sq).zip(o.rows) {
+            *s += r.probability;
+            *q += r.probability * r.probability;
+        }
+        self.seen += 1;
+    }
+    fn finish_batch(&mut self, out: &mut Vec<f64>) {
+        let n = self.seen.max(1) as f64;
+        for (s, q) in self.sum.iter().zip(&self.sum_sq) {
+            let mean = s / n;
+            // Probabilities lie in [0, 1]: the one-pass variance loses nothing that matters here,
+            // and is clamped against rounding below zero.
+            let var = (q / n - mean * mean).max(0.0);
+            out.push(mean);
+            out.push(var.sqrt());
+        }
+    }
+}
+
+/// Forgetting events (Toneva et al., 2019): how often an example goes from correctly to
+/// incorrectly classified between consecutive checkpoints (needs true labels).
+#[derive(Debug, Default)]
+pub struct Forgetting {
+    events: Vec<f64>,
+    was_correct: Vec<Option<bool>>,
+    known: Vec<bool>,
+}
+
+impl Reducer for Forgetting {
+    fn columns(&self) -> Vec<String> {
+        vec!["forgetting".into()]
+    }
+    fn begin_batch(&mut self, rows: usize) {
+        self.events = vec![0.0; rows];
+        self.was_correct = vec![None; rows];
+        self.known = vec![true; rows];
+    }
+    fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
+        for (((e, was), k), r) in self
+            .events
+            .iter_mut()
+            .zip(&mut self.was_correct)
+            .zip(&mut self.known)
+            .zip(o.rows)
+        {
+            match r.correct {
+                None => *k = false,
+                Some(now) => {
+                    if *was == Some(true) && !now {
+                        *e += 1.0;
+                    }
+                    *was = Some(now);
+                }
+            }
+        }
+    }
+    fn finish_batch(&mut self, out: &mut Vec<f64>) {
+        out.extend(
+            self.events
+                .iter()
+                .zip(&self.known)
+                .map(|(&e, &k)| if k { e } else { f64::NAN }),
+        );
+    }
+}
+
+/// EL2N (Paul et al., 2021): the L2 norm of softmax(logits) minus the reference class's one-hot
+/// vector, at one checkpoint (0-based position; the last one when the run has fewer).
+#[derive(Debug)]
+pub struct El2n {
+    at: usize,
+    value: Vec<f64>,
+}
+
+impl El2n {
+    /// EL2N at checkpoint position `at` (0-based, in training order).
+    pub fn at(at: usize) -> Self {
+        El2n {
+            at,
+            value: Vec::new(),
+        }
+    }
+}
+
+impl Reducer for El2n {
+    fn columns(&self) -> Vec<String> {
+        vec!["el2n".into()]
+    }
+    fn begin_batch(&mut self, rows: usize) {
+        self.value = vec![f64::NAN; rows];
+    }
+    fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
+        if o.checkpoint != self.at.min(o.num_checkpoints.saturating_sub(1)) {
+            return;
+        }
+        let c = o.num_classes;
+        for ((v, row), r) in self
+            .value
+            .iter_mut()
+            .zip(o.logits.chunks_exact(c))
+            .zip(o.rows)
+        {
+            let max = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+            let z: f64 = row.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+            let sq: f64 = row
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let p = (f64::from(x) - max).exp() / z;
+                    let t = if i == r.reference as usize { 1.0 } else { 0.0 };
+                    (p - t) * (p - t)
+                })
+                .sum();
+            *v = sq.sqrt();
+        }
+    }
+    fn finish_batch(&mut self, out: &mut Vec<f64>) {
+        out.append(&mut self.value);
+    }
+}
+
+/// The difficulty panel every scoring run with a model computes from the same logits, in column
+/// order: `margin_mean` (area under the margin), `loss_last`, `correct_ratio`, `confidence`,
+/// `variability`, `forgetting`, `el2n` (at checkpoint position `el2n_at`, 0-based).
+pub fn panel_reducers(el2n_at: usize) -> Vec<Box<dyn Reducer>> {
     vec![
         Box::<MeanMargin>::default(),
         Box::<LastLoss>::default(),
         Box::<CorrectRatio>::default(),
+        Box::<Confidence>::default(),
+        Box::<Forgetting>::default(),
+        Box::new(El2n::at(el2n_at)),
     ]
 }
 
@@ -206,7 +353,7 @@ mod tests {
 
     #[test]
     fn reducers_stream_over_checkpoints() {
-        let mut reducers = default_reducers();
+        let mut reducers = panel_reducers(1);
         let logits = [[2.0f32, 0.0], [0.0, 1.0], [3.0, 0.0]];
         for r in &mut reducers {
             r.begin_batch(1);
@@ -227,5 +374,40 @@ mod tests {
         assert!((out[0] - (2.0 - 1.0 + 3.0) / 3.0).abs() < 1e-12);
         assert!((out[1] - (1.0 + (-3.0f64).exp()).ln()).abs() < 1e-12);
         assert!((out[2] - 2.0 / 3.0).abs() < 1e-12);
+        // Probabilities of class 0: σ(2), σ(-1), σ(3).
+        let p: Vec<f64> = [2.0f64, -1.0, 3.0]
+            .iter()
+            .map(|z| 1.0 / (1.0 + (-z).exp()))
+            .collect();
+        let mean = p.iter().sum::<f64>() / 3.0;
+        let std = (p.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+        assert!((out[3] - mean).abs() < 1e-12);
+        assert!((out[4] - std).abs() < 1e-12);
+        // correct, wrong, correct: one forgetting event.
+        assert_eq!(out[5], 1.0);
+        // EL2N at checkpoint 1: |(p0 - 1, 1 - p0)| = √2 (1 - p0).
+        assert!((out[6] - 2f64.sqrt() * (1.0 - p[1])).abs() < 1e-12);
+    }
+
+    #[test]
+    fn label_free_scores_are_nan_without_true_labels() {
+        let mut reducers = panel_reducers(0);
+        reducers.iter_mut().for_each(|r| r.begin_batch(1));
+        for k in 0..2 {
+            let l = [1.0f32, 0.0];
+            let rows = [RowOutcome::from_logits(&l, 0, None)];
+            let o = CheckpointOutcomes {
+                checkpoint: k,
+                num_checkpoints: 2,
+                logits: &l,
+                num_classes: 2,
+                rows: &rows,
+            };
+            reducers.iter_mut().for_each(|r| r.observe(&o));
+        }
+        let mut out = Vec::new();
+        reducers.iter_mut().for_each(|r| r.finish_batch(&mut out));
+        assert!(out[2].is_nan() && out[5].is_nan(), "{out:?}");
+        assert!(out[3].is_finite() && out[6].is_finite());
     }
 }

@@ -293,6 +293,26 @@ pub struct ScoringConfig {
     /// Extra windows: name → `[start, end)` checkpoint positions (0-based, in training order).
     #[serde(default)]
     pub ranges: BTreeMap<String, [usize; 2]>,
+    /// A second VoG from the same pass with the other target (one more backward per checkpoint):
+    /// its windows are named `WINDOW_TARGET` (`all_probability`). Needs a backend.
+    #[serde(default)]
+    pub second_target: Option<Target>,
+    /// Checkpoint (1-based position in training order) at which `el2n` is taken; the last one when
+    /// the run has fewer.
+    #[serde(default = "default_el2n_checkpoint")]
+    pub el2n_checkpoint: usize,
+}
+
+fn default_el2n_checkpoint() -> usize {
+    1
+}
+
+/// The name a target has in configuration and column names.
+pub fn target_name(t: Target) -> &'static str {
+    match t {
+        Target::Logit => "logit",
+        Target::Probability => "probability",
+    }
 }
 
 impl Default for ScoringConfig {
@@ -303,6 +323,8 @@ impl Default for ScoringConfig {
             channels: ChannelReduce::default(),
             windows: default_windows(),
             ranges: BTreeMap::new(),
+            second_target: None,
+            el2n_checkpoint: default_el2n_checkpoint(),
         }
     }
 }
@@ -442,6 +464,26 @@ impl Config {
             }
             if self.data.path.is_none() {
                 return bad("data.path", "no examples given".into());
+            }
+        }
+        if self.scoring.el2n_checkpoint == 0 {
+            return bad(
+                "scoring.el2n_checkpoint",
+                "positions start at 1 (the first checkpoint)".into(),
+            );
+        }
+        if let Some(t) = self.scoring.second_target {
+            if from_gradients {
+                return bad(
+                    "scoring.second_target",
+                    "needs a backend: stored gradients come with one target".into(),
+                );
+            }
+            if t == self.scoring.target {
+                return bad(
+                    "scoring.second_target",
+                    format!("`{}` is already the target", target_name(t)),
+                );
             }
         }
         if self.backend.batch_size == 0 {

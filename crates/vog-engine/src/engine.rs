@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use vog_core::{
-    batch_shape_string, check_finite, default_reducers, resolve_windows, BackendInfo,
+    batch_shape_string, check_finite, panel_reducers, resolve_windows, BackendInfo,
     CheckpointOutcomes, ClassStats, ClassSummary, Classes, GradRequest, GradientBackend, Model,
     RowOutcome, TensorView, VogAccumulator, Window,
 };
@@ -130,6 +130,12 @@ pub struct ScoringSummary {
     pub labels: Option<LabelMode>,
     /// Logit or probability (`null` for stored gradients).
     pub target: Option<vog_core::Target>,
+    /// The target of the second VoG (windows `WINDOW_TARGET`), when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_target: Option<vog_core::Target>,
+    /// Checkpoint position (1-based) of `el2n`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub el2n_checkpoint: Option<usize>,
     /// Channel reduction.
     pub channels: vog_core::ChannelReduce,
     /// Shape of the per-element statistics (the VoG map).
@@ -431,6 +437,21 @@ fn score_with_backend(
     let (windows, w) = resolve_windows(k, &config.scoring.windows, &config.scoring.ranges)
         .map_err(|e| Error::Input(format!("checkpoints.paths: {e}")))?;
     warnings.extend(w);
+    let second = config.scoring.second_target;
+    // The second target's windows follow the first's, named `WINDOW_TARGET`.
+    let mut all_windows = windows.clone();
+    if let Some(t) = second {
+        for w in &windows {
+            let name = format!("{}_{}", w.name, crate::config::target_name(t));
+            if windows.iter().any(|x| x.name == name) {
+                return Err(Error::Config(format!(
+                    "`scoring.ranges`: window `{name}` clashes with the second target's window of `{}`",
+                    w.name
+                )));
+            }
+            all_windows.push(Window { name, ..w.clone() });
+        }
+    }
     tracing::info!(checkpoints = k, backend = %info.name, "scoring through a backend");
     for (i, p) in paths.iter().enumerate() {
         tracing::debug!(position = i, path = %p.display(), "checkpoint");
@@ -511,7 +532,8 @@ fn score_with_backend(
     // Created at the first answer: a backend may differentiate with respect to an intermediate
     // tensor whose shape differs from the input's.
     let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
-    let mut reducers = default_reducers();
+    let mut acc2: Option<VogAccumulator> = None;
+    let mut reducers = panel_reducers(config.scoring.el2n_checkpoint.saturating_sub(1));
     let extra_columns: Vec<String> = reducers.iter().flat_map(|r| r.columns()).collect();
     let bs = config.backend.batch_size;
     let mut examples = Vec::with_capacity(n);
@@ -545,6 +567,9 @@ fn score_with_backend(
         let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
         let mut fixed: Option<Vec<u32>> = None;
         if let Some((a, _)) = acc.as_mut() {
+            a.reset(rows);
+        }
+        if let Some(a) = acc2.as_mut() {
             a.reset(rows);
         }
         for &ck in &order {
@@ -610,6 +635,9 @@ fn score_with_backend(
                     let mut a =
                         VogAccumulator::new(&grad_shape, &windows, k, config.scoring.channels)?;
                     a.reset(rows);
+                    if second.is_some() {
+                        acc2 = Some(a.clone());
+                    }
                     acc.insert((a, grad_shape.clone()))
                 }
             };
@@ -620,12 +648,28 @@ fn score_with_backend(
                 )));
             }
             a.add(ck, &out.gradient)?;
+            if let (Some(t2), Some(a2)) = (second, acc2.as_mut()) {
+                // Same classes as the first target, so both scores describe the same label.
+                let request2 = GradRequest {
+                    input: view,
+                    classes: Classes::Given(&out.classes),
+                    target: t2,
+                };
+                let t_call = Instant::now();
+                let step2 = models[ck].input_gradients(&request2);
+                backend_s += t_call.elapsed().as_secs_f64();
+                let out2 = step2
+                    .and_then(|o| o.validate(&request2).map(|()| o))
+                    .map_err(|e| step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann))?;
+                a2.add(ck, &out2.gradient)?;
+            }
             logits_per_ckpt[ck] = out.logits;
         }
         let (a, _) = acc
             .as_ref()
             .expect("every batch has at least one checkpoint");
         let scores = a.scores()?;
+        let scores2 = acc2.as_ref().map(|a| a.scores()).transpose()?;
         let c = batch_classes;
         let last = &logits_per_ckpt[k - 1];
         let predicted: Vec<u32> = last
@@ -678,7 +722,14 @@ fn score_with_backend(
                 true_label: true_labels.map(|t| t[r]),
                 label_used: Some(label_used[r]),
                 predicted: Some(predicted[r]),
-                vog: scores[r * windows.len()..(r + 1) * windows.len()].to_vec(),
+                vog: {
+                    let w = windows.len();
+                    let mut v = scores[r * w..(r + 1) * w].to_vec();
+                    if let Some(s2) = &scores2 {
+                        v.extend_from_slice(&s2[r * w..(r + 1) * w]);
+                    }
+                    v
+                },
                 vog_norm: Vec::new(),
                 extra: extra.clone(),
                 meta: ann.meta[row].clone(),
@@ -708,12 +759,14 @@ fn score_with_backend(
     let scoring = ScoringSummary {
         labels: Some(mode),
         target: Some(config.scoring.target),
+        second_target: second,
+        el2n_checkpoint: Some(config.scoring.el2n_checkpoint.min(k)),
         channels: config.scoring.channels,
         vog_map_shape: config
             .scoring
             .channels
             .reduced_shape(acc.as_ref().map_or(&transform.shape, |(_, s)| s)),
-        windows: windows.clone(),
+        windows: all_windows,
         num_classes: Some(batch_classes),
         batch_size: bs,
     };
@@ -1101,6 +1154,8 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
     let scoring = ScoringSummary {
         labels: mode,
         target: None,
+        second_target: None,
+        el2n_checkpoint: None,
         channels: config.scoring.channels,
         vog_map_shape: config.scoring.channels.reduced_shape(&shape),
         windows,
