@@ -42,6 +42,36 @@ pub enum Command {
     Export(ExportArgs),
     /// The review web app: search, example pages with heat maps, queue mode, JSON API.
     Serve(ServeArgs),
+    /// Which score finds known-bad examples: AUROC, AUPRC and precision@k of every score and window.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("bad").required(true).args(["bad_column", "bad_ids"])))]
+pub struct EvaluateArgs {
+    /// Results directory written by `vog score` (reads scores.jsonl).
+    pub results: PathBuf,
+    /// Field holding the known-bad flag: `meta.is_noisy`, or a metadata name (`is_noisy`).
+    #[arg(long)]
+    pub bad_column: Option<String>,
+    /// File of known-bad example ids, one per line.
+    #[arg(long)]
+    pub bad_ids: Option<PathBuf>,
+    /// Precision at these k (comma-separated; default: k = the number of bad examples).
+    #[arg(long, value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// table or json.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: EvalFormat,
+    /// Also write the JSON here.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EvalFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,7 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Queue(a) => store_cmd::run_queue(a),
         cli::Command::Review(a) => store_cmd::run_review(a),
         cli::Command::Export(a) => store_cmd::run_export(a),
+        cli::Command::Evaluate(a) => evaluate(a),
         cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {
             store: a.store.store,
             addr: a.addr,
@@ -79,6 +80,75 @@ fn run() -> anyhow::Result<ExitCode> {
         .map(|()| ExitCode::SUCCESS)
         .map_err(Into::into),
     }
+}
+
+/// `vog evaluate`.
+fn evaluate(a: cli::EvaluateArgs) -> anyhow::Result<ExitCode> {
+    use vog_engine::evaluate::{evaluate_results, BadFlag};
+    let flag = match (a.bad_column, a.bad_ids) {
+        (Some(c), _) => BadFlag::Column(c),
+        (None, Some(f)) => BadFlag::Ids(f),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let e = evaluate_results(&a.results, &flag, &a.k)?;
+    let json = serde_json::to_string_pretty(&e)? + "\n";
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json)
+            .map_err(|err| anyhow::anyhow!("writing {}: {err}", out.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match a.format {
+        cli::EvalFormat::Json => stdout.write_all(json.as_bytes())?,
+        cli::EvalFormat::Table => {
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            writeln!(
+                stdout,
+                "{} examples, {} bad ({}); chance: AUROC 0.500, AUPRC {:.3}",
+                e.examples,
+                e.bad,
+                e.bad_source,
+                e.bad as f64 / e.examples as f64
+            )?;
+            let ks: Vec<String> = e
+                .scores
+                .first()
+                .map(|s| {
+                    s.precision_at
+                        .iter()
+                        .map(|p| format!("P@{}", p.k))
+                        .collect()
+                })
+                .unwrap_or_default();
+            writeln!(
+                stdout,
+                "{:<28} {:>7} {:>6} {:>6} {:>7} {:>7} {}",
+                "score",
+                "harder",
+                "n",
+                "bad",
+                "AUROC",
+                "AUPRC",
+                ks.iter().map(|k| format!("{k:>7}")).collect::<String>()
+            )?;
+            for s in &e.scores {
+                writeln!(
+                    stdout,
+                    "{:<28} {:>7} {:>6} {:>6} {:>7} {:>7} {}",
+                    s.score,
+                    s.harder_when,
+                    s.n,
+                    s.bad,
+                    fmt(s.auroc),
+                    fmt(s.auprc),
+                    s.precision_at
+                        .iter()
+                        .map(|p| format!("{:>7}", fmt(p.precision)))
+                        .collect::<String>()
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `vog onnx-grad`.

@@ -7,6 +7,7 @@ mod configs;
 mod conformance;
 mod demo;
 mod errors;
+mod evaluate;
 mod flags;
 mod golden;
 mod panel;

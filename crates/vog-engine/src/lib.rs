@@ -23,6 +23,7 @@ pub mod config;
 pub mod discover;
 mod engine;
 mod error;
+pub mod evaluate;
 mod output;
 pub mod stats;
 

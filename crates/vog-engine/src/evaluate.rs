@@ -1,0 +1,319 @@
+//! Which score finds the bad examples? AUROC, average precision and precision@k of every score
+//! and window of a run against a known-bad flag (`vog evaluate`).
+//!
+//! Definitions follow scikit-learn, so numbers can be checked against it:
+//! - AUROC: `roc_auc_score`, the Mann–Whitney statistic with tied scores counted as half;
+//! - AUPRC: `average_precision_score`, `Σ (Rₙ − Rₙ₋₁) Pₙ` over distinct score thresholds (ties
+//!   enter together), without interpolation;
+//! - precision@k: the fraction of bad examples among the k highest scores, ties broken by row
+//!   order (`numpy.argsort(-s, kind="stable")`).
+//!
+//! Each score is oriented so that higher means "more likely bad" before it is evaluated:
+//! VoG, losses, EL2N, variability and forgetting as they are, margins, confidence and
+//! correctness negated. Examples whose score is undefined (NaN) are left out of that score.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stats::average_ranks;
+use crate::{Error, Result};
+
+/// Scores for which a low value means a hard example.
+pub const LOWER_IS_HARDER: &[&str] = &["margin_mean", "correct_ratio", "confidence"];
+
+/// AUROC of `scores` for `bad` (ties count half). `None` without both classes.
+pub fn auroc(scores: &[f64], bad: &[bool]) -> Option<f64> {
+    let n_pos = bad.iter().filter(|&&b| b).count();
+    let n_neg = bad.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let ranks = average_ranks(scores);
+    let pos_rank_sum: f64 = ranks
+        .iter()
+        .zip(bad)
+        .filter(|(_, &b)| b)
+        .map(|(r, _)| r)
+        .sum();
+    let u = pos_rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos as f64 * n_neg as f64))
+}
+
+/// Average precision of `scores` for `bad` (scikit-learn's definition). `None` without positives.
+pub fn average_precision(scores: &[f64], bad: &[bool]) -> Option<f64> {
+    let n_pos = bad.iter().filter(|&&b| b).count();
+    if n_pos == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut seen, mut ap, mut last_recall) = (0usize, 0usize, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        // One threshold per distinct score: ties enter together.
+        let s = scores[order[i]];
+        while i < order.len() && scores[order[i]] == s {
+            tp += usize::from(bad[order[i]]);
+            seen += 1;
+            i += 1;
+        }
+        let recall = tp as f64 / n_pos as f64;
+        let precision = tp as f64 / seen as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+    }
+    Some(ap)
+}
+
+/// Fraction of bad examples among the `k` highest scores (ties by position).
+pub fn precision_at_k(scores: &[f64], bad: &[bool], k: usize) -> Option<f64> {
+    if k == 0 || k > scores.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    // A stable sort on the negated score keeps row order within ties, like numpy's stable argsort.
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    Some(order[..k].iter().filter(|&&i| bad[i]).count() as f64 / k as f64)
+}
+
+/// How one score does.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScoreEvaluation {
+    /// Column name (`vog_all_norm`, `el2n`, …).
+    pub score: String,
+    /// `higher` or `lower` (negated before evaluation) means harder.
+    pub harder_when: &'static str,
+    /// Examples with a defined score.
+    pub n: usize,
+    /// Bad examples among them.
+    pub bad: usize,
+    /// Area under the ROC curve (0.5: no better than chance).
+    pub auroc: Option<f64>,
+    /// Average precision (chance level: the bad fraction).
+    pub auprc: Option<f64>,
+    /// Precision at each requested k.
+    pub precision_at: Vec<PrecisionAt>,
+}
+
+/// Precision among the k highest scores.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PrecisionAt {
+    /// How many top examples.
+    pub k: usize,
+    /// Fraction of them that are bad (`None` when k exceeds the examples).
+    pub precision: Option<f64>,
+}
+
+/// The evaluation of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Where the bad flag came from.
+    pub bad_source: String,
+    /// Examples in the run.
+    pub examples: usize,
+    /// Bad examples in the run.
+    pub bad: usize,
+    /// Per score, best AUROC first.
+    pub scores: Vec<ScoreEvaluation>,
+}
+
+/// Which examples are bad.
+#[derive(Debug, Clone)]
+pub enum BadFlag {
+    /// A field of each row: `meta.is_noisy`, or a bare name looked up in `meta`.
+    Column(String),
+    /// Example ids, one per line.
+    Ids(std::path::PathBuf),
+}
+
+fn truthy(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_f64().map(|x| x != 0.0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "y" | "t" => Some(true),
+            "0" | "false" | "no" | "n" | "f" | "" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn lookup<'a>(row: &'a Value, path: &str) -> &'a Value {
+    let direct = path.split('.').fold(row, |v, k| &v[k]);
+    if direct.is_null() && !path.contains('.') {
+        &row["meta"][path]
+    } else {
+        direct
+    }
+}
+
+/// Evaluates every score of a results directory (`scores.jsonl`) against `flag`.
+pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<Evaluation> {
+    let path = results.join("scores.jsonl");
+    let file = std::fs::File::open(&path).map_err(|e| {
+        Error::Input(format!(
+            "{}: {e} (evaluate reads scores.jsonl: score with output.formats including \"jsonl\")",
+            path.display()
+        ))
+    })?;
+    let mut rows = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(&path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| Error::Input(format!("{} line {}: {e}", path.display(), i + 1)))?;
+        rows.push(v);
+    }
+    if rows.is_empty() {
+        return Err(Error::Input(format!("{}: no examples", path.display())));
+    }
+    let (bad, source) = match flag {
+        BadFlag::Column(col) => {
+            let mut bad = Vec::with_capacity(rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                let v = lookup(r, col);
+                bad.push(truthy(v).ok_or_else(|| {
+                    Error::Input(format!(
+                        "{}: example {} (id `{}`): `{col}` is {}, not a true/false flag",
+                        path.display(),
+                        i,
+                        r["id"].as_str().unwrap_or("?"),
+                        if v.is_null() {
+                            "missing".to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    ))
+                })?);
+            }
+            (bad, format!("column `{col}`"))
+        }
+        BadFlag::Ids(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let ids: std::collections::HashSet<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let bad: Vec<bool> = rows
+                .iter()
+                .map(|r| ids.contains(r["id"].as_str().unwrap_or_default()))
+                .collect();
+            let found = bad.iter().filter(|&&b| b).count();
+            if found < ids.len() {
+                return Err(Error::Input(format!(
+                    "{}: {} of its {} ids are not in {}",
+                    file.display(),
+                    ids.len() - found,
+                    ids.len(),
+                    path.display()
+                )));
+            }
+            (bad, format!("ids in {}", file.display()))
+        }
+    };
+    let n_bad = bad.iter().filter(|&&b| b).count();
+    if n_bad == 0 || n_bad == rows.len() {
+        return Err(Error::Input(format!(
+            "{source}: {n_bad} of {} examples are bad; evaluation needs both bad and good ones",
+            rows.len()
+        )));
+    }
+    // Every numeric score: VoG windows (raw and normalized), then the panel and other columns.
+    let mut names: Vec<(String, Box<dyn Fn(&Value) -> Option<f64>>)> = Vec::new();
+    let first = &rows[0];
+    for (kind, suffix) in [("vog", ""), ("vog_norm", "_norm")] {
+        if let Some(obj) = first[kind].as_object() {
+            for w in obj.keys() {
+                let (k, w2) = (kind.to_string(), w.clone());
+                names.push((
+                    format!("vog_{w}{suffix}"),
+                    Box::new(move |r: &Value| r[&k][&w2].as_f64()),
+                ));
+            }
+        }
+    }
+    if let Some(obj) = first["scores"].as_object() {
+        for c in obj.keys() {
+            let c2 = c.clone();
+            names.push((
+                c.clone(),
+                Box::new(move |r: &Value| r["scores"][&c2].as_f64()),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, get) in &names {
+        let lower = LOWER_IS_HARDER.contains(&name.as_str());
+        let mut s = Vec::new();
+        let mut b = Vec::new();
+        for (r, &is_bad) in rows.iter().zip(&bad) {
+            if let Some(v) = get(r).filter(|v| v.is_finite()) {
+                // `+ 0.0` turns a negated zero into zero, so ties stay ties in the ordering.
+                s.push(if lower { -v + 0.0 } else { v });
+                b.push(is_bad);
+            }
+        }
+        if s.is_empty() {
+            continue;
+        }
+        let n_bad_here = b.iter().filter(|&&x| x).count();
+        let ks_here: Vec<usize> = if ks.is_empty() {
+            vec![n_bad_here]
+        } else {
+            ks.to_vec()
+        };
+        out.push(ScoreEvaluation {
+            score: name.clone(),
+            harder_when: if lower { "lower" } else { "higher" },
+            n: s.len(),
+            bad: n_bad_here,
+            auroc: auroc(&s, &b),
+            auprc: average_precision(&s, &b),
+            precision_at: ks_here
+                .iter()
+                .map(|&k| PrecisionAt {
+                    k,
+                    precision: precision_at_k(&s, &b, k),
+                })
+                .collect(),
+        });
+    }
+    out.sort_by(|a, b| {
+        b.auroc
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.auroc.unwrap_or(f64::NEG_INFINITY))
+            .then_with(|| a.score.cmp(&b.score))
+    });
+    Ok(Evaluation {
+        bad_source: source,
+        examples: rows.len(),
+        bad: n_bad,
+        scores: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_metrics() {
+        let s = [0.9, 0.8, 0.8, 0.1];
+        let b = [true, false, true, false];
+        // Pairs (pos, neg): (0.9,0.8) 1, (0.9,0.1) 1, (0.8,0.8) ½, (0.8,0.1) 1 → 3.5 / 4.
+        assert_eq!(auroc(&s, &b), Some(0.875));
+        // Thresholds 0.9: R ½ P 1; 0.8: R 1 P ⅔ → ½·1 + ½·⅔.
+        assert!((average_precision(&s, &b).unwrap() - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(precision_at_k(&s, &b, 2), Some(0.5));
+        assert_eq!(precision_at_k(&s, &b, 5), None);
+        assert_eq!(auroc(&s, &[true; 4]), None);
+        assert_eq!(average_precision(&s, &[false; 4]), None);
+    }
+}
