@@ -151,6 +151,9 @@ fn lookup<'a>(row: &'a Value, path: &str) -> &'a Value {
     }
 }
 
+/// Reads one score from a row of `scores.jsonl`.
+type Getter = Box<dyn Fn(&Value) -> Option<f64>>;
+
 /// Evaluates every score of a results directory (`scores.jsonl`) against `flag`.
 pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<Evaluation> {
     let path = results.join("scores.jsonl");
@@ -226,7 +229,7 @@ pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<
         )));
     }
     // Every numeric score: VoG windows (raw and normalized), then the panel and other columns.
-    let mut names: Vec<(String, Box<dyn Fn(&Value) -> Option<f64>>)> = Vec::new();
+    let mut names: Vec<(String, Getter)> = Vec::new();
     let first = &rows[0];
     for (kind, suffix) in [("vog", ""), ("vog_norm", "_norm")] {
         if let Some(obj) = first[kind].as_object() {
