@@ -44,6 +44,23 @@ pub enum Command {
     Serve(ServeArgs),
     /// Which score finds known-bad examples: AUROC, AUPRC and precision@k of every score and window.
     Evaluate(EvaluateArgs),
+    /// One self-contained HTML report of a run: distributions, error by decile, data map, examples.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results directory written by `vog score`, or an audit store (then --run when it holds several).
+    pub input: PathBuf,
+    /// The HTML file to write.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Run to report on, when the input is a store.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Highest- and lowest-VoG examples shown per class, each way.
+    #[arg(long, default_value_t = 6)]
+    pub per_class: usize,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod backends;
 mod cli;
 mod demo;
 mod progress;
+mod report;
 mod score;
 mod store_cmd;
 mod svg;
@@ -72,6 +73,7 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Review(a) => store_cmd::run_review(a),
         cli::Command::Export(a) => store_cmd::run_export(a),
         cli::Command::Evaluate(a) => evaluate(a),
+        cli::Command::Report(a) => report::run(a),
         cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {
             store: a.store.store,
             addr: a.addr,

@@ -91,7 +91,7 @@ fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
 /// The golden CNN's colour images (3×12×12) scored with metadata that holds markup and image
 /// paths, the top 25% flagged (maps kept), indexed with queue `review` over the flagged ones.
 /// Returns (store, dataset dir).
-fn image_store(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn image_store(dir: &Path) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
     std::fs::create_dir_all(data.join("img")).unwrap();
     let g = golden("cnn");
@@ -443,7 +443,7 @@ fn eight_annotators_claim_each_item_once_and_lose_no_decision() {
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium over WebDriver (the W3C protocol, spoken with ureq).
 
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     url: String,
     agent: ureq::Agent,
@@ -467,7 +467,7 @@ fn find_program(names: &[&str]) -> Option<PathBuf> {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    pub(crate) fn start() -> Browser {
         let driver_bin = std::env::var_os("CHROMEDRIVER")
             .map(PathBuf::from)
             .or_else(|| find_program(&["chromedriver"]))
@@ -512,7 +512,7 @@ impl Browser {
         Browser { driver, url, agent }
     }
 
-    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+    pub(crate) fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.url);
         let mut r = match method {
             "GET" => self.agent.get(&url).call().unwrap(),
@@ -524,11 +524,11 @@ impl Browser {
         v["value"].clone()
     }
 
-    fn go(&self, url: &str) {
+    pub(crate) fn go(&self, url: &str) {
         self.cmd("POST", "/url", json!({ "url": url }));
     }
 
-    fn find(&self, css: &str) -> String {
+    pub(crate) fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let url = format!("{}/element", self.url);
@@ -548,7 +548,7 @@ impl Browser {
         }
     }
 
-    fn text_of(&self, css: &str) -> String {
+    pub(crate) fn text_of(&self, css: &str) -> String {
         let el = self.find(css);
         self.cmd("GET", &format!("/element/{el}/text"), Value::Null)
             .as_str()
@@ -556,12 +556,12 @@ impl Browser {
             .to_string()
     }
 
-    fn script(&self, js: &str) -> Value {
+    pub(crate) fn script(&self, js: &str) -> Value {
         self.cmd("POST", "/execute/sync", json!({"script": js, "args": []}))
     }
 
     /// Waits until `js` (an expression) is truthy; returns its value.
-    fn wait_for(&self, js: &str, what: &str) -> Value {
+    pub(crate) fn wait_for(&self, js: &str, what: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let v = self.script(&format!("return {js};"));
@@ -602,7 +602,7 @@ impl Browser {
         );
     }
 
-    fn screenshot(&self, path: &Path) {
+    pub(crate) fn screenshot(&self, path: &Path) {
         use base64::Engine;
         let b64 = self.cmd("GET", "/screenshot", Value::Null);
         let png = base64::engine::general_purpose::STANDARD
@@ -621,7 +621,7 @@ fn a_get_ok(a: &ureq::Agent, url: &str) -> Option<()> {
 
 /// Where the browser test leaves its screenshots: `$VOG_TEST_ARTIFACTS` (scripts/test.sh sets
 /// it), else `artifacts/` in cargo's test scratch directory.
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     std::env::var_os("VOG_TEST_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts"))

@@ -12,6 +12,7 @@ mod flags;
 mod golden;
 mod panel;
 mod plugins;
+mod report;
 mod serve;
 mod store;
 mod stored;

@@ -125,6 +125,12 @@ pub(crate) fn read_input(manifest: &Value, row: usize) -> Result<TensorJson, Api
     })
 }
 
+/// Reads one example's input from the dataset named in a run's manifest (`run.json`), shaped for
+/// drawing; the error says which file and why.
+pub fn example_input(manifest: &Value, row: usize) -> Result<TensorJson, String> {
+    read_input(manifest, row).map_err(|e| e.1)
+}
+
 /// `GET /api/tensor/{input|map|grad}/{key}`: a tensor of the example as JSON.
 pub(crate) async fn tensor(
     State(state): State<AppState>,

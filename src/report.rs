@@ -1,0 +1,778 @@
+//! `vog report`: one self-contained HTML file (inline SVG charts, PNG data URIs, no external
+//! resources) summarizing a scored run: per-class score distributions, error rate by VoG decile,
+//! a data map coloured by VoG, the highest- and lowest-VoG examples of each class with their
+//! heat maps, and a summary table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use serde_json::Value;
+use vog_serve::html::escape as e;
+
+use crate::cli::ReportArgs;
+
+/// One example, as the report needs it.
+#[derive(Debug, Clone)]
+struct Row {
+    id: String,
+    row: usize,
+    class: Option<u64>,
+    true_label: Option<u64>,
+    predicted: Option<u64>,
+    /// Class-normalized VoG of the main window (raw VoG when there is no class to normalize in).
+    score: f64,
+    raw: f64,
+    confidence: Option<f64>,
+    variability: Option<f64>,
+    has_map: bool,
+}
+
+/// A run, read from a results directory or from a store.
+struct Source {
+    title: String,
+    manifest: Value,
+    rows: Vec<Row>,
+    maps: PathBuf,
+    window: String,
+    normalized: bool,
+    class_names: BTreeMap<u64, String>,
+}
+
+fn main_window(manifest: &Value) -> String {
+    let names: Vec<String> = manifest["scoring"]["windows"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.iter().any(|n| n == "all") {
+        "all".into()
+    } else {
+        names.into_iter().next().unwrap_or_else(|| "all".into())
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a vog manifest", path.display()))
+}
+
+fn from_results(dir: &Path) -> Result<Source> {
+    let manifest = read_manifest(&dir.join("run.json"))?;
+    let window = main_window(&manifest);
+    let path = dir.join("scores.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (the report needs scores.jsonl: score with output.formats including \"jsonl\")",
+            path.display()
+        )
+    })?;
+    let mut rows = Vec::new();
+    let mut normalized = false;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let raw = r["vog"][&window].as_f64().unwrap_or(f64::NAN);
+        let norm = r["vog_norm"][&window].as_f64();
+        normalized |= norm.is_some();
+        rows.push(Row {
+            id: r["id"]
+                .as_str()
+                .map_or_else(|| r["id"].to_string(), String::from),
+            row: r["row"].as_u64().unwrap_or(i as u64) as usize,
+            class: r["label_used"].as_u64(),
+            true_label: r["true_label"].as_u64(),
+            predicted: r["predicted"].as_u64(),
+            score: norm.unwrap_or(raw),
+            raw,
+            confidence: r["scores"]["confidence"].as_f64(),
+            variability: r["scores"]["variability"].as_f64(),
+            has_map: r["has_map"].as_bool() == Some(true),
+        });
+    }
+    let title = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    Ok(Source {
+        title,
+        manifest,
+        rows,
+        maps: dir.join("maps"),
+        window,
+        normalized,
+        class_names: BTreeMap::new(),
+    })
+}
+
+fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
+    let store = vog_store::Store::open(dir)?;
+    let run = match run {
+        Some(r) => r.to_string(),
+        None => {
+            let runs_dir = dir.join("runs");
+            let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
+                .with_context(|| format!("reading {}", runs_dir.display()))?
+                .filter_map(|d| d.ok())
+                .filter(|d| d.path().join("run.json").is_file())
+                .map(|d| d.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            match names.len() {
+                1 => names.remove(0),
+                0 => bail!("{}: the store holds no runs", dir.display()),
+                _ => bail!(
+                    "{}: the store holds several runs ({}); choose one with --run",
+                    dir.display(),
+                    names.join(", ")
+                ),
+            }
+        }
+    };
+    vog_store::check_run_name(&run)?;
+    let manifest = read_manifest(&store.run_dir(&run).join("run.json"))?;
+    let window = main_window(&manifest);
+    let total = store
+        .search(&vog_store::SearchRequest {
+            run: Some(run.clone()),
+            limit: 1,
+            ..Default::default()
+        })?
+        .total;
+    if total == 0 {
+        bail!("{}: no run `{run}` in the store", dir.display());
+    }
+    let hits = store
+        .search(&vog_store::SearchRequest {
+            run: Some(run.clone()),
+            limit: total,
+            sort: Some("row".into()),
+            ascending: true,
+            ..Default::default()
+        })?
+        .hits;
+    let mut class_names = BTreeMap::new();
+    let mut normalized = false;
+    let rows = hits
+        .iter()
+        .map(|h| {
+            if let (Some(c), Some(n)) = (h["class"].as_u64(), h["class_name"].as_str()) {
+                class_names.insert(c, n.to_string());
+            }
+            let norm = h["scores"][format!("vog_{window}_norm")].as_f64();
+            normalized |= norm.is_some();
+            let raw = h["scores"][format!("vog_{window}")]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            Row {
+                id: h["id"].as_str().unwrap_or_default().to_string(),
+                row: h["row"].as_u64().unwrap_or(0) as usize,
+                class: h["class"].as_u64(),
+                true_label: h["true_label"].as_u64(),
+                predicted: h["predicted"].as_u64(),
+                score: norm.unwrap_or(raw),
+                raw,
+                confidence: h["scores"]["confidence"].as_f64(),
+                variability: h["scores"]["variability"].as_f64(),
+                has_map: h["has_map"].as_bool() == Some(true),
+            }
+        })
+        .collect();
+    Ok(Source {
+        title: run.clone(),
+        manifest,
+        rows,
+        maps: store.run_dir(&run).join("maps"),
+        window,
+        normalized,
+        class_names,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNG (8-bit RGB or RGBA, zlib via flate2) for thumbnails and heat maps.
+
+fn png(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, if channels == 4 { 6 } else { 2 }, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    for y in 0..height {
+        let line = &pixels[y * width * channels..(y + 1) * width * channels];
+        z.write_all(&[0]).expect("in memory");
+        z.write_all(line).expect("in memory");
+    }
+    chunk(&mut out, b"IDAT", &z.finish().expect("in memory"));
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn data_uri(png: &[u8]) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    )
+}
+
+/// `[H,W]`, `[C,H,W]` or `[H,W,C]` → (h, w, c, value at (channel, y, x)).
+fn image_dims(shape: &[usize]) -> Option<(usize, usize, usize, bool)> {
+    match *shape {
+        [h, w] => Some((h, w, 1, true)),
+        [c, h, w] if c == 1 || c == 3 => Some((h, w, c, true)),
+        [h, w, c] if c == 1 || c == 3 => Some((h, w, c, false)),
+        _ => None,
+    }
+}
+
+fn at(data: &[f32], dims: (usize, usize, usize, bool), k: usize, y: usize, x: usize) -> f32 {
+    let (h, w, c, chw) = dims;
+    if chw {
+        data[(k * h + y) * w + x]
+    } else {
+        data[(y * w + x) * c + k]
+    }
+}
+
+fn input_png(data: &[f32], dims: (usize, usize, usize, bool), gray: bool) -> Vec<u8> {
+    let (h, w, c, _) = dims;
+    let (lo, hi) = data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, u), &v| {
+            (l.min(v), u.max(v))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut px = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let rgb: Vec<f32> = (0..3)
+                .map(|k| (at(data, dims, if c == 3 { k } else { 0 }, y, x) - lo) / span)
+                .collect();
+            let g = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2];
+            for v in rgb {
+                px.push((255.0 * if gray { g } else { v }).round() as u8);
+            }
+        }
+    }
+    png(w, h, 3, &px)
+}
+
+fn hot(t: f32) -> [u8; 3] {
+    let c = |v: f32| (255.0 * v.clamp(0.0, 1.0)).round() as u8;
+    [c(3.0 * t), c(3.0 * t - 1.0), c(3.0 * t - 2.0)]
+}
+
+fn heat_png(data: &[f32], dims: (usize, usize, usize, bool)) -> Vec<u8> {
+    let (h, w, c, _) = dims;
+    let mut v = vec![0f32; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            v[y * w + x] = (0..c).map(|k| at(data, dims, k, y, x).abs()).sum::<f32>() / c as f32;
+        }
+    }
+    let hi = v.iter().copied().fold(0.0f32, f32::max);
+    let mut px = Vec::with_capacity(h * w * 4);
+    for &a in &v {
+        let t = if hi > 0.0 { a / hi } else { 0.0 };
+        px.extend_from_slice(&hot(t));
+        px.push((255.0 * t.sqrt()).round() as u8);
+    }
+    png(w, h, 4, &px)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts (inline SVG).
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, f) = (pos.floor() as usize, pos.fract());
+    if i + 1 < sorted.len() {
+        sorted[i] * (1.0 - f) + sorted[i + 1] * f
+    } else {
+        sorted[i]
+    }
+}
+
+fn histogram_svg(values: &[f64], lo: f64, hi: f64, bins: usize) -> String {
+    let (w, h) = (220.0, 90.0);
+    let mut counts = vec![0usize; bins];
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        let b = (((v - lo) / (hi - lo)) * bins as f64).floor();
+        counts[(b.max(0.0) as usize).min(bins - 1)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bw = w / bins as f64;
+    let mut s = format!(
+        "<svg width={w} height={} viewBox=\"0 0 {w} {}\">",
+        h + 14.0,
+        h + 14.0
+    );
+    for (i, &c) in counts.iter().enumerate() {
+        let bh = h * c as f64 / top;
+        let _ = write!(
+            s,
+            "<rect x={:.1} y={:.1} width={:.1} height={:.1} fill=\"#4a72c4\"><title>{} examples</title></rect>",
+            i as f64 * bw + 0.5,
+            h - bh,
+            bw - 1.0,
+            bh,
+            c
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=0 y={} class=tick>{lo:.2}</text><text x={w} y={} class=tick text-anchor=end>{hi:.2}</text></svg>",
+        h + 12.0,
+        h + 12.0
+    );
+    s
+}
+
+fn colour(t: f64) -> String {
+    // Blue (low VoG) → gray → red (high VoG).
+    let t = t.clamp(0.0, 1.0);
+    let (r, g, b) = if t < 0.5 {
+        let u = t / 0.5;
+        (40.0 + 140.0 * u, 90.0 + 90.0 * u, 200.0 - 20.0 * u)
+    } else {
+        let u = (t - 0.5) / 0.5;
+        (180.0 + 40.0 * u, 180.0 - 150.0 * u, 180.0 - 150.0 * u)
+    };
+    format!("rgb({:.0},{:.0},{:.0})", r, g, b)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330;max-width:1200px}\
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #dde;padding-bottom:4px}\
+table{border-collapse:collapse}td,th{border:1px solid #dde;padding:3px 8px;text-align:right}th{background:#f3f5f9}\
+td:first-child,th:first-child{text-align:left}.multiples{display:flex;flex-wrap:wrap;gap:14px}\
+.multiples figure{margin:0}figcaption{font-size:12px;color:#445}.tick{font-size:10px;fill:#556}\
+.thumbs{display:flex;gap:6px;flex-wrap:wrap;margin:4px 0 10px}.thumb{position:relative;width:84px;font-size:10px;color:#445}\
+.thumb img{width:84px;height:84px;image-rendering:pixelated;display:block}.thumb img.heat{position:absolute;left:0;top:0;opacity:.65}\
+.muted{color:#667}.legend{font-size:12px;color:#445}";
+
+fn class_label(src: &Source, c: u64) -> String {
+    match src.class_names.get(&c) {
+        Some(n) => format!("{c} ({n})"),
+        None => c.to_string(),
+    }
+}
+
+pub fn run(a: ReportArgs) -> Result<ExitCode> {
+    let src = if a.input.join("store.json").is_file() {
+        from_store(&a.input, a.run.as_deref())?
+    } else if a.input.join("scores.jsonl").is_file() || a.input.join("run.json").is_file() {
+        from_results(&a.input)?
+    } else {
+        bail!(
+            "{}: neither a results directory (scores.jsonl, run.json) nor an audit store (store.json)",
+            a.input.display()
+        );
+    };
+    if src.rows.is_empty() {
+        bail!("{}: no examples", a.input.display());
+    }
+    let html = render(&src, a.per_class)?;
+    let out = &a.out;
+    let tmp = out.with_extension("html.partial");
+    std::fs::write(&tmp, html).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    println!("report: {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(src: &Source, per_class: usize) -> Result<String> {
+    let m = &src.manifest;
+    let rows = &src.rows;
+    let score_name = if src.normalized {
+        format!("class-normalized VoG ({})", src.window)
+    } else {
+        format!("VoG ({}, raw: no labels to normalize within)", src.window)
+    };
+    let mut by_class: BTreeMap<u64, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by_class
+            .entry(r.class.unwrap_or(u64::MAX))
+            .or_default()
+            .push(r);
+    }
+    let labelled = rows
+        .iter()
+        .any(|r| r.true_label.is_some() && r.predicted.is_some());
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>vog report · {}</title><style>{STYLE}</style></head><body>\
+         <h1>vog report · {}</h1><p class=muted>generated {} by vog {} · score: {}</p>",
+        e(&src.title),
+        e(&src.title),
+        e(&vog_core::now_rfc3339()),
+        env!("CARGO_PKG_VERSION"),
+        e(&score_name)
+    );
+
+    // Summary.
+    let flagged = m["flagged"].as_u64().unwrap_or(0);
+    let k = m["checkpoints"].as_array().map_or(0, Vec::len);
+    let windows: Vec<String> = m["scoring"]["windows"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let errors = rows
+        .iter()
+        .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))
+        .count();
+    let _ = write!(
+        b,
+        "<section id=summary><h2>Summary</h2><table><tbody>\
+         <tr><th>examples</th><td>{}</td></tr><tr><th>classes</th><td>{}</td></tr>\
+         <tr><th>checkpoints</th><td>{k}</td></tr><tr><th>windows</th><td>{}</td></tr>\
+         <tr><th>labels / target</th><td>{} / {}</td></tr><tr><th>backend</th><td>{}</td></tr>\
+         <tr><th>data</th><td>{}</td></tr><tr><th>flagged</th><td>{flagged}</td></tr>{}</tbody></table>",
+        rows.len(),
+        by_class.len(),
+        e(&windows.join(", ")),
+        e(m["scoring"]["labels"].as_str().unwrap_or("-")),
+        e(m["scoring"]["target"].as_str().unwrap_or("-")),
+        e(m["backend"]["name"].as_str().unwrap_or("stored gradients")),
+        e(m["data"]["path"].as_str().unwrap_or("-")),
+        if labelled {
+            format!(
+                "<tr><th>error rate (last checkpoint)</th><td>{:.2}%</td></tr>",
+                100.0 * errors as f64 / rows.len() as f64
+            )
+        } else {
+            String::new()
+        }
+    );
+    b.push_str("<h3>Per class</h3><table><thead><tr><th>class</th><th>examples</th><th>raw VoG mean</th><th>raw VoG std</th><th>max score</th>");
+    if labelled {
+        b.push_str("<th>error rate</th>");
+    }
+    b.push_str("</tr></thead><tbody>");
+    for (c, members) in &by_class {
+        let raw: Vec<f64> = members
+            .iter()
+            .map(|r| r.raw)
+            .filter(|v| v.is_finite())
+            .collect();
+        let mean = raw.iter().sum::<f64>() / raw.len().max(1) as f64;
+        let std =
+            (raw.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / raw.len().max(1) as f64).sqrt();
+        let max = members
+            .iter()
+            .map(|r| r.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let name = if *c == u64::MAX {
+            "(none)".to_string()
+        } else {
+            class_label(src, *c)
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{mean:.4e}</td><td>{std:.4e}</td><td>{max:.3}</td>",
+            e(&name),
+            members.len()
+        );
+        if labelled {
+            let err = members
+                .iter()
+                .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))
+                .count();
+            let _ = write!(
+                b,
+                "<td>{:.2}%</td>",
+                100.0 * err as f64 / members.len() as f64
+            );
+        }
+        b.push_str("</tr>");
+    }
+    b.push_str("</tbody></table></section>");
+
+    // Distributions.
+    let mut all: Vec<f64> = rows
+        .iter()
+        .map(|r| r.score)
+        .filter(|v| v.is_finite())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let (lo, hi) = (quantile(&all, 0.005), quantile(&all, 0.995));
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    };
+    let _ = write!(
+        b,
+        "<section id=distributions><h2>Score distributions per class</h2><p class=legend>{}; shared axis {lo:.2} … {hi:.2} (0.5th–99.5th percentile; outside values in the end bins)</p><div class=multiples>",
+        e(&score_name)
+    );
+    for (c, members) in &by_class {
+        let v: Vec<f64> = members.iter().map(|r| r.score).collect();
+        let name = if *c == u64::MAX {
+            "(none)".to_string()
+        } else {
+            class_label(src, *c)
+        };
+        let _ = write!(
+            b,
+            "<figure>{}<figcaption>class {} · n = {}</figcaption></figure>",
+            histogram_svg(&v, lo, hi, 24),
+            e(&name),
+            members.len()
+        );
+    }
+    b.push_str("</div></section>");
+
+    // Error rate by decile.
+    b.push_str("<section id=deciles><h2>Error rate by VoG decile</h2>");
+    if labelled {
+        let mut order: Vec<&Row> = rows.iter().filter(|r| r.score.is_finite()).collect();
+        order.sort_by(|a, b| a.score.total_cmp(&b.score));
+        let n = order.len();
+        let mut rates = Vec::new();
+        for d in 0..10 {
+            let part = &order[d * n / 10..(d + 1) * n / 10];
+            let err = part
+                .iter()
+                .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))
+                .count();
+            rates.push((
+                part.len(),
+                if part.is_empty() {
+                    0.0
+                } else {
+                    err as f64 / part.len() as f64
+                },
+            ));
+        }
+        let top = rates.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
+        let (w, h) = (560.0, 200.0);
+        let _ = write!(
+            b,
+            "<svg width={w} height={} viewBox=\"0 0 {w} {}\">",
+            h + 40.0,
+            h + 40.0
+        );
+        for (d, (count, rate)) in rates.iter().enumerate() {
+            let bh = (h - 20.0) * rate / top;
+            let x = 20.0 + d as f64 * 52.0;
+            let _ = write!(
+                b,
+                "<rect x={x} y={:.1} width=44 height={bh:.1} fill=\"{}\"><title>decile {}: {count} examples, error {:.1}%</title></rect>\
+                 <text x={} y={:.1} class=tick text-anchor=middle>{:.1}%</text><text x={} y={} class=tick text-anchor=middle>{}</text>",
+                h - bh,
+                colour(d as f64 / 9.0),
+                d + 1,
+                100.0 * rate,
+                x + 22.0,
+                h - bh - 4.0,
+                100.0 * rate,
+                x + 22.0,
+                h + 14.0,
+                d + 1
+            );
+        }
+        let _ = write!(
+            b,
+            "<text x=20 y={} class=tick>decile of {} (1 = lowest, 10 = highest); error: last checkpoint's prediction ≠ label</text></svg>",
+            h + 34.0,
+            e(&score_name)
+        );
+    } else {
+        b.push_str("<p class=muted>No true labels with predictions in this run: the error rate by decile needs both.</p>");
+    }
+    b.push_str("</section>");
+
+    // Data map.
+    b.push_str("<section id=datamap><h2>Data map</h2>");
+    let points: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.confidence.is_some() && r.variability.is_some() && r.score.is_finite())
+        .collect();
+    if points.is_empty() {
+        b.push_str("<p class=muted>No confidence/variability in this run (stored gradients have no logits).</p>");
+    } else {
+        let step = points.len().div_ceil(4000);
+        let vmax = points
+            .iter()
+            .filter_map(|r| r.variability)
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let (w, h, pad) = (520.0, 420.0, 40.0);
+        let _ = write!(
+            b,
+            "<p class=legend>confidence (mean probability of the label over checkpoints) against variability (its std); colour: {} from blue (low) to red (high){}</p>\
+             <svg width={w} height={h} viewBox=\"0 0 {w} {h}\"><rect x={pad} y=10 width={} height={} fill=none stroke=\"#ccd\"/>",
+            e(&score_name),
+            if step > 1 { format!("; every {step}th example of {}", points.len()) } else { String::new() },
+            w - pad - 10.0,
+            h - pad - 10.0
+        );
+        for r in points.iter().step_by(step) {
+            let x = pad + (w - pad - 10.0) * r.variability.unwrap_or(0.0) / vmax;
+            let y = 10.0 + (h - pad - 10.0) * (1.0 - r.confidence.unwrap_or(0.0));
+            let t = (r.score - lo) / (hi - lo);
+            let _ = write!(
+                b,
+                "<circle cx={x:.1} cy={y:.1} r=2.6 fill=\"{}\" fill-opacity=.8><title>{} · score {:.2}</title></circle>",
+                colour(t),
+                e(&r.id),
+                r.score
+            );
+        }
+        let _ = write!(
+            b,
+            "<text x={pad} y={} class=tick>0</text><text x={} y={} class=tick text-anchor=end>variability {vmax:.2}</text>\
+             <text x=4 y=18 class=tick>1.0</text><text x=4 y={} class=tick>0.0</text><text x=4 y={} class=tick>confidence</text></svg>",
+            h - 16.0,
+            w - 10.0,
+            h - 16.0,
+            h - pad,
+            h / 2.0
+        );
+    }
+    b.push_str("</section>");
+
+    // Examples per class.
+    b.push_str("<section id=examples><h2>Highest- and lowest-VoG examples per class</h2>");
+    let first_row = rows.first().map_or(0, |r| r.row);
+    let image = vog_serve::assets::example_input(m, first_row)
+        .ok()
+        .filter(|t| t.layout == "image");
+    match image {
+        None => {
+            b.push_str("<p class=muted>Not image data: ids and scores only.</p>");
+        }
+        Some(_) => {
+            let _ = write!(
+                b,
+                "<p class=legend>{per_class} per class each way; images in gray under the kept VoG map (hot colours) for flagged examples, in colour otherwise</p>"
+            );
+        }
+    }
+    for (c, members) in &by_class {
+        let mut sorted = members.clone();
+        sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let name = if *c == u64::MAX {
+            "(none)".to_string()
+        } else {
+            class_label(src, *c)
+        };
+        let _ = write!(b, "<h3>class {}</h3>", e(&name));
+        let high: Vec<&Row> = sorted.iter().take(per_class).copied().collect();
+        // The lowest, without repeating any of the highest in a small class.
+        let low_start = per_class
+            .max(sorted.len().saturating_sub(per_class))
+            .min(sorted.len());
+        let low: Vec<&Row> = sorted[low_start..].iter().rev().copied().collect();
+        for (label, group) in [("highest", high), ("lowest", low)] {
+            if group.is_empty() {
+                let _ = write!(b, "<div class=legend>{label}: all shown above</div>");
+                continue;
+            }
+            let _ = write!(b, "<div class=legend>{label}</div><div class=thumbs>");
+            for r in group {
+                let mut pics = String::new();
+                if let Ok(t) = vog_serve::assets::example_input(m, r.row) {
+                    if let Some(dims) = image_dims(&t.shape).filter(|_| t.layout == "image") {
+                        let map = if r.has_map {
+                            read_map(&src.maps, r.row)
+                        } else {
+                            None
+                        };
+                        let _ = write!(
+                            pics,
+                            "<img alt=\"input\" src=\"{}\">",
+                            data_uri(&input_png(&t.data, dims, map.is_some()))
+                        );
+                        if let Some((shape, data)) = map {
+                            if let Some(md) = image_dims(&shape) {
+                                let _ = write!(
+                                    pics,
+                                    "<img class=heat alt=\"VoG map\" src=\"{}\">",
+                                    data_uri(&heat_png(&data, md))
+                                );
+                            }
+                        }
+                    }
+                }
+                let _ = write!(
+                    b,
+                    "<div class=thumb>{pics}{} · {:.2}{}</div>",
+                    e(&r.id),
+                    r.score,
+                    match (r.true_label, r.predicted) {
+                        (Some(t), Some(p)) if t != p => format!(" · pred {p}"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            b.push_str("</div>");
+        }
+    }
+    b.push_str("</section></body></html>\n");
+    Ok(b)
+}
+
+fn read_map(maps: &Path, row: usize) -> Option<(Vec<usize>, Vec<f32>)> {
+    let mut a = vog_data::ArrayFile::open_npy(&maps.join(format!("{row}.vog.npy"))).ok()?;
+    let shape = a.shape().to_vec();
+    let mut data = Vec::new();
+    let n = a.rows();
+    a.read_f32(0, n, &mut data).ok()?;
+    Some((shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_is_well_formed() {
+        let p = png(2, 1, 3, &[255, 0, 0, 0, 0, 255]);
+        assert!(p.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert_eq!(&p[12..16], b"IHDR");
+        assert!(p.ends_with(&[0xAE, 0x42, 0x60, 0x82]), "IEND CRC");
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert_eq!(quantile(&v, 1.0), 4.0);
+        assert!((quantile(&v, 0.5) - 2.5).abs() < 1e-12);
+    }
+}

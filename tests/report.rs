@@ -1,0 +1,88 @@
+//! `vog report`: one self-contained HTML file, from a results directory and from a store, opened
+//! offline in headless Chromium with every section on screen (screenshot saved as an artifact).
+
+use serde_json::json;
+
+use crate::serve::{artifacts, image_store, Browser};
+use crate::util::{run, text};
+
+const SECTIONS: [&str; 5] = ["summary", "distributions", "deciles", "datamap", "examples"];
+
+#[test]
+fn report_is_self_contained_and_shows_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = image_store(dir.path());
+    let out = run(&["report", "res", "-o", "report.html"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    for id in SECTIONS {
+        assert!(
+            html.contains(&format!("<section id={id}>")),
+            "no section {id}"
+        );
+    }
+    // Nothing is fetched: no scripts, no remote or root-relative resources, images inline.
+    assert!(!html.contains("<script"), "a script in the report");
+    for bad in ["src=\"http", "href=\"http", "src=\"/", "url("] {
+        assert!(!html.contains(bad), "external resource `{bad}`");
+    }
+    assert!(html.matches("src=\"data:image/png;base64,").count() >= 24);
+    // Metadata markup never reaches the report; ids are escaped.
+    assert!(!html.contains("<script>alert("));
+    // Flagged examples carry their heat map.
+    assert!(html.contains("class=heat"));
+
+    // From the store, same run.
+    let out = run(
+        &["report", store.to_str().unwrap(), "-o", "from-store.html"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let from_store = std::fs::read_to_string(dir.path().join("from-store.html")).unwrap();
+    for id in SECTIONS {
+        assert!(from_store.contains(&format!("<section id={id}>")));
+    }
+    assert!(from_store.contains("class=heat"));
+
+    // Offline in a browser: every section laid out with a size, the data map drawn.
+    let b = Browser::start();
+    b.go(&format!(
+        "file://{}",
+        dir.path().join("report.html").display()
+    ));
+    let sizes = b.script(
+        "return ['summary','distributions','deciles','datamap','examples'].map(id => {
+           const r = document.getElementById(id).getBoundingClientRect(); return [r.width, r.height]; });",
+    );
+    for (id, wh) in SECTIONS.iter().zip(sizes.as_array().unwrap()) {
+        assert!(
+            wh[0].as_f64().unwrap() > 100.0 && wh[1].as_f64().unwrap() > 40.0,
+            "{id}: {wh}"
+        );
+    }
+    assert!(b.script("return document.querySelectorAll('#datamap circle').length;") == json!(24));
+    let broken = b.script(
+        "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;",
+    );
+    assert_eq!(broken, 0, "images that did not decode");
+    // The whole page in one screenshot: a window as tall as the document.
+    let height = b
+        .script("return document.documentElement.scrollHeight;")
+        .as_f64()
+        .unwrap();
+    b.cmd(
+        "POST",
+        "/window/rect",
+        json!({"width": 1300, "height": height.min(16_000.0) + 160.0}),
+    );
+    b.screenshot(&artifacts().join("report.png"));
+}
+
+#[test]
+fn report_errors_name_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["report", "nowhere", "-o", "r.html"], dir.path());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nowhere"), "{}", text(&out));
+    assert!(!dir.path().join("r.html").exists());
+}
