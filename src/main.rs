@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod progress;
 mod report;
+mod reproduce;
 mod score;
 mod store_cmd;
 mod svg;
@@ -74,6 +75,7 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Export(a) => store_cmd::run_export(a),
         cli::Command::Evaluate(a) => evaluate(a),
         cli::Command::Report(a) => report::run(a),
+        cli::Command::Reproduce(a) => reproduce::run(a, args.quiet),
         cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {
             store: a.store.store,
             addr: a.addr,

@@ -13,6 +13,7 @@ mod golden;
 mod panel;
 mod plugins;
 mod report;
+mod reproduce;
 mod serve;
 mod store;
 mod stored;
