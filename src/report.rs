@@ -679,7 +679,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
         Some(_) => {
             let _ = write!(
                 b,
-                "<p class=legend>{per_class} per class each way; images in gray under the kept VoG map (hot colours) for flagged examples, in colour otherwise</p>"
+                "<p class=legend>{per_class} per class each way; images in gray under their VoG map (hot colours) where the run kept one (flagged examples; all of these with <code>[flag] extremes_per_class</code>), in colour otherwise</p>"
             );
         }
     }

@@ -118,3 +118,34 @@ fn flag_policy_is_validated() {
         assert!(err.contains(needle), "{flag}: {err}");
     }
 }
+
+#[test]
+fn extremes_per_class_keep_maps_of_the_highest_and_lowest() {
+    let body = golden_config("cnn", "labels = \"true\"\n") + "[flag]\nextremes_per_class = 1\n";
+    let config = Config::from_toml(&body).unwrap();
+    let backend = CandleBackend::from_options(options("cnn")).unwrap();
+    let result = score(&config, Some(&backend), &Silent).unwrap();
+    assert!(
+        result.examples.iter().all(|e| !e.flagged),
+        "nothing is flagged"
+    );
+    let mut by_class: std::collections::BTreeMap<u32, Vec<&vog_engine::ExampleScore>> =
+        Default::default();
+    for e in &result.examples {
+        by_class.entry(e.label_used.unwrap()).or_default().push(e);
+    }
+    let mut want = Vec::new();
+    for members in by_class.values_mut() {
+        members.sort_by(|a, b| a.vog_norm[0].unwrap().total_cmp(&b.vog_norm[0].unwrap()));
+        want.push(members[0].row);
+        want.push(members[members.len() - 1].row);
+    }
+    want.sort_unstable();
+    want.dedup();
+    let mut kept: Vec<usize> = result.maps.iter().map(|m| m.row).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, want);
+    for e in &result.examples {
+        assert_eq!(e.has_map, want.contains(&e.row), "row {}", e.row);
+    }
+}

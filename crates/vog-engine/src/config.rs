@@ -62,6 +62,10 @@ pub struct FlagConfig {
     /// And at most this many bytes of maps are kept.
     #[serde(default = "default_max_map_bytes")]
     pub max_map_bytes: u64,
+    /// Also keep the maps of the N highest- and N lowest-scoring examples of each class (by
+    /// `window`), flagged or not: the heat maps of `vog report`'s example grids.
+    #[serde(default)]
+    pub extremes_per_class: usize,
 }
 
 impl Default for FlagConfig {
@@ -72,6 +76,7 @@ impl Default for FlagConfig {
             window: default_flag_window(),
             max_maps: default_max_maps(),
             max_map_bytes: default_max_map_bytes(),
+            extremes_per_class: 0,
         }
     }
 }

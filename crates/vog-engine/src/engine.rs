@@ -1260,7 +1260,33 @@ fn rows_for_maps(result: &RunResult, config: &Config) -> Vec<usize> {
         .take(config.flag.max_maps.min(by_bytes))
         .map(|e| e.row)
         .collect();
+    let k = config.flag.extremes_per_class;
+    if k > 0 {
+        let mut by_class: BTreeMap<Option<u32>, Vec<&ExampleScore>> = BTreeMap::new();
+        for e in &result.examples {
+            by_class.entry(e.label_used).or_default().push(e);
+        }
+        for members in by_class.values_mut() {
+            members.sort_by(|a, b| {
+                flag_score(b, w)
+                    .total_cmp(&flag_score(a, w))
+                    .then(a.row.cmp(&b.row))
+            });
+            let low = members.len().saturating_sub(k);
+            let extremes = members.iter().take(k).chain(&members[low..]);
+            // Flagged examples first; the byte budget holds for everything kept.
+            for e in extremes {
+                if rows.len() >= by_bytes {
+                    break;
+                }
+                if !rows.contains(&e.row) {
+                    rows.push(e.row);
+                }
+            }
+        }
+    }
     rows.sort_unstable();
+    rows.dedup();
     rows
 }
 

@@ -246,7 +246,7 @@ impl Store {
                 "row": r["row"].as_u64().unwrap_or(i as u64),
                 "score": score, "vog": raw, "rank": ranks[i], "percentile": pcts[i],
                 "class_rank": class_rank[i], "class_percentile": class_pct[i],
-                "flagged": is_flagged, "has_map": is_flagged && r["has_map"].as_bool().unwrap_or(false),
+                "flagged": is_flagged, "has_map": r["has_map"].as_bool().unwrap_or(false),
                 "scores": all_scores, "meta": r["meta"].as_object().cloned().unwrap_or_default(),
                 "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
             });
