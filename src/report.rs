@@ -42,15 +42,21 @@ struct Source {
     class_names: BTreeMap<u64, String>,
 }
 
-fn main_window(manifest: &Value) -> String {
-    let names: Vec<String> = manifest["scoring"]["windows"]
+/// The names of the run's windows, in manifest order.
+fn window_names(manifest: &Value) -> Vec<String> {
+    manifest["scoring"]["windows"]
         .as_array()
         .map(|w| {
             w.iter()
                 .filter_map(|w| w["name"].as_str().map(String::from))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `all` when the run has it, else its first window.
+fn main_window(manifest: &Value) -> String {
+    let names = window_names(manifest);
     if names.iter().any(|n| n == "all") {
         "all".into()
     } else {
@@ -442,14 +448,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
     // Summary.
     let flagged = m["flagged"].as_u64().unwrap_or(0);
     let k = m["checkpoints"].as_array().map_or(0, Vec::len);
-    let windows: Vec<String> = m["scoring"]["windows"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|w| w["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let windows = window_names(m);
     let errors = rows
         .iter()
         .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))

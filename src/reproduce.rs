@@ -142,44 +142,43 @@ impl Arch {
 fn train(arch: Arch, train: &Split, test: &Split, ckpt: &Path, epochs: usize) -> Result<f64> {
     std::fs::create_dir_all(ckpt)?;
     let mut acc = 0.0;
+    // After each epoch: save the checkpoint; after the last, measure test accuracy.
+    let mut epoch_end = |epoch: usize,
+                         loss: f64,
+                         save: &dyn Fn(&Path) -> vog_core::Result<()>,
+                         predict: &dyn Fn(&[f32]) -> vog_core::Result<Vec<f32>>|
+     -> vog_core::Result<()> {
+        save(&ckpt.join(format!("epoch_{epoch:02}.safetensors")))?;
+        if epoch == epochs {
+            acc = accuracy(&predict(&test.x)?, &test.y);
+        }
+        tracing::info!(epoch, loss, model = arch.name(), "trained");
+        Ok(())
+    };
     match arch {
-        Arch::Mlp => {
-            let mut t = MlpTrainer::new(TrainConfig {
-                sizes: vec![784, 128, 10],
-                activation: Activation::Relu,
-                epochs,
-                batch_size: 64,
-                learning_rate: 1e-3,
-                seed: SEED,
-            })?;
-            t.fit(&train.x, &train.y, |epoch, t, loss| {
-                t.save(&ckpt.join(format!("epoch_{epoch:02}.safetensors")))?;
-                if epoch == epochs {
-                    acc = accuracy(&t.predict(&test.x)?, &test.y);
-                }
-                tracing::info!(epoch, loss, "MLP");
-                Ok(())
-            })?;
-        }
-        Arch::Cnn => {
-            let mut t = CnnTrainer::new(CnnConfig {
-                channels: (8, 16),
-                hidden: 64,
-                classes: 10,
-                epochs,
-                batch_size: 64,
-                learning_rate: 1e-3,
-                seed: SEED,
-            })?;
-            t.fit(&train.x, &train.y, |epoch, t, loss| {
-                t.save(&ckpt.join(format!("epoch_{epoch:02}.safetensors")))?;
-                if epoch == epochs {
-                    acc = accuracy(&t.predict(&test.x)?, &test.y);
-                }
-                tracing::info!(epoch, loss, "CNN");
-                Ok(())
-            })?;
-        }
+        Arch::Mlp => MlpTrainer::new(TrainConfig {
+            sizes: vec![784, 128, 10],
+            activation: Activation::Relu,
+            epochs,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            seed: SEED,
+        })?
+        .fit(&train.x, &train.y, |epoch, t, loss| {
+            epoch_end(epoch, loss, &|p| t.save(p), &|x| t.predict(x))
+        })?,
+        Arch::Cnn => CnnTrainer::new(CnnConfig {
+            channels: (8, 16),
+            hidden: 64,
+            classes: 10,
+            epochs,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            seed: SEED,
+        })?
+        .fit(&train.x, &train.y, |epoch, t, loss| {
+            epoch_end(epoch, loss, &|p| t.save(p), &|x| t.predict(x))
+        })?,
     }
     Ok(acc)
 }
