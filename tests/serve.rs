@@ -627,10 +627,18 @@ pub(crate) fn artifacts() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts"))
 }
 
+/// `VOG_SKIP_BROWSER` skips the browser parts on a machine without chromium (never under `CI`).
+pub(crate) fn skip_browser() -> bool {
+    let skip = std::env::var_os("VOG_SKIP_BROWSER").is_some() && std::env::var_os("CI").is_none();
+    if skip {
+        eprintln!("VOG_SKIP_BROWSER set: skipping the browser part (never skipped under CI)");
+    }
+    skip
+}
+
 #[test]
 fn review_session_in_headless_chromium() {
-    if std::env::var_os("VOG_SKIP_BROWSER").is_some() && std::env::var_os("CI").is_none() {
-        eprintln!("VOG_SKIP_BROWSER set: skipping the browser test (never skipped under CI)");
+    if skip_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
