@@ -42,6 +42,8 @@ pub enum Command {
     Export(ExportArgs),
     /// The review web app: search, example pages with heat maps, queue mode, JSON API.
     Serve(ServeArgs),
+    /// Join the shards of a run (`vog score --shard I/N`), normalizing over all of them.
+    Merge(MergeArgs),
     /// Which score finds known-bad examples: AUROC, AUPRC and precision@k of every score and window.
     Evaluate(EvaluateArgs),
     /// One self-contained HTML report of a run: distributions, error by decile, data map, examples.
@@ -114,6 +116,28 @@ pub struct EvaluateArgs {
 pub enum EvalFormat {
     Table,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' results directories.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Where the merged results go.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Replace an existing results directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Also index the merged results into this audit store.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Run name in the store (default: the output directory's name).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Class names for the store: one per line, or a JSON array.
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +461,11 @@ pub struct ScoreArgs {
     /// How many of the hardest examples to print.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Score one slice of the examples: I/N (0-based I). Default: from SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT (minus SLURM_ARRAY_TASK_MIN), or a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX with VOG_SHARD_COUNT; `vog merge` joins the slices.
+    #[arg(long)]
+    pub shard: Option<String>,
     /// Also index the results into this audit store.
     #[arg(long)]
     pub store: Option<PathBuf>,

@@ -74,6 +74,7 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Review(a) => store_cmd::run_review(a),
         cli::Command::Export(a) => store_cmd::run_export(a),
         cli::Command::Evaluate(a) => evaluate(a),
+        cli::Command::Merge(a) => score::merge(a, args.quiet),
         cli::Command::Report(a) => report::run(a),
         cli::Command::Reproduce(a) => reproduce::run(a, args.quiet),
         cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {

@@ -71,8 +71,83 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
     if a.overwrite {
         c.output.overwrite = true;
     }
+    c.shard = match &a.shard {
+        Some(s) => Some(vog_engine::Shard::parse(s)?),
+        None => shard_from_env(|k| std::env::var(k).ok())?.or(c.shard),
+    };
+    if c.shard.is_some() && a.store.is_some() {
+        anyhow::bail!(
+            "--store with a shard: index the run after `vog merge` (it takes --store too)"
+        );
+    }
     c.validate()?;
     Ok(c)
+}
+
+/// The shard a scheduler assigned: a SLURM job array (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`
+/// of `SLURM_ARRAY_TASK_COUNT`) or a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX` of
+/// `VOG_SHARD_COUNT`, which the Job sets to its `completions`).
+pub fn shard_from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<vog_engine::Shard>> {
+    let num = |k: &str| -> Result<Option<usize>> {
+        var(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("{k}={v} is not a whole number"))
+            })
+            .transpose()
+    };
+    let shard = |index: usize, count: usize, from: &str| -> Result<Option<vog_engine::Shard>> {
+        vog_engine::Shard::parse(&format!("{index}/{count}"))
+            .map(Some)
+            .with_context(|| format!("the shard from {from}"))
+    };
+    if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let index = id.checked_sub(min).with_context(|| {
+            format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}")
+        })?;
+        return shard(index, count, "SLURM_ARRAY_TASK_ID");
+    }
+    if let Some(index) = num("JOB_COMPLETION_INDEX")? {
+        let count = num("VOG_SHARD_COUNT")?.context(
+            "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but VOG_SHARD_COUNT is not: \
+             set it to the Job's completions, or pass --shard I/N",
+        )?;
+        return shard(index, count, "JOB_COMPLETION_INDEX");
+    }
+    Ok(None)
+}
+
+/// `vog merge`.
+pub fn merge(a: crate::cli::MergeArgs, quiet: bool) -> Result<ExitCode> {
+    let out = vog_engine::config::OutputConfig {
+        dir: a.out.clone(),
+        overwrite: a.overwrite,
+        ..Default::default()
+    };
+    let m = vog_engine::merge::merge_shards(&a.shards, &out)?;
+    if !quiet {
+        println!(
+            "merged {} shards, {} examples: {}",
+            m.shards,
+            m.examples,
+            m.dir.display()
+        );
+    }
+    if let Some(store) = &a.store {
+        let s = crate::store_cmd::index(&m.dir, store, a.run.clone(), a.class_names.as_deref())
+            .with_context(|| format!("indexing into {}", store.display()))?;
+        if !quiet {
+            println!(
+                "indexed {} examples as run `{}` in {}",
+                s.examples,
+                s.run,
+                store.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {

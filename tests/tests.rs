@@ -15,5 +15,6 @@ mod plugins;
 mod report;
 mod reproduce;
 mod serve;
+mod shards;
 mod store;
 mod stored;

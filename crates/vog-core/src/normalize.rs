@@ -32,6 +32,26 @@ impl ClassStats {
         self.classes.entry(class).or_default().push(value);
     }
 
+    /// Rebuilds statistics from per-class summaries as written to manifests (count, mean and
+    /// population std), so shards can be normalized together without their scores.
+    pub fn from_summaries(summaries: impl IntoIterator<Item = (u32, ClassSummary)>) -> Self {
+        ClassStats {
+            classes: summaries
+                .into_iter()
+                .map(|(c, s)| {
+                    (
+                        c,
+                        Moments {
+                            count: s.count,
+                            mean: s.mean,
+                            m2: s.std * s.std * s.count as f64,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// Merges statistics gathered elsewhere (another shard or batch).
     pub fn merge(&mut self, other: &ClassStats) {
         for (&class, &m) in &other.classes {
@@ -78,6 +98,29 @@ impl ClassStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_merged_from_summaries_normalize_like_one_pass() {
+        let values: Vec<(u32, f64)> = (0..50)
+            .map(|i| {
+                (
+                    (i % 3) as u32,
+                    (i as f64 * 0.37).sin() * 5.0 + i as f64 * 0.1,
+                )
+            })
+            .collect();
+        let mut whole = ClassStats::default();
+        values.iter().for_each(|&(c, v)| whole.push(c, v));
+        let mut merged = ClassStats::default();
+        for part in values.chunks(13) {
+            let mut s = ClassStats::default();
+            part.iter().for_each(|&(c, v)| s.push(c, v));
+            merged.merge(&ClassStats::from_summaries(s.summaries()));
+        }
+        for &(c, v) in &values {
+            assert!((whole.normalize(c, v) - merged.normalize(c, v)).abs() < 1e-12);
+        }
+    }
 
     #[test]
     fn matches_numpy_population_std() {

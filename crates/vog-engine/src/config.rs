@@ -42,6 +42,48 @@ pub struct Config {
     /// Which examples are flagged for review.
     #[serde(default)]
     pub flag: FlagConfig,
+    /// Score one slice of the examples (`vog score --shard I/N`); `vog merge` joins the slices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` slices of a run: examples `[n·index/count, n·(index+1)/count)`, contiguous and
+/// in order, so the slices of any `n` cover it exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// 0-based position of this slice.
+    pub index: usize,
+    /// Number of slices.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `I/N` (0-based `I`).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "shard `{text}`: write I/N with 0 ≤ I < N, e.g. 3/8"
+            ))
+        };
+        let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
+        let shard = Shard {
+            index: i.trim().parse().map_err(|_| bad())?,
+            count: n.trim().parse().map_err(|_| bad())?,
+        };
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(bad());
+        }
+        Ok(shard)
+    }
+
+    /// The rows `[start, end)` of this slice of `n` examples.
+    pub fn rows(&self, n: usize) -> (usize, usize) {
+        (
+            n * self.index / self.count,
+            n * (self.index + 1) / self.count,
+        )
+    }
 }
 
 /// `[flag]`: the flagging policy. Flagged examples are searchable in the store
@@ -113,6 +155,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             plugins: PluginsConfig::default(),
             flag: FlagConfig::default(),
+            shard: None,
         }
     }
 }
@@ -471,6 +514,31 @@ impl Config {
                 return bad("data.path", "no examples given".into());
             }
         }
+        if let Some(shard) = self.shard {
+            if shard.count == 0 || shard.index >= shard.count {
+                return bad(
+                    "shard",
+                    format!("{}/{} is not a slice", shard.index, shard.count),
+                );
+            }
+            if from_gradients {
+                return bad(
+                    "shard",
+                    "sharding scores through a backend; stored gradients are not sharded".into(),
+                );
+            }
+            if self.flag.top_percent.is_some()
+                || self.flag.threshold.is_some()
+                || self.flag.extremes_per_class > 0
+            {
+                return bad(
+                    "flag",
+                    "flagging needs the whole run's class statistics: score the shards without \
+                     [flag], then `vog merge`"
+                        .into(),
+                );
+            }
+        }
         if self.scoring.el2n_checkpoint == 0 {
             return bad(
                 "scoring.el2n_checkpoint",
@@ -613,6 +681,23 @@ mod tests {
         assert!(err.to_string().contains("version = 2"), "{err}");
         let err = Config::from_toml("version = 1\n[scoring]\nlabels = \"truth\"\n").unwrap_err();
         assert!(err.to_string().contains("truth"), "{err}");
+    }
+
+    #[test]
+    fn shards_cover_every_row_once() {
+        assert_eq!(Shard::parse("3/8").unwrap(), Shard { index: 3, count: 8 });
+        for bad in ["8/8", "1", "a/2", "0/0", "-1/3"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        for n in [0usize, 1, 7, 10, 1001] {
+            let mut next = 0;
+            for index in 0..4 {
+                let (a, b) = Shard { index, count: 4 }.rows(n);
+                assert_eq!(a, next);
+                next = b;
+            }
+            assert_eq!(next, n);
+        }
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct DataSummary {
     pub split: Option<String>,
     /// Examples whose id found no metadata record.
     pub metadata_missing: usize,
+    /// The rows `[start, end)` this run scored, when it is one shard of a larger run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_rows: Option<[usize; 2]>,
 }
 
 /// How scoring was done.
@@ -546,9 +549,17 @@ fn score_with_backend(
         LabelMode::Predicted => std::iter::once(k - 1).chain(0..k - 1).collect(),
         _ => (0..k).collect(),
     };
-    progress.start(n as u64, "scoring");
-    for start in (0..n).step_by(bs) {
-        let rows = bs.min(n - start);
+    let (first, end) = config.shard.map_or((0, n), |s| s.rows(n));
+    if first == end {
+        let s = config.shard.expect("only a shard can be empty");
+        return Err(Error::Input(format!(
+            "shard {}/{} of {} examples is empty; use at most {n} shards",
+            s.index, s.count, n
+        )));
+    }
+    progress.start((end - first) as u64, "scoring");
+    for start in (first..end).step_by(bs) {
+        let rows = bs.min(end - start);
         input.clear();
         data.read_rows(start, rows, &mut input)?;
         transform.apply(&mut input);
@@ -755,6 +766,7 @@ fn score_with_backend(
         labels: ann.labels_source.clone(),
         split: d.split.clone(),
         metadata_missing: ann.metadata_missing,
+        shard_rows: config.shard.map(|_| [first, end]),
     };
     let scoring = ScoringSummary {
         labels: Some(mode),
@@ -1150,6 +1162,7 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
         labels: ann.labels_source.clone(),
         split: config.data.split.clone(),
         metadata_missing: ann.metadata_missing,
+        shard_rows: None,
     };
     let scoring = ScoringSummary {
         labels: mode,

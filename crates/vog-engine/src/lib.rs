@@ -24,10 +24,11 @@ pub mod discover;
 mod engine;
 mod error;
 pub mod evaluate;
+pub mod merge;
 mod output;
 pub mod stats;
 
-pub use config::{Config, LabelMode};
+pub use config::{Config, LabelMode, Shard};
 pub use engine::{
     score, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource, Manifest,
     Progress, RunResult, ScoringSummary, Silent, Timings,

@@ -26,23 +26,7 @@ pub fn check_output_dir(out: &OutputConfig) -> Result<()> {
 /// Writes the results into a hidden sibling directory, then renames it into place: readers never
 /// see a half-written results directory, and a failed run leaves nothing behind.
 pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> {
-    check_output_dir(out)?;
-    let dir = &out.dir;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vog-results".into());
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = (|| -> Result<()> {
+    write_dir_atomically(out, |tmp| {
         for f in &out.formats {
             match f {
                 OutputFormat::Csv => write_csv(result, &tmp.join("scores.csv"))?,
@@ -68,12 +52,38 @@ pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> 
         let manifest = serde_json::to_string_pretty(&result.manifest)
             .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
         let p = tmp.join("run.json");
-        std::fs::write(&p, manifest + "\n").map_err(|e| Error::io(&p, e))?;
+        std::fs::write(&p, manifest + "\n").map_err(|e| Error::io(&p, e))
+    })
+}
+
+/// Fills a hidden sibling of `out.dir` with `fill`, then renames it into place (replacing an
+/// existing directory only with `out.overwrite`); on failure nothing is left behind.
+pub(crate) fn write_dir_atomically(
+    out: &OutputConfig,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    check_output_dir(out)?;
+    let dir = &out.dir;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vog-results".into());
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = fill(&tmp).and_then(|()| {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
-    })();
+    });
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -81,7 +91,7 @@ pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> 
     Ok(dir.clone())
 }
 
-fn num(v: f64) -> Value {
+pub(crate) fn num(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
@@ -102,7 +112,7 @@ fn fmt_opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn fmt_f64(v: f64) -> String {
+pub(crate) fn fmt_f64(v: f64) -> String {
     if v.is_finite() {
         v.to_string()
     } else {
