@@ -458,6 +458,10 @@ pub struct ScoreArgs {
     /// Replace an existing results directory.
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep a journal of finished batches beside the results and, when one is there, continue from
+    /// it: a run killed at any point ends with the same results as an uninterrupted one.
+    #[arg(long)]
+    pub resume: bool,
     /// How many of the hardest examples to print.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

@@ -71,6 +71,9 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
     if a.overwrite {
         c.output.overwrite = true;
     }
+    if a.resume {
+        c.output.resume = true;
+    }
     c.shard = match &a.shard {
         Some(s) => Some(vog_engine::Shard::parse(s)?),
         None => shard_from_env(|k| std::env::var(k).ok())?.or(c.shard),
@@ -152,6 +155,18 @@ pub fn merge(a: crate::cli::MergeArgs, quiet: bool) -> Result<ExitCode> {
 
 pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
     let config = config_from_args(&a)?;
+    let journal = vog_engine::journal::journal_path(&config.output);
+    if config.output.resume && journal.is_file() && config.output.dir.is_dir() {
+        // Killed between writing the results (an atomic rename) and removing the journal.
+        vog_engine::journal::remove(&config.output)?;
+        if !quiet {
+            println!(
+                "results: {} (already complete)",
+                config.output.dir.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     check_output_dir(&config.output)?;
     let (backend, library) = if config.gradients.dirs.is_empty() {
         let (b, library) = crate::backends::create(&config)
@@ -168,6 +183,7 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
         config.output.formats.push(OutputFormat::Jsonl); // the store indexes scores.jsonl
     }
     let dir = write_results(&result, &config.output)?;
+    vog_engine::journal::remove(&config.output)?;
     if let Some(store) = &a.store {
         let s = crate::store_cmd::index(&dir, store, a.run.clone(), a.class_names.as_deref())
             .with_context(|| format!("indexing into {}", store.display()))?;

@@ -14,6 +14,7 @@ mod panel;
 mod plugins;
 mod report;
 mod reproduce;
+mod resume;
 mod serve;
 mod shards;
 mod store;

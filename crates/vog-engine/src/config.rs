@@ -405,6 +405,10 @@ pub struct OutputConfig {
     /// Replace an existing results directory.
     #[serde(default)]
     pub overwrite: bool,
+    /// Keep a journal beside the results (`.NAME.resume.jsonl`) and continue from it after an
+    /// interruption (`vog score --resume`).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 impl Default for OutputConfig {
@@ -413,6 +417,7 @@ impl Default for OutputConfig {
             dir: default_out(),
             formats: default_formats(),
             overwrite: false,
+            resume: false,
         }
     }
 }

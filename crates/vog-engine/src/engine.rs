@@ -550,6 +550,32 @@ fn score_with_backend(
         _ => (0..k).collect(),
     };
     let (first, end) = config.shard.map_or((0, n), |s| s.rows(n));
+    // With --resume, batches an earlier run committed are read back instead of recomputed.
+    let (mut journal, resumed) = if config.output.resume {
+        let fp = fingerprint(config, &checkpoints, n)?;
+        let (j, r) = crate::journal::Journal::open(&config.output, &fp)?;
+        (Some(j), r)
+    } else {
+        (None, None)
+    };
+    let mut loop_start = first;
+    let mut resumed_shape: Vec<usize> = Vec::new();
+    if let Some(r) = resumed {
+        let next = r.progress.next;
+        if next < first || next > end || (next != end && (next - first) % bs != 0) {
+            return Err(Error::Input(format!(
+                "{}: its progress (row {next}) does not fit this run's rows {first}..{end} in \
+                 batches of {bs}; delete it to start over",
+                crate::journal::journal_path(&config.output).display()
+            )));
+        }
+        tracing::info!(rows = r.examples.len(), next, "resuming from the journal");
+        examples = r.examples;
+        loop_start = next;
+        backend_s = r.progress.backend_s;
+        batch_classes = r.progress.classes;
+        resumed_shape = r.progress.grad_shape;
+    }
     if first == end {
         let s = config.shard.expect("only a shard can be empty");
         return Err(Error::Input(format!(
@@ -558,7 +584,8 @@ fn score_with_backend(
         )));
     }
     progress.start((end - first) as u64, "scoring");
-    for start in (first..end).step_by(bs) {
+    progress.advance((loop_start - first) as u64);
+    for start in (loop_start..end).step_by(bs) {
         let rows = bs.min(end - start);
         input.clear();
         data.read_rows(start, rows, &mut input)?;
@@ -749,7 +776,35 @@ fn score_with_backend(
                 trajectory,
             });
         }
+        if let Some(j) = journal.as_mut() {
+            j.rows(&examples[examples.len() - rows..])?;
+            let shape = acc.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+            j.commit(
+                &crate::journal::Progress {
+                    next: start + rows,
+                    backend_s,
+                    classes: batch_classes,
+                    grad_shape: shape,
+                },
+                false,
+            )?;
+        }
         progress.advance(rows as u64);
+    }
+    if let Some(j) = journal.as_mut() {
+        let shape = acc
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| resumed_shape.clone());
+        j.commit(
+            &crate::journal::Progress {
+                next: end,
+                backend_s,
+                classes: batch_classes,
+                grad_shape: shape,
+            },
+            true,
+        )?;
     }
     progress.finish();
     let timings = Timings {
@@ -774,10 +829,14 @@ fn score_with_backend(
         second_target: second,
         el2n_checkpoint: Some(config.scoring.el2n_checkpoint.min(k)),
         channels: config.scoring.channels,
-        vog_map_shape: config
-            .scoring
-            .channels
-            .reduced_shape(acc.as_ref().map_or(&transform.shape, |(_, s)| s)),
+        vog_map_shape: config.scoring.channels.reduced_shape(acc.as_ref().map_or(
+            if resumed_shape.is_empty() {
+                &transform.shape
+            } else {
+                &resumed_shape
+            },
+            |(_, s)| s,
+        )),
         windows: all_windows,
         num_classes: Some(batch_classes),
         batch_size: bs,
@@ -804,6 +863,23 @@ fn score_with_backend(
         mark_maps(&mut result);
     }
     Ok(result)
+}
+
+/// Identifies a run for its resume journal: the configuration (results location aside), the
+/// checkpoints' contents and the number of examples.
+fn fingerprint(config: &Config, checkpoints: &[CheckpointRecord], n: usize) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut c = config.clone();
+    c.output = Default::default();
+    let text = serde_json::to_string(&c)
+        .map_err(|e| Error::Input(format!("cannot encode the configuration: {e}")))?;
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    for ck in checkpoints {
+        h.update(ck.sha256.as_bytes());
+    }
+    h.update((n as u64).to_le_bytes());
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// What a finished scoring loop knows, besides the scores.

@@ -24,6 +24,7 @@ pub mod discover;
 mod engine;
 mod error;
 pub mod evaluate;
+pub mod journal;
 pub mod merge;
 mod output;
 pub mod stats;

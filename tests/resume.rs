@@ -1,0 +1,120 @@
+//! `vog score --resume`: runs killed with SIGKILL at several points, each continued from the
+//! journal, end with byte-identical results to an uninterrupted run; a journal never resumes a
+//! different run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::{golden, run, text, vog};
+
+/// 12,000 examples for the golden MLP (20 features), scored in batches of 8 with predicted labels:
+/// a few seconds in a debug build, long enough to be killed mid-way.
+fn setup(d: &Path) -> String {
+    let n = 12_000usize;
+    let mut state = 7u64;
+    let x: Vec<f32> = (0..n * 20)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    vog_data::write_npy_f32(&d.join("x.npy"), &[n, 20], &x).unwrap();
+    let cfg = format!(
+        "version = 1\n[data]\npath = \"x.npy\"\n[checkpoints]\npaths = [\"{}\"]\n[backend]\nbatch_size = 8\n\
+         [backend.options]\narch = \"mlp\"\nactivation = \"relu\"\n[scoring]\nlabels = \"predicted\"\n",
+        golden("mlp").join("ckpt").display()
+    );
+    std::fs::write(d.join("run.toml"), cfg).unwrap();
+    "run.toml".into()
+}
+
+fn commits(journal: &Path) -> usize {
+    std::fs::read_to_string(journal)
+        .map(|t| t.lines().filter(|l| l.starts_with("{\"commit\"")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_runs_resume_to_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = setup(d);
+    let out = run(&["score", "-q", "-c", &cfg, "-o", "whole"], d);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let journal = d.join(".resumed.resume.jsonl");
+    let mut kills = 0;
+    // Kill at varied points: each time after the journal gained a commit, plus a varying delay.
+    for extra_ms in [0u64, 170, 60, 330] {
+        let before = commits(&journal);
+        let mut child = vog()
+            .args(["score", "-q", "-c", &cfg, "-o", "resumed", "--resume"])
+            .current_dir(d)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut finished = false;
+        while commits(&journal) <= before {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress in the journal");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(
+        kills >= 2,
+        "the run finished before it could be killed twice"
+    );
+    assert!(!d.join("resumed").exists(), "no results from a killed run");
+    let out = run(&["score", "-q", "-c", &cfg, "-o", "resumed", "--resume"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in ["scores.csv", "scores.jsonl"] {
+        let a = std::fs::read(d.join("whole").join(f)).unwrap();
+        let b = std::fs::read(d.join("resumed").join(f)).unwrap();
+        assert!(a == b, "{f} differs after {kills} kills");
+    }
+    assert!(
+        !journal.exists(),
+        "the journal is removed with the results written"
+    );
+}
+
+#[test]
+fn a_journal_only_resumes_its_own_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = setup(d);
+    // A journal whose fingerprint (configuration, checkpoints, data) is another run's.
+    std::fs::write(
+        d.join(".out.resume.jsonl"),
+        "{\"journal\":1,\"fingerprint\":\"something else\"}\n",
+    )
+    .unwrap();
+    let out = run(&["score", "-q", "-c", &cfg, "-o", "out", "--resume"], d);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the journal of a different run"),
+        "{}",
+        text(&out)
+    );
+    assert!(!d.join("out").exists());
+    // Killed after the results were renamed into place but before the journal was removed.
+    let out = run(&["score", "-q", "-c", &cfg, "-o", "done"], d);
+    assert!(out.status.success());
+    std::fs::write(d.join(".done.resume.jsonl"), "{}\n").unwrap();
+    let out = run(&["score", "-c", &cfg, "-o", "done", "--resume"], d);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already complete"));
+    assert!(!d.join(".done.resume.jsonl").exists());
+}
