@@ -36,6 +36,23 @@ pub enum Classes<'a> {
     Argmax,
 }
 
+/// Checks that every class index fits a model with `num_classes` outputs; the error names the
+/// first row that does not.
+pub fn check_classes(classes: &[u32], num_classes: usize) -> Result<()> {
+    match classes
+        .iter()
+        .enumerate()
+        .find(|(_, &c)| c as usize >= num_classes)
+    {
+        Some((row, &class)) => Err(Error::ClassOutOfRange {
+            class,
+            num_classes,
+            row,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// One batch of work for [`Model::input_gradients`].
 #[derive(Debug, Clone, Copy)]
 pub struct GradRequest<'a> {
@@ -101,15 +118,7 @@ impl GradOutput {
                 self.classes.len()
             )));
         }
-        for (row, &class) in self.classes.iter().enumerate() {
-            if class as usize >= self.num_classes {
-                return Err(Error::ClassOutOfRange {
-                    class,
-                    num_classes: self.num_classes,
-                    row,
-                });
-            }
-        }
+        check_classes(&self.classes, self.num_classes)?;
         check_finite("logits", &self.logits, self.num_classes)?;
         let row_len = match &self.gradient_shape {
             Some(s) => s.iter().product::<usize>(),

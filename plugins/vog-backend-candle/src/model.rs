@@ -172,17 +172,7 @@ impl Model for CandleModel {
                         c.len()
                     )));
                 }
-                if let Some((row, &class)) = c
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &c)| c as usize >= num_classes)
-                {
-                    return Err(Error::ClassOutOfRange {
-                        class,
-                        num_classes,
-                        row,
-                    });
-                }
+                vog_core::check_classes(c, num_classes)?;
                 c.to_vec()
             }
             Classes::Argmax => logits.chunks_exact(num_classes).map(argmax).collect(),

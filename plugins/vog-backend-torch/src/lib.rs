@@ -223,17 +223,7 @@ impl Model for TorchModel {
         let num_classes = dims[1] as usize;
         let classes: Vec<i64> = match request.classes {
             Classes::Given(c) => {
-                if let Some((row, &class)) = c
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &c)| c as usize >= num_classes)
-                {
-                    return Err(Error::ClassOutOfRange {
-                        class,
-                        num_classes,
-                        row,
-                    });
-                }
+                vog_core::check_classes(c, num_classes)?;
                 c.iter().map(|&v| i64::from(v)).collect()
             }
             Classes::Argmax => {
