@@ -667,11 +667,11 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
 
     // Examples per class.
     b.push_str("<section id=examples><h2>Highest- and lowest-VoG examples per class</h2>");
-    let first_row = rows.first().map_or(0, |r| r.row);
-    let image = vog_serve::assets::example_input(m, first_row)
+    // The data file is opened once; thumbnails are read from it only for image data.
+    let mut images = vog_serve::assets::InputReader::open(m)
         .ok()
-        .filter(|t| t.layout == "image");
-    match image {
+        .filter(|r| r.layout() == "image");
+    match images {
         None => {
             b.push_str("<p class=muted>Not image data: ids and scores only.</p>");
         }
@@ -705,7 +705,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
             let _ = write!(b, "<div class=legend>{label}</div><div class=thumbs>");
             for r in group {
                 let mut pics = String::new();
-                if let Ok(t) = vog_serve::assets::example_input(m, r.row) {
+                if let Some(t) = images.as_mut().and_then(|i| i.read(r.row).ok()) {
                     if let Some(dims) = image_dims(&t.shape).filter(|_| t.layout == "image") {
                         let map = if r.has_map {
                             read_map(&src.maps, r.row)

@@ -59,76 +59,91 @@ fn str_list(v: &Value) -> Option<Vec<String>> {
     })
 }
 
-/// Reads one example's input from the dataset named in the manifest.
-pub(crate) fn read_input(manifest: &Value, row: usize) -> Result<TensorJson, ApiError> {
-    let d = &manifest["config"]["data"];
-    let Some(path) = manifest["data"]["path"]
-        .as_str()
-        .or(d["path"].as_str())
-        .map(PathBuf::from)
-    else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "this run was scored from stored gradients: it has no input data".into(),
-        ));
-    };
-    let gone = |e: vog_data::Error| ApiError(StatusCode::NOT_FOUND, e.to_string());
-    let format = d["format"].as_str().and_then(vog_data::Format::from_name);
-    let csv = vog_data::CsvColumns {
-        label: d["label_column"].as_str().map(String::from),
-        id: d["id_column"].as_str().map(String::from),
-        features: str_list(&d["features"]),
-    };
-    let is_csv = match format {
-        Some(f) => f == vog_data::Format::Csv,
-        None => vog_data::Format::detect(&path).map_err(gone)? == vog_data::Format::Csv,
-    };
-    let mut features = None;
-    let mut source: Box<dyn vog_data::ExampleSource> = if is_csv {
-        let t = vog_data::CsvTable::open(&path, &csv).map_err(gone)?;
-        features = Some(t.feature_names().to_vec());
-        Box::new(t)
-    } else {
-        vog_data::open_examples(&path, format, d["key"].as_str(), &csv).map_err(gone)?
-    };
-    if row >= source.len() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "{}: row {row} requested, the file has {} (did the data change after scoring?)",
-                path.display(),
-                source.len()
-            ),
-        ));
-    }
-    let mut data = Vec::new();
-    source.read_rows(row, 1, &mut data).map_err(gone)?;
-    let mut shape = source.row_shape().to_vec();
-    // Flat rows that the model saw as images (data.input_shape) are drawn as images.
-    if let Some(s) = d["input_shape"].as_array() {
-        let s: Vec<usize> = s
-            .iter()
-            .filter_map(|v| v.as_u64().map(|v| v as usize))
-            .collect();
-        if layout_of(&shape) == "table"
-            && layout_of(&s) == "image"
-            && s.iter().product::<usize>() == data.len()
-        {
-            shape = s;
-        }
-    }
-    Ok(TensorJson {
-        layout: layout_of(&shape),
-        shape,
-        data,
-        features,
-    })
+/// The input data of a run, opened once from its manifest (`run.json`) and read row by row.
+pub struct InputReader {
+    path: PathBuf,
+    source: Box<dyn vog_data::ExampleSource>,
+    /// The shape rows are drawn in: the stored shape, or `data.input_shape` when the model saw
+    /// flat rows as images.
+    shape: Vec<usize>,
+    features: Option<Vec<String>>,
 }
 
-/// Reads one example's input from the dataset named in a run's manifest (`run.json`), shaped for
-/// drawing; the error says which file and why.
-pub fn example_input(manifest: &Value, row: usize) -> Result<TensorJson, String> {
-    read_input(manifest, row).map_err(|e| e.1)
+impl InputReader {
+    /// Opens the data file the manifest names; the error says which file and why.
+    pub fn open(manifest: &Value) -> Result<Self, String> {
+        let d = &manifest["config"]["data"];
+        let path = manifest["data"]["path"]
+            .as_str()
+            .or(d["path"].as_str())
+            .map(PathBuf::from)
+            .ok_or("this run was scored from stored gradients: it has no input data")?;
+        let gone = |e: vog_data::Error| e.to_string();
+        let format = d["format"].as_str().and_then(vog_data::Format::from_name);
+        let csv = vog_data::CsvColumns {
+            label: d["label_column"].as_str().map(String::from),
+            id: d["id_column"].as_str().map(String::from),
+            features: str_list(&d["features"]),
+        };
+        let is_csv = match format {
+            Some(f) => f == vog_data::Format::Csv,
+            None => vog_data::Format::detect(&path).map_err(gone)? == vog_data::Format::Csv,
+        };
+        let mut features = None;
+        let source: Box<dyn vog_data::ExampleSource> = if is_csv {
+            let t = vog_data::CsvTable::open(&path, &csv).map_err(gone)?;
+            features = Some(t.feature_names().to_vec());
+            Box::new(t)
+        } else {
+            vog_data::open_examples(&path, format, d["key"].as_str(), &csv).map_err(gone)?
+        };
+        let mut shape = source.row_shape().to_vec();
+        // Flat rows that the model saw as images (data.input_shape) are drawn as images.
+        if let Some(s) = d["input_shape"].as_array() {
+            let s: Vec<usize> = s
+                .iter()
+                .filter_map(|v| v.as_u64().map(|v| v as usize))
+                .collect();
+            if layout_of(&shape) == "table"
+                && layout_of(&s) == "image"
+                && s.iter().product::<usize>() == shape.iter().product::<usize>()
+            {
+                shape = s;
+            }
+        }
+        Ok(InputReader {
+            path,
+            source,
+            shape,
+            features,
+        })
+    }
+
+    /// `image` or `table`, for every row of this data.
+    pub fn layout(&self) -> &'static str {
+        layout_of(&self.shape)
+    }
+
+    /// One row, shaped for drawing.
+    pub fn read(&mut self, row: usize) -> Result<TensorJson, String> {
+        if row >= self.source.len() {
+            return Err(format!(
+                "{}: row {row} requested, the file has {} (did the data change after scoring?)",
+                self.path.display(),
+                self.source.len()
+            ));
+        }
+        let mut data = Vec::new();
+        self.source
+            .read_rows(row, 1, &mut data)
+            .map_err(|e| e.to_string())?;
+        Ok(TensorJson {
+            layout: self.layout(),
+            shape: self.shape.clone(),
+            data,
+            features: self.features.clone(),
+        })
+    }
 }
 
 /// `GET /api/tensor/{input|map|grad}/{key}`: a tensor of the example as JSON.
@@ -141,7 +156,10 @@ pub(crate) async fn tensor(
         let run = doc["run"].as_str().unwrap_or_default().to_string();
         let row = doc["row"].as_u64().unwrap_or_default() as usize;
         match what.as_str() {
-            "input" => read_input(&manifest(&state, &run)?, row).map(Json),
+            "input" => InputReader::open(&manifest(&state, &run)?)
+                .and_then(|mut r| r.read(row))
+                .map(Json)
+                .map_err(|m| ApiError(StatusCode::NOT_FOUND, m)),
             "map" | "grad" => {
                 let ext = if what == "map" { "vog" } else { "grad" };
                 vog_store::check_run_name(&run)
