@@ -129,15 +129,8 @@ pub struct MergeArgs {
     /// Replace an existing results directory.
     #[arg(long)]
     pub overwrite: bool,
-    /// Also index the merged results into this audit store.
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    /// Run name in the store (default: the output directory's name).
-    #[arg(long)]
-    pub run: Option<String>,
-    /// Class names for the store: one per line, or a JSON array.
-    #[arg(long)]
-    pub class_names: Option<PathBuf>,
+    #[command(flatten)]
+    pub index: IndexInto,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +463,13 @@ pub struct ScoreArgs {
     /// JOB_COMPLETION_INDEX with VOG_SHARD_COUNT; `vog merge` joins the slices.
     #[arg(long)]
     pub shard: Option<String>,
+    #[command(flatten)]
+    pub index: IndexInto,
+}
+
+/// `--store` (with `--run`, `--class-names`): index the results of `vog score` or `vog merge`.
+#[derive(Debug, Args)]
+pub struct IndexInto {
     /// Also index the results into this audit store.
     #[arg(long)]
     pub store: Option<PathBuf>,

@@ -78,7 +78,7 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
         Some(s) => Some(vog_engine::Shard::parse(s)?),
         None => shard_from_env(|k| std::env::var(k).ok())?.or(c.shard),
     };
-    if c.shard.is_some() && a.store.is_some() {
+    if c.shard.is_some() && a.index.store.is_some() {
         anyhow::bail!(
             "--store with a shard: index the run after `vog merge` (it takes --store too)"
         );
@@ -138,19 +138,25 @@ pub fn merge(a: crate::cli::MergeArgs, quiet: bool) -> Result<ExitCode> {
             m.dir.display()
         );
     }
+    index_into(&a.index, &m.dir, quiet)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--store`: indexes a results directory just written, and says so.
+fn index_into(a: &crate::cli::IndexInto, dir: &std::path::Path, quiet: bool) -> Result<()> {
     if let Some(store) = &a.store {
-        let s = crate::store_cmd::index(&m.dir, store, a.run.clone(), a.class_names.as_deref())
+        let s = crate::store_cmd::index(dir, store, a.run.clone(), a.class_names.as_deref())
             .with_context(|| format!("indexing into {}", store.display()))?;
         if !quiet {
             println!(
-                "indexed {} examples as run `{}` in {}",
-                s.examples,
+                "indexed run `{}` ({} examples) into {}",
                 s.run,
+                s.examples,
                 store.display()
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
@@ -179,23 +185,12 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
     let mut result = score(&config, backend.as_deref(), &bar)?;
     result.manifest.backend_library = library;
     let mut config = config;
-    if a.store.is_some() && !config.output.formats.contains(&OutputFormat::Jsonl) {
+    if a.index.store.is_some() && !config.output.formats.contains(&OutputFormat::Jsonl) {
         config.output.formats.push(OutputFormat::Jsonl); // the store indexes scores.jsonl
     }
     let dir = write_results(&result, &config.output)?;
     vog_engine::journal::remove(&config.output)?;
-    if let Some(store) = &a.store {
-        let s = crate::store_cmd::index(&dir, store, a.run.clone(), a.class_names.as_deref())
-            .with_context(|| format!("indexing into {}", store.display()))?;
-        if !quiet {
-            println!(
-                "indexed run `{}` ({} examples) into {}",
-                s.run,
-                s.examples,
-                store.display()
-            );
-        }
-    }
+    index_into(&a.index, &dir, quiet)?;
     if !quiet {
         print_summary(&mut std::io::stdout().lock(), &result, &dir, a.top, &config)?;
     }
