@@ -451,8 +451,9 @@ pub struct ScoreArgs {
     /// Replace an existing results directory.
     #[arg(long)]
     pub overwrite: bool,
-    /// Keep a journal of finished batches beside the results and, when one is there, continue from
-    /// it: a run killed at any point ends with the same results as an uninterrupted one.
+    /// Make the spill file of finished batches beside the results (`.NAME.spill`) durable and,
+    /// when one is there, continue from it: a run killed at any point ends with the same results
+    /// as an uninterrupted one.
     #[arg(long)]
     pub resume: bool,
     /// How many of the hardest examples to print.

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use vog_core::{ChannelReduce, Target};
 use vog_engine::config::OutputFormat;
-use vog_engine::{check_output_dir, score, write_results, Config, LabelMode, RunResult};
+use vog_engine::{check_output_dir, score_to_dir, Config, LabelMode, Written};
 
 use crate::cli::{ChannelsArg, LabelsArg, ScoreArgs, TargetArg};
 use crate::progress::Bar;
@@ -160,11 +160,11 @@ fn index_into(a: &crate::cli::IndexInto, dir: &std::path::Path, quiet: bool) -> 
 }
 
 pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
-    let config = config_from_args(&a)?;
-    let journal = vog_engine::journal::journal_path(&config.output);
-    if config.output.resume && journal.is_file() && config.output.dir.is_dir() {
-        // Killed between writing the results (an atomic rename) and removing the journal.
-        vog_engine::journal::remove(&config.output)?;
+    let mut config = config_from_args(&a)?;
+    let spill = vog_engine::spill::spill_path(&config.output);
+    if config.output.resume && spill.is_file() && config.output.dir.is_dir() {
+        // Killed between writing the results (an atomic rename) and removing the spill file.
+        vog_engine::spill::remove(&config.output)?;
         if !quiet {
             println!(
                 "results: {} (already complete)",
@@ -174,6 +174,9 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     check_output_dir(&config.output)?;
+    if a.index.store.is_some() && !config.output.formats.contains(&OutputFormat::Jsonl) {
+        config.output.formats.push(OutputFormat::Jsonl); // the store indexes scores.jsonl
+    }
     let (backend, library) = if config.gradients.dirs.is_empty() {
         let (b, library) = crate::backends::create(&config)
             .with_context(|| format!("backend `{}`", config.backend.name))?;
@@ -182,33 +185,27 @@ pub fn run(a: ScoreArgs, quiet: bool) -> Result<ExitCode> {
         (None, None)
     };
     let bar = Bar::new(quiet);
-    let mut result = score(&config, backend.as_deref(), &bar)?;
-    result.manifest.backend_library = library;
-    let mut config = config;
-    if a.index.store.is_some() && !config.output.formats.contains(&OutputFormat::Jsonl) {
-        config.output.formats.push(OutputFormat::Jsonl); // the store indexes scores.jsonl
-    }
-    let dir = write_results(&result, &config.output)?;
-    vog_engine::journal::remove(&config.output)?;
-    index_into(&a.index, &dir, quiet)?;
+    let top = if quiet { 0 } else { a.top };
+    let written = score_to_dir(&config, backend.as_deref(), &bar, top, library)?;
+    index_into(&a.index, &written.dir, quiet)?;
     if !quiet {
-        print_summary(&mut std::io::stdout().lock(), &result, &dir, a.top, &config)?;
+        print_summary(&mut std::io::stdout().lock(), &written, a.top, &config)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(
     out: &mut impl Write,
-    r: &RunResult,
-    dir: &std::path::Path,
+    r: &Written,
     top: usize,
     config: &Config,
 ) -> std::io::Result<()> {
     let m = &r.manifest;
+    let dir = &r.dir;
     writeln!(
         out,
         "scored {} examples over {} checkpoints in {:.1} s (labels: {}, target: {}) → {}",
-        r.examples.len(),
+        r.examples,
         m.checkpoints.len(),
         m.timings.load_s + m.timings.hash_s + m.timings.score_s,
         m.scoring.labels.map_or("none", |l| l.as_str()),
@@ -218,28 +215,19 @@ fn print_summary(
     for w in &m.warnings {
         writeln!(out, "warning: {w}")?;
     }
-    if top == 0 || r.examples.is_empty() {
+    if top == 0 || r.top.is_empty() {
         return Ok(());
     }
-    // Rank by the normalized score of the first window when there are labels, else the raw one.
+    // Ranked by the normalized score of the first window when there are labels, else the raw one.
     let normalized = r
-        .examples
+        .top
         .iter()
         .any(|e| e.vog_norm.first().is_some_and(|v| v.is_some()));
-    let key = |e: &vog_engine::ExampleScore| {
-        if normalized {
-            e.vog_norm[0].unwrap_or(f64::NEG_INFINITY)
-        } else {
-            e.vog[0]
-        }
-    };
-    let mut order: Vec<&vog_engine::ExampleScore> = r.examples.iter().collect();
-    order.sort_by(|a, b| key(b).total_cmp(&key(a)));
     let w = &r.windows[0].name;
     writeln!(
         out,
         "\n{} hardest by {} VoG ({w} window):",
-        top.min(order.len()),
+        r.top.len(),
         if normalized {
             "class-normalized"
         } else {
@@ -251,7 +239,7 @@ fn print_summary(
         "{:>6}  {:<16} {:>5} {:>5} {:>10} {:>10}",
         "row", "id", "label", "pred", "vog", "vog_norm"
     )?;
-    for e in order.iter().take(top) {
+    for e in &r.top {
         let opt = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
         writeln!(
             out,

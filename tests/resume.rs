@@ -30,10 +30,25 @@ fn setup(d: &Path) -> String {
     "run.toml".into()
 }
 
-fn commits(journal: &Path) -> usize {
-    std::fs::read_to_string(journal)
-        .map(|t| t.lines().filter(|l| l.starts_with("{\"commit\"")).count())
-        .unwrap_or(0)
+/// Commit records in a spill file (format in `vog_engine::spill`).
+fn commits(spill: &Path) -> usize {
+    let Ok(b) = std::fs::read(spill) else {
+        return 0;
+    };
+    if b.len() < 12 {
+        return 0;
+    }
+    let mut at = 12 + u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+    let mut n = 0;
+    while at + 5 <= b.len() {
+        let len = u32::from_le_bytes(b[at + 1..at + 5].try_into().unwrap()) as usize;
+        if at + 5 + len > b.len() {
+            break;
+        }
+        n += usize::from(b[at] == b'C');
+        at += 5 + len;
+    }
+    n
 }
 
 #[test]
@@ -44,7 +59,7 @@ fn killed_runs_resume_to_identical_results() {
     let out = run(&["score", "-q", "-c", &cfg, "-o", "whole"], d);
     assert!(out.status.success(), "{}", text(&out));
 
-    let journal = d.join(".resumed.resume.jsonl");
+    let journal = d.join(".resumed.spill");
     let mut kills = 0;
     // Kill at varied points: each time after the journal gained a commit, plus a varying delay.
     for extra_ms in [0u64, 170, 60, 330] {
@@ -96,11 +111,10 @@ fn a_journal_only_resumes_its_own_run() {
     let d = dir.path();
     let cfg = setup(d);
     // A journal whose fingerprint (configuration, checkpoints, data) is another run's.
-    std::fs::write(
-        d.join(".out.resume.jsonl"),
-        "{\"journal\":1,\"fingerprint\":\"something else\"}\n",
-    )
-    .unwrap();
+    let mut spill = b"VOGSPIL\x02".to_vec();
+    spill.extend_from_slice(&14u32.to_le_bytes());
+    spill.extend_from_slice(b"something else");
+    std::fs::write(d.join(".out.spill"), spill).unwrap();
     let out = run(&["score", "-q", "-c", &cfg, "-o", "out", "--resume"], d);
     assert!(!out.status.success());
     assert!(
@@ -112,9 +126,9 @@ fn a_journal_only_resumes_its_own_run() {
     // Killed after the results were renamed into place but before the journal was removed.
     let out = run(&["score", "-q", "-c", &cfg, "-o", "done"], d);
     assert!(out.status.success());
-    std::fs::write(d.join(".done.resume.jsonl"), "{}\n").unwrap();
+    std::fs::write(d.join(".done.spill"), "x").unwrap();
     let out = run(&["score", "-c", &cfg, "-o", "done", "--resume"], d);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("already complete"));
-    assert!(!d.join(".done.resume.jsonl").exists());
+    assert!(!d.join(".done.spill").exists());
 }

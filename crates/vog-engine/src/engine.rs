@@ -4,7 +4,7 @@
 //! statistics, then dropped) and one set of logits (kept for the batch only, then handed to the
 //! reducers in training order). Memory is bounded by the batch, whatever the dataset size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,6 +18,8 @@ use vog_data::{ArrayFile, CsvColumns, Format, Record};
 
 use crate::config::{Config, LabelMode};
 use crate::discover::{self, Entry};
+use crate::select::{Selection, Tally};
+use crate::spill::{Progress as SpillProgress, SpillWriter};
 use crate::{Error, Result};
 
 /// Receives progress of a long run (the CLI draws a bar; libraries stay silent).
@@ -223,30 +225,526 @@ pub struct RunResult {
     pub manifest: Manifest,
 }
 
-/// Scores every example of `config`: through `backend` from checkpoints, or from stored gradients
-/// when `config.gradients.dirs` is set (then `backend` may be `None`).
+/// Scores every example of `config` and returns the results in memory: through `backend` from
+/// checkpoints, or from stored gradients when `config.gradients.dirs` is set (then `backend` may
+/// be `None`). Holds every example's scores; [`score_to_dir`] streams them to a results directory
+/// instead, with memory flat in the number of examples.
 pub fn score(
     config: &Config,
     backend: Option<&dyn GradientBackend>,
     progress: &dyn Progress,
 ) -> Result<RunResult> {
     config.validate()?;
+    if config.output.resume {
+        return Err(Error::Config(
+            "`output.resume` journals into the results' spill file: use `score_to_dir` \
+             (`vog score --resume`)"
+                .into(),
+        ));
+    }
+    let mut sink = Collect::default();
+    let pass = run_pass(config, backend, progress, &mut sink)?;
+    let mut tally = Tally::default();
+    sink.examples.iter().for_each(|e| tally.observe(e));
+    let decided = decide(config, pass, &tally, || Ok(sink.examples.iter().map(Ok)))?;
+    let mut examples = sink.examples;
+    examples.iter_mut().for_each(|e| decided.finish_row(e));
+    Ok(RunResult {
+        windows: decided.windows,
+        extra_columns: decided.extra_columns,
+        examples,
+        maps: decided.maps,
+        manifest: decided.manifest,
+    })
+}
+
+/// What [`score_to_dir`] wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The results directory.
+    pub dir: PathBuf,
+    /// Its `run.json`.
+    pub manifest: Manifest,
+    /// Windows, in column order.
+    pub windows: Vec<Window>,
+    /// Examples scored.
+    pub examples: usize,
+    /// The highest-ranked examples by the first window (class-normalized VoG, raw without
+    /// classes), highest first, as many as asked for.
+    pub top: Vec<ExampleScore>,
+}
+
+/// Scores every example of `config` (like [`score`]) and writes the results directory
+/// `config.output.dir` atomically, streaming: finished examples are spilled to
+/// [`spill_path`](crate::spill::spill_path) beside it, so memory does not grow with the number of
+/// examples; the results are written from the spill once the class statistics are known. With
+/// `output.resume` the spill is also the journal an interrupted run continues from. Returns the
+/// `top` highest-ranked examples besides the manifest; `backend_library` is recorded in it.
+pub fn score_to_dir(
+    config: &Config,
+    backend: Option<&dyn GradientBackend>,
+    progress: &dyn Progress,
+    top: usize,
+    backend_library: Option<PathBuf>,
+) -> Result<Written> {
+    config.validate()?;
+    crate::output::check_output_dir(&config.output)?;
+    let mut sink = Spill {
+        path: crate::spill::spill_path(&config.output),
+        resume: config.output.resume,
+        writer: None,
+        tally: Tally::default(),
+    };
+    let written = stream_to_dir(config, backend, progress, top, backend_library, &mut sink);
+    drop(sink.writer.take());
+    if written.is_ok() || !config.output.resume {
+        // A finished run's spill is done with; a failed run without --resume leaves nothing.
+        crate::spill::remove(&config.output)?;
+    }
+    written
+}
+
+fn stream_to_dir(
+    config: &Config,
+    backend: Option<&dyn GradientBackend>,
+    progress: &dyn Progress,
+    top: usize,
+    backend_library: Option<PathBuf>,
+    sink: &mut Spill,
+) -> Result<Written> {
+    let pass = run_pass(config, backend, progress, sink)?;
+    let writer = sink
+        .writer
+        .as_mut()
+        .expect("a finished pass started its sink");
+    let mut decided = decide(config, pass, &sink.tally, || writer.reader())?;
+    decided.manifest.backend_library = backend_library;
+    let mut best: Vec<ExampleScore> = Vec::new();
+    let by_rank = |a: &ExampleScore, b: &ExampleScore| {
+        rank_of(b).total_cmp(&rank_of(a)).then(a.row.cmp(&b.row))
+    };
+    let keys: Vec<String> = sink.tally.meta_keys.iter().cloned().collect();
+    let dir = crate::output::write_dir_atomically(&config.output, |tmp| {
+        let mut rows = crate::output::RowWriter::create(
+            tmp,
+            &config.output.formats,
+            &decided.windows,
+            &decided.extra_columns,
+            keys,
+            decided.manifest.data.split.clone(),
+        )?;
+        progress.start(sink.tally.count as u64, "writing results");
+        for e in writer.reader()? {
+            let mut e = e?;
+            decided.finish_row(&mut e);
+            rows.write(&e)?;
+            if top > 0 {
+                best.push(e);
+                if best.len() >= 2 * top.max(64) {
+                    best.sort_by(by_rank);
+                    best.truncate(top);
+                }
+            }
+            progress.advance(1);
+        }
+        progress.finish();
+        rows.finish()?;
+        crate::output::write_maps(tmp, &decided.maps)?;
+        crate::output::write_manifest(tmp, &decided.manifest)
+    })?;
+    best.sort_by(by_rank);
+    best.truncate(top);
+    Ok(Written {
+        dir,
+        manifest: decided.manifest,
+        windows: decided.windows,
+        examples: sink.tally.count,
+        top: best,
+    })
+}
+
+/// The ranking key of a finished example: its first window's normalized VoG, else the raw one.
+fn rank_of(e: &ExampleScore) -> f64 {
+    e.vog_norm
+        .first()
+        .copied()
+        .flatten()
+        .unwrap_or_else(|| e.vog.first().copied().unwrap_or(f64::NAN))
+}
+
+fn run_pass(
+    config: &Config,
+    backend: Option<&dyn GradientBackend>,
+    progress: &dyn Progress,
+    sink: &mut dyn Sink,
+) -> Result<Pass> {
     if config.gradients.dirs.is_empty() {
         let backend =
             backend.ok_or_else(|| Error::Config("no backend to compute gradients with".into()))?;
-        score_with_backend(config, backend, progress)
+        pass_backend(config, backend, progress, sink)
     } else {
-        score_stored(config, progress)
+        pass_stored(config, progress, sink)
     }
 }
 
-/// Labels, ids and metadata of the examples, loaded and checked against each other.
+/// Where the scoring pass puts finished examples.
+pub(crate) trait Sink {
+    /// Called once the run is identified by `fingerprint`; returns where an earlier, interrupted
+    /// run of the same job stopped, when this sink resumes one.
+    fn start(&mut self, fingerprint: &str) -> Result<Option<SpillProgress>>;
+    /// One finished example (in dataset order).
+    fn push(&mut self, e: ExampleScore) -> Result<()>;
+    /// A batch boundary; `force` at the end.
+    fn commit(&mut self, progress: &SpillProgress, force: bool) -> Result<()>;
+    /// Where the examples go, for messages.
+    fn location(&self) -> String;
+}
+
+/// Keeps every example in memory ([`score`]).
+#[derive(Default)]
+struct Collect {
+    examples: Vec<ExampleScore>,
+}
+
+impl Sink for Collect {
+    fn start(&mut self, _: &str) -> Result<Option<SpillProgress>> {
+        Ok(None)
+    }
+    fn push(&mut self, e: ExampleScore) -> Result<()> {
+        self.examples.push(e);
+        Ok(())
+    }
+    fn commit(&mut self, _: &SpillProgress, _: bool) -> Result<()> {
+        Ok(())
+    }
+    fn location(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// Spills examples to a file and keeps running totals only ([`score_to_dir`]).
+struct Spill {
+    path: PathBuf,
+    resume: bool,
+    writer: Option<SpillWriter>,
+    tally: Tally,
+}
+
+impl Sink for Spill {
+    fn start(&mut self, fingerprint: &str) -> Result<Option<SpillProgress>> {
+        if self.resume {
+            let tally = &mut self.tally;
+            if let Some((w, p)) = SpillWriter::resume(&self.path, fingerprint, |e| {
+                tally.observe(&e);
+                Ok(())
+            })? {
+                tracing::info!(rows = tally.count, path = %self.path.display(), "resuming");
+                self.writer = Some(w);
+                return Ok(Some(p));
+            }
+            self.tally = Tally::default();
+        }
+        self.writer = Some(SpillWriter::create(&self.path, fingerprint, self.resume)?);
+        Ok(None)
+    }
+    fn push(&mut self, e: ExampleScore) -> Result<()> {
+        self.tally.observe(&e);
+        self.writer.as_mut().expect("started").push(&e)
+    }
+    fn commit(&mut self, progress: &SpillProgress, force: bool) -> Result<()> {
+        self.writer
+            .as_mut()
+            .expect("started")
+            .commit(progress, force)
+    }
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// What the scoring pass leaves besides the examples.
+struct Pass {
+    run: Run,
+    extra_columns: Vec<String>,
+    warnings: Vec<String>,
+    inputs: MapInputs,
+    mode: LabelMode,
+}
+
+/// What the maps pass reads gradients from: the pass's models and data, or stored gradients.
+enum MapInputs {
+    Backend {
+        models: Vec<Box<dyn Model>>,
+        data: Box<dyn vog_data::ExampleSource>,
+        transform: InputTransform,
+        paths: Vec<PathBuf>,
+    },
+    Stored {
+        sources: Vec<Stored>,
+    },
+}
+
+/// Everything decided once the pass is over.
+struct Decided {
+    windows: Vec<Window>,
+    extra_columns: Vec<String>,
+    stats: Vec<ClassStats>,
+    selection: Selection,
+    maps: Vec<ExampleMap>,
+    manifest: Manifest,
+}
+
+impl Decided {
+    /// Fills in an example's normalized scores, flag and map mark.
+    fn finish_row(&self, e: &mut ExampleScore) {
+        e.vog_norm = match e.label_used {
+            Some(c) => self
+                .stats
+                .iter()
+                .zip(&e.vog)
+                .map(|(s, &v)| Some(s.normalize(c, v)))
+                .collect(),
+            None => vec![None; self.windows.len()],
+        };
+        self.selection.mark(e);
+    }
+}
+
+/// Class statistics, flags, maps and the manifest of a finished pass; `rows` reads its examples
+/// again (only when the flag policy needs them).
+fn decide<I, E>(
+    config: &Config,
+    pass: Pass,
+    tally: &Tally,
+    rows: impl FnOnce() -> Result<I>,
+) -> Result<Decided>
+where
+    I: Iterator<Item = Result<E>>,
+    E: std::borrow::Borrow<ExampleScore>,
+{
+    let Pass {
+        run,
+        extra_columns,
+        mut warnings,
+        mut inputs,
+        mode,
+    } = pass;
+    let windows = run.scoring.windows.clone();
+    let mut stats = tally.stats.clone();
+    stats.resize(windows.len(), ClassStats::default());
+    let mut classes = BTreeMap::new();
+    for (w, s) in windows.iter().zip(&stats) {
+        for (class, summary) in s.degenerate_classes() {
+            warnings.push(format!(
+                "window `{}`: class {class} has {} example(s) and std {:.3e}; its normalized VoG is set to 0",
+                w.name, summary.count, summary.std
+            ));
+        }
+        classes.insert(
+            w.name.clone(),
+            s.summaries()
+                .into_iter()
+                .map(|(class, summary)| ClassEntry { class, summary })
+                .collect::<Vec<_>>(),
+        );
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let flag_window = windows.iter().position(|x| x.name == config.flag.window);
+    let selection = if crate::select::needed(&config.flag) {
+        let per_map = 4
+            * (run.scoring.vog_map_shape.iter().product::<usize>()
+                + run.data.model_input_shape.iter().product::<usize>()) as u64;
+        crate::select::select(
+            &config.flag,
+            flag_window,
+            &stats,
+            &tally.by_class,
+            per_map,
+            rows()?,
+        )?
+    } else {
+        Selection::none()
+    };
+    let maps = if selection.map_rows.is_empty() {
+        Vec::new()
+    } else {
+        compute_maps(
+            &mut inputs,
+            &windows,
+            run.checkpoints.len(),
+            &selection,
+            flag_window.unwrap_or(0),
+            mode,
+            config,
+        )?
+    };
+    let manifest = Manifest {
+        tool: tool_info(),
+        created_utc: vog_core::now_rfc3339(),
+        source: run.source,
+        backend: run.backend,
+        backend_library: None,
+        config: config.clone(),
+        data: run.data,
+        checkpoints: run.checkpoints,
+        scoring: run.scoring,
+        classes,
+        flagged: selection.flagged,
+        maps: maps.len(),
+        warnings,
+        timings: run.timings,
+    };
+    Ok(Decided {
+        windows,
+        extra_columns,
+        stats,
+        selection,
+        maps,
+        manifest,
+    })
+}
+
+/// Second, bounded pass over the examples that keep maps: the per-element VoG map of the flag
+/// window and the last checkpoint's gradient (the main pass keeps neither, to stay flat in memory).
+fn compute_maps(
+    inputs: &mut MapInputs,
+    windows: &[Window],
+    k: usize,
+    selection: &Selection,
+    flag_window: usize,
+    mode: LabelMode,
+    config: &Config,
+) -> Result<Vec<ExampleMap>> {
+    let rows = &selection.map_rows;
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(config.backend.batch_size.max(1)) {
+        let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
+        let mut last: Vec<f32> = Vec::new();
+        for ck in 0..k {
+            let (gradient, grad_shape) = match inputs {
+                MapInputs::Backend {
+                    models,
+                    data,
+                    transform,
+                    paths,
+                } => {
+                    let mut input = Vec::new();
+                    for &r in chunk {
+                        data.read_rows(r, 1, &mut input)?;
+                    }
+                    transform.apply(&mut input);
+                    let mut shape = vec![chunk.len()];
+                    shape.extend(&transform.shape);
+                    let view = TensorView::new(&shape, &input)?;
+                    let used: Vec<u32> = chunk
+                        .iter()
+                        .map(|r| selection.map_labels[r].unwrap_or(0))
+                        .collect();
+                    let classes = if mode == LabelMode::PredictedEach {
+                        Classes::Argmax
+                    } else {
+                        Classes::Given(&used)
+                    };
+                    let request = GradRequest {
+                        input: view,
+                        classes,
+                        target: config.scoring.target,
+                    };
+                    let out = models[ck]
+                        .input_gradients(&request)
+                        .and_then(|o| o.validate(&request).map(|_| o))
+                        .map_err(|source| Error::Step {
+                            context: format!(
+                                "{} (maps of flagged examples)",
+                                checkpoint_label(ck, k, &paths[ck])
+                            ),
+                            source,
+                        })?;
+                    let gs = out
+                        .gradient_shape
+                        .clone()
+                        .unwrap_or_else(|| transform.shape.clone());
+                    (out.gradient, gs)
+                }
+                MapInputs::Stored { sources } => {
+                    let mut buf = Vec::new();
+                    let mut shape = Vec::new();
+                    for &r in chunk {
+                        match &mut sources[ck] {
+                            Stored::Stacked(a) => {
+                                shape = a.row_shape().to_vec();
+                                a.read_f32(r, 1, &mut buf)?;
+                            }
+                            Stored::PerExample(files) => {
+                                let mut a = ArrayFile::open_npy(&files[r])?;
+                                shape = a.shape().to_vec();
+                                a.read_f32(0, a.rows(), &mut buf)?;
+                            }
+                        }
+                    }
+                    (buf, shape)
+                }
+            };
+            let (a, _) = match acc.as_mut() {
+                Some(x) => x,
+                None => {
+                    let mut a =
+                        VogAccumulator::new(&grad_shape, windows, k, config.scoring.channels)?;
+                    a.reset(chunk.len());
+                    acc.insert((a, grad_shape.clone()))
+                }
+            };
+            a.add(ck, &gradient)?;
+            if ck + 1 == k {
+                last = gradient;
+            }
+        }
+        let (a, grad_shape) = acc.expect("at least two checkpoints");
+        let row_len: usize = grad_shape.iter().product();
+        let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
+        for (i, &r) in chunk.iter().enumerate() {
+            out.push(ExampleMap {
+                row: r,
+                vog_map: a
+                    .vog_map(i, flag_window)?
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect(),
+                vog_map_shape: map_shape.clone(),
+                gradient: last[i * row_len..(i + 1) * row_len].to_vec(),
+                gradient_shape: grad_shape.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Labels, ids and metadata of the examples, loaded and checked against each other. Ids that are
+/// row numbers and absent metadata take no memory per example.
 struct Annotations {
     labels: Option<Vec<u32>>,
     labels_source: Option<String>,
-    ids: Vec<String>,
-    meta: Vec<Record>,
+    ids: Option<Vec<String>>,
+    meta: Option<Vec<Record>>,
     metadata_missing: usize,
+}
+
+impl Annotations {
+    fn id(&self, row: usize) -> String {
+        match &self.ids {
+            Some(ids) => ids[row].clone(),
+            None => row.to_string(),
+        }
+    }
+
+    fn meta(&self, row: usize) -> Record {
+        self.meta
+            .as_ref()
+            .map(|m| m[row].clone())
+            .unwrap_or_default()
+    }
 }
 
 fn load_annotations(
@@ -303,25 +801,33 @@ fn load_annotations(
                     rows_of()
                 )));
             }
-            ids
+            Some(ids)
         }
-        (None, Some(ids)) => ids,
-        (None, None) => (0..rows).map(|r| r.to_string()).collect(),
+        (None, Some(ids)) => Some(ids),
+        (None, None) => None,
     };
     let (meta, metadata_missing) = match &d.metadata {
         Some(path) => {
             let records = vog_data::read_metadata(path)?;
+            let row_ids: Vec<String>;
+            let keys = match &ids {
+                Some(ids) => ids.as_slice(),
+                None => {
+                    row_ids = (0..rows).map(|r| r.to_string()).collect();
+                    &row_ids
+                }
+            };
             let (m, missing) =
-                vog_data::join_metadata(path, records, d.metadata_key.as_deref(), &ids)?;
+                vog_data::join_metadata(path, records, d.metadata_key.as_deref(), keys)?;
             if missing > 0 {
                 warnings.push(format!(
                     "{missing} of {rows} examples have no metadata in {}",
                     path.display()
                 ));
             }
-            (m, missing)
+            (Some(m), missing)
         }
-        None => (vec![Record::new(); rows], 0),
+        None => (None, 0),
     };
     Ok(Annotations {
         labels,
@@ -421,11 +927,12 @@ fn checkpoint_label(i: usize, k: usize, path: &Path) -> String {
     format!("checkpoint {} of {k} ({})", i + 1, path.display())
 }
 
-fn score_with_backend(
+fn pass_backend(
     config: &Config,
     backend: &dyn GradientBackend,
     progress: &dyn Progress,
-) -> Result<RunResult> {
+    sink: &mut dyn Sink,
+) -> Result<Pass> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
     let info = backend.info();
@@ -539,7 +1046,6 @@ fn score_with_backend(
     let mut reducers = panel_reducers(config.scoring.el2n_checkpoint.saturating_sub(1));
     let extra_columns: Vec<String> = reducers.iter().flat_map(|r| r.columns()).collect();
     let bs = config.backend.batch_size;
-    let mut examples = Vec::with_capacity(n);
     let mut input = Vec::with_capacity(bs * transform.shape.iter().product::<usize>());
     let mut logits_per_ckpt: Vec<Vec<f32>> = vec![Vec::new(); k];
     let mut batch_classes = 0usize;
@@ -551,30 +1057,23 @@ fn score_with_backend(
     };
     let (first, end) = config.shard.map_or((0, n), |s| s.rows(n));
     // With --resume, batches an earlier run committed are read back instead of recomputed.
-    let (mut journal, resumed) = if config.output.resume {
-        let fp = fingerprint(config, &checkpoints, n)?;
-        let (j, r) = crate::journal::Journal::open(&config.output, &fp)?;
-        (Some(j), r)
-    } else {
-        (None, None)
-    };
+    let resumed = sink.start(&fingerprint(config, &checkpoints, n)?)?;
     let mut loop_start = first;
     let mut resumed_shape: Vec<usize> = Vec::new();
     if let Some(r) = resumed {
-        let next = r.progress.next;
+        let next = r.next;
         if next < first || next > end || (next != end && (next - first) % bs != 0) {
             return Err(Error::Input(format!(
                 "{}: its progress (row {next}) does not fit this run's rows {first}..{end} in \
                  batches of {bs}; delete it to start over",
-                crate::journal::journal_path(&config.output).display()
+                sink.location()
             )));
         }
-        tracing::info!(rows = r.examples.len(), next, "resuming from the journal");
-        examples = r.examples;
+        tracing::info!(next, "resuming from the journal");
         loop_start = next;
-        backend_s = r.progress.backend_s;
-        batch_classes = r.progress.classes;
-        resumed_shape = r.progress.grad_shape;
+        backend_s = r.backend_s;
+        batch_classes = r.classes;
+        resumed_shape = r.grad_shape;
     }
     if first == end {
         let s = config.shard.expect("only a shard can be empty");
@@ -754,9 +1253,9 @@ fn score_with_backend(
                 extra.extend_from_slice(&vals[r * w..(r + 1) * w]);
             }
             let row = start + r;
-            examples.push(ExampleScore {
+            sink.push(ExampleScore {
                 row,
-                id: ann.ids[row].clone(),
+                id: ann.id(row),
                 true_label: true_labels.map(|t| t[r]),
                 label_used: Some(label_used[r]),
                 predicted: Some(predicted[r]),
@@ -770,42 +1269,37 @@ fn score_with_backend(
                 },
                 vog_norm: Vec::new(),
                 extra: extra.clone(),
-                meta: ann.meta[row].clone(),
+                meta: ann.meta(row),
                 flagged: false,
                 has_map: false,
                 trajectory,
-            });
+            })?;
         }
-        if let Some(j) = journal.as_mut() {
-            j.rows(&examples[examples.len() - rows..])?;
-            let shape = acc.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
-            j.commit(
-                &crate::journal::Progress {
-                    next: start + rows,
-                    backend_s,
-                    classes: batch_classes,
-                    grad_shape: shape,
-                },
-                false,
-            )?;
-        }
-        progress.advance(rows as u64);
-    }
-    if let Some(j) = journal.as_mut() {
-        let shape = acc
-            .as_ref()
-            .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| resumed_shape.clone());
-        j.commit(
-            &crate::journal::Progress {
-                next: end,
+        let shape = acc.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        sink.commit(
+            &SpillProgress {
+                next: start + rows,
                 backend_s,
                 classes: batch_classes,
                 grad_shape: shape,
             },
-            true,
+            false,
         )?;
+        progress.advance(rows as u64);
     }
+    let shape = acc
+        .as_ref()
+        .map(|(_, s)| s.clone())
+        .unwrap_or_else(|| resumed_shape.clone());
+    sink.commit(
+        &SpillProgress {
+            next: end,
+            backend_s,
+            classes: batch_classes,
+            grad_shape: shape,
+        },
+        true,
+    )?;
     progress.finish();
     let timings = Timings {
         load_s,
@@ -841,28 +1335,25 @@ fn score_with_backend(
         num_classes: Some(batch_classes),
         batch_size: bs,
     };
-    let run = Run {
-        source: GradientSource::Backend,
-        backend: Some(info),
-        data: summary,
-        checkpoints,
-        scoring,
-        timings,
-    };
-    let mut result = finish(config, run, examples, extra_columns, warnings);
-    let rows = rows_for_maps(&result, config);
-    if !rows.is_empty() {
-        let flag_window = window_index(&result, &config.flag.window);
-        let mut source = MapSource::Backend {
-            models: &mut models,
-            data: data.as_mut(),
-            transform: &transform,
-            paths: &paths,
-        };
-        result.maps = compute_maps(&mut source, &result, &rows, flag_window, mode, config)?;
-        mark_maps(&mut result);
-    }
-    Ok(result)
+    Ok(Pass {
+        run: Run {
+            source: GradientSource::Backend,
+            backend: Some(info),
+            data: summary,
+            checkpoints,
+            scoring,
+            timings,
+        },
+        extra_columns,
+        warnings,
+        inputs: MapInputs::Backend {
+            models,
+            data,
+            transform,
+            paths,
+        },
+        mode,
+    })
 }
 
 /// Identifies a run for its resume journal: the configuration (results location aside), the
@@ -890,45 +1381,6 @@ struct Run {
     checkpoints: Vec<CheckpointRecord>,
     scoring: ScoringSummary,
     timings: Timings,
-}
-
-/// Class-normalizes the scores, reports warnings and assembles the manifest.
-fn finish(
-    config: &Config,
-    run: Run,
-    mut examples: Vec<ExampleScore>,
-    extra_columns: Vec<String>,
-    mut warnings: Vec<String>,
-) -> RunResult {
-    let windows = run.scoring.windows.clone();
-    let classes = normalize(&mut examples, &windows, &mut warnings);
-    apply_flags(&mut examples, &windows, &config.flag);
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    let manifest = Manifest {
-        tool: tool_info(),
-        created_utc: vog_core::now_rfc3339(),
-        source: run.source,
-        backend: run.backend,
-        backend_library: None,
-        config: config.clone(),
-        data: run.data,
-        checkpoints: run.checkpoints,
-        scoring: run.scoring,
-        classes,
-        flagged: examples.iter().filter(|e| e.flagged).count(),
-        maps: 0,
-        warnings,
-        timings: run.timings,
-    };
-    RunResult {
-        windows,
-        extra_columns,
-        examples,
-        maps: Vec::new(),
-        manifest,
-    }
 }
 
 fn check_label_range(
@@ -968,7 +1420,7 @@ fn step_error(
         vog_core::Error::NonFinite { what, row, element } => Error::Input(format!(
             "{context}: the {what} of example {} (id {}) is NaN or infinite at element {element}",
             start + row,
-            ann.ids[start + row]
+            ann.id(start + row)
         )),
         vog_core::Error::ClassOutOfRange { class, num_classes, row } => Error::Input(format!(
             "labels ({}): label {class} of example {} is out of range: {context} has {num_classes} classes",
@@ -981,49 +1433,6 @@ fn step_error(
         )),
         source => Error::Step { context: format!("{context}, examples {start}..{}", start + rows), source },
     }
-}
-
-/// Computes class-normalized scores in place and returns the per-window class statistics.
-fn normalize(
-    examples: &mut [ExampleScore],
-    windows: &[Window],
-    warnings: &mut Vec<String>,
-) -> BTreeMap<String, Vec<ClassEntry>> {
-    let mut stats = vec![ClassStats::default(); windows.len()];
-    for e in examples.iter() {
-        if let Some(c) = e.label_used {
-            for (s, &v) in stats.iter_mut().zip(&e.vog) {
-                s.push(c, v);
-            }
-        }
-    }
-    for e in examples.iter_mut() {
-        e.vog_norm = match e.label_used {
-            Some(c) => stats
-                .iter()
-                .zip(&e.vog)
-                .map(|(s, &v)| Some(s.normalize(c, v)))
-                .collect(),
-            None => vec![None; windows.len()],
-        };
-    }
-    let mut out = BTreeMap::new();
-    for (w, s) in windows.iter().zip(&stats) {
-        for (class, summary) in s.degenerate_classes() {
-            warnings.push(format!(
-                "window `{}`: class {class} has {} example(s) and std {:.3e}; its normalized VoG is set to 0",
-                w.name, summary.count, summary.std
-            ));
-        }
-        out.insert(
-            w.name.clone(),
-            s.summaries()
-                .into_iter()
-                .map(|(class, summary)| ClassEntry { class, summary })
-                .collect(),
-        );
-    }
-    out
 }
 
 /// One checkpoint's stored gradients.
@@ -1053,7 +1462,7 @@ fn natural_file_cmp(a: &Path, b: &Path) -> std::cmp::Ordering {
     vog_core::natural_cmp(&name(a), &name(b))
 }
 
-fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
+fn pass_stored(config: &Config, progress: &dyn Progress, sink: &mut dyn Sink) -> Result<Pass> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
     let dirs = discover::resolve(
@@ -1156,9 +1565,21 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
     let row_len: usize = shape.iter().product();
     let mut acc = VogAccumulator::new(&shape, &windows, k, config.scoring.channels)?;
     let mut buf = Vec::with_capacity(bs * row_len);
-    let mut examples = Vec::with_capacity(n);
+    let mut loop_start = 0;
+    if let Some(r) = sink.start(&fingerprint(config, &checkpoints, n)?)? {
+        if r.next > n || (r.next != n && r.next % bs != 0) {
+            return Err(Error::Input(format!(
+                "{}: its progress (row {}) does not fit this run's {n} rows in batches of {bs}; \
+                 delete it to start over",
+                sink.location(),
+                r.next
+            )));
+        }
+        loop_start = r.next;
+    }
     progress.start(n as u64, "scoring stored gradients");
-    for start in (0..n).step_by(bs) {
+    progress.advance(loop_start as u64);
+    for start in (loop_start..n).step_by(bs) {
         let rows = bs.min(n - start);
         acc.reset(rows);
         for (ck, src) in sources.iter_mut().enumerate() {
@@ -1206,23 +1627,37 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
         for r in 0..rows {
             let row = start + r;
             let label = ann.labels.as_ref().map(|l| l[row]);
-            examples.push(ExampleScore {
+            sink.push(ExampleScore {
                 row,
-                id: ann.ids[row].clone(),
+                id: ann.id(row),
                 true_label: label,
                 label_used: label,
                 predicted: None,
                 vog: scores[r * windows.len()..(r + 1) * windows.len()].to_vec(),
                 vog_norm: Vec::new(),
                 extra: Vec::new(),
-                meta: ann.meta[row].clone(),
+                meta: ann.meta(row),
                 flagged: false,
                 has_map: false,
                 trajectory: Vec::new(),
-            });
+            })?;
         }
+        sink.commit(
+            &SpillProgress {
+                next: start + rows,
+                ..Default::default()
+            },
+            false,
+        )?;
         progress.advance(rows as u64);
     }
+    sink.commit(
+        &SpillProgress {
+            next: n,
+            ..Default::default()
+        },
+        true,
+    )?;
     progress.finish();
     let timings = Timings {
         load_s,
@@ -1251,270 +1686,20 @@ fn score_stored(config: &Config, progress: &dyn Progress) -> Result<RunResult> {
         num_classes: None,
         batch_size: bs,
     };
-    let run = Run {
-        source: GradientSource::StoredGradients,
-        backend: None,
-        data,
-        checkpoints,
-        scoring,
-        timings,
-    };
-    let mut result = finish(config, run, examples, Vec::new(), warnings);
-    let rows = rows_for_maps(&result, config);
-    if !rows.is_empty() {
-        let flag_window = window_index(&result, &config.flag.window);
-        let mut source = MapSource::Stored {
-            sources: &mut sources,
-        };
-        result.maps = compute_maps(
-            &mut source,
-            &result,
-            &rows,
-            flag_window,
-            LabelMode::True,
-            config,
-        )?;
-        mark_maps(&mut result);
-    }
-    Ok(result)
-}
-
-fn window_index(result: &RunResult, name: &str) -> usize {
-    result
-        .windows
-        .iter()
-        .position(|w| w.name == name)
-        .unwrap_or(0)
-}
-
-/// The ranking score of an example in a window: class-normalized VoG, raw VoG without labels.
-fn flag_score(e: &ExampleScore, w: usize) -> f64 {
-    e.vog_norm.get(w).copied().flatten().unwrap_or(e.vog[w])
-}
-
-/// Applies the `[flag]` policy: the top X% of each class, or everything at or above a threshold.
-fn apply_flags(
-    examples: &mut [ExampleScore],
-    windows: &[Window],
-    flag: &crate::config::FlagConfig,
-) {
-    let Some(w) = windows.iter().position(|x| x.name == flag.window) else {
-        return;
-    };
-    if let Some(t) = flag.threshold {
-        for e in examples.iter_mut() {
-            e.flagged = flag_score(e, w) >= t;
-        }
-    } else if let Some(p) = flag.top_percent {
-        let mut by_class: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
-        for (i, e) in examples.iter().enumerate() {
-            by_class.entry(e.label_used).or_default().push(i);
-        }
-        for members in by_class.values_mut() {
-            members.sort_by(|&a, &b| {
-                flag_score(&examples[b], w)
-                    .total_cmp(&flag_score(&examples[a], w))
-                    .then(a.cmp(&b))
-            });
-            let take = ((p / 100.0) * members.len() as f64).ceil() as usize;
-            for &i in members.iter().take(take) {
-                examples[i].flagged = true;
-            }
-        }
-    }
-}
-
-/// Rows of the flagged examples that get maps, highest score first, within the count and byte
-/// budgets.
-fn rows_for_maps(result: &RunResult, config: &Config) -> Vec<usize> {
-    let w = window_index(result, &config.flag.window);
-    let mut flagged: Vec<&ExampleScore> = result.examples.iter().filter(|e| e.flagged).collect();
-    flagged.sort_by(|a, b| {
-        flag_score(b, w)
-            .total_cmp(&flag_score(a, w))
-            .then(a.row.cmp(&b.row))
-    });
-    let s = &result.manifest.scoring;
-    let per_example = 4
-        * (s.vog_map_shape.iter().product::<usize>()
-            + result
-                .manifest
-                .data
-                .model_input_shape
-                .iter()
-                .product::<usize>()) as u64;
-    let by_bytes = (config.flag.max_map_bytes / per_example.max(1)) as usize;
-    let mut rows: Vec<usize> = flagged
-        .iter()
-        .take(config.flag.max_maps.min(by_bytes))
-        .map(|e| e.row)
-        .collect();
-    let k = config.flag.extremes_per_class;
-    if k > 0 {
-        let mut by_class: BTreeMap<Option<u32>, Vec<&ExampleScore>> = BTreeMap::new();
-        for e in &result.examples {
-            by_class.entry(e.label_used).or_default().push(e);
-        }
-        for members in by_class.values_mut() {
-            members.sort_by(|a, b| {
-                flag_score(b, w)
-                    .total_cmp(&flag_score(a, w))
-                    .then(a.row.cmp(&b.row))
-            });
-            let low = members.len().saturating_sub(k);
-            let extremes = members.iter().take(k).chain(&members[low..]);
-            // Flagged examples first; the byte budget holds for everything kept.
-            for e in extremes {
-                if rows.len() >= by_bytes {
-                    break;
-                }
-                if !rows.contains(&e.row) {
-                    rows.push(e.row);
-                }
-            }
-        }
-    }
-    rows.sort_unstable();
-    rows.dedup();
-    rows
-}
-
-fn mark_maps(result: &mut RunResult) {
-    result.manifest.maps = result.maps.len();
-    let rows: std::collections::HashSet<usize> = result.maps.iter().map(|m| m.row).collect();
-    for e in result.examples.iter_mut() {
-        e.has_map = rows.contains(&e.row);
-    }
-}
-
-/// Where the maps pass gets gradients from.
-enum MapSource<'a> {
-    Backend {
-        models: &'a mut [Box<dyn Model>],
-        data: &'a mut dyn vog_data::ExampleSource,
-        transform: &'a InputTransform,
-        paths: &'a [PathBuf],
-    },
-    Stored {
-        sources: &'a mut [Stored],
-    },
-}
-
-/// Second, bounded pass over the examples that keep maps: the per-element VoG map of the flag
-/// window and the last checkpoint's gradient (the main pass keeps neither, to stay flat in memory).
-fn compute_maps(
-    source: &mut MapSource<'_>,
-    result: &RunResult,
-    rows: &[usize],
-    flag_window: usize,
-    mode: LabelMode,
-    config: &Config,
-) -> Result<Vec<ExampleMap>> {
-    let windows = &result.windows;
-    let k = result.manifest.checkpoints.len();
-    let by_row: HashMap<usize, &ExampleScore> =
-        result.examples.iter().map(|e| (e.row, e)).collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(config.backend.batch_size.max(1)) {
-        let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
-        let mut last: Vec<f32> = Vec::new();
-        for ck in 0..k {
-            let (gradient, grad_shape) = match source {
-                MapSource::Backend {
-                    models,
-                    data,
-                    transform,
-                    paths,
-                } => {
-                    let mut input = Vec::new();
-                    for &r in chunk {
-                        data.read_rows(r, 1, &mut input)?;
-                    }
-                    transform.apply(&mut input);
-                    let mut shape = vec![chunk.len()];
-                    shape.extend(&transform.shape);
-                    let view = TensorView::new(&shape, &input)?;
-                    let used: Vec<u32> = chunk
-                        .iter()
-                        .map(|r| by_row[r].label_used.unwrap_or(0))
-                        .collect();
-                    let classes = if mode == LabelMode::PredictedEach {
-                        Classes::Argmax
-                    } else {
-                        Classes::Given(&used)
-                    };
-                    let request = GradRequest {
-                        input: view,
-                        classes,
-                        target: config.scoring.target,
-                    };
-                    let out = models[ck]
-                        .input_gradients(&request)
-                        .and_then(|o| o.validate(&request).map(|_| o))
-                        .map_err(|source| Error::Step {
-                            context: format!(
-                                "{} (maps of flagged examples)",
-                                checkpoint_label(ck, k, &paths[ck])
-                            ),
-                            source,
-                        })?;
-                    let gs = out
-                        .gradient_shape
-                        .clone()
-                        .unwrap_or_else(|| transform.shape.clone());
-                    (out.gradient, gs)
-                }
-                MapSource::Stored { sources } => {
-                    let mut buf = Vec::new();
-                    let mut shape = Vec::new();
-                    for &r in chunk {
-                        match &mut sources[ck] {
-                            Stored::Stacked(a) => {
-                                shape = a.row_shape().to_vec();
-                                a.read_f32(r, 1, &mut buf)?;
-                            }
-                            Stored::PerExample(files) => {
-                                let mut a = ArrayFile::open_npy(&files[r])?;
-                                shape = a.shape().to_vec();
-                                a.read_f32(0, a.rows(), &mut buf)?;
-                            }
-                        }
-                    }
-                    (buf, shape)
-                }
-            };
-            let (a, _) = match acc.as_mut() {
-                Some(x) => x,
-                None => {
-                    let mut a =
-                        VogAccumulator::new(&grad_shape, windows, k, config.scoring.channels)?;
-                    a.reset(chunk.len());
-                    acc.insert((a, grad_shape.clone()))
-                }
-            };
-            a.add(ck, &gradient)?;
-            if ck + 1 == k {
-                last = gradient;
-            }
-        }
-        let (a, grad_shape) = acc.expect("at least two checkpoints");
-        let row_len: usize = grad_shape.iter().product();
-        let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
-        for (i, &r) in chunk.iter().enumerate() {
-            out.push(ExampleMap {
-                row: r,
-                vog_map: a
-                    .vog_map(i, flag_window)?
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect(),
-                vog_map_shape: map_shape.clone(),
-                gradient: last[i * row_len..(i + 1) * row_len].to_vec(),
-                gradient_shape: grad_shape.clone(),
-            });
-        }
-    }
-    Ok(out)
+    Ok(Pass {
+        run: Run {
+            source: GradientSource::StoredGradients,
+            backend: None,
+            data,
+            checkpoints,
+            scoring,
+            timings,
+        },
+        extra_columns: Vec::new(),
+        warnings,
+        inputs: MapInputs::Stored { sources },
+        mode: LabelMode::True,
+    })
 }
 
 fn hash_files(position: usize, path: &Path, files: &[PathBuf]) -> Result<CheckpointRecord> {

@@ -24,15 +24,16 @@ pub mod discover;
 mod engine;
 mod error;
 pub mod evaluate;
-pub mod journal;
 pub mod merge;
 mod output;
+mod select;
+pub mod spill;
 pub mod stats;
 
 pub use config::{Config, LabelMode, Shard};
 pub use engine::{
-    score, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource, Manifest,
-    Progress, RunResult, ScoringSummary, Silent, Timings,
+    score, score_to_dir, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource,
+    Manifest, Progress, RunResult, ScoringSummary, Silent, Timings, Written,
 };
 pub use error::{Error, Result};
 pub use output::{check_output_dir, write_results};

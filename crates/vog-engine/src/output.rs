@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::config::{OutputConfig, OutputFormat};
-use crate::engine::RunResult;
+use crate::engine::{ExampleMap, ExampleScore, Manifest, RunResult};
 use crate::{Error, Result};
+use vog_core::Window;
 
 /// Fails early when the results directory exists and may not be replaced, so that a long run
 /// does not end in a refusal.
@@ -27,33 +28,51 @@ pub fn check_output_dir(out: &OutputConfig) -> Result<()> {
 /// see a half-written results directory, and a failed run leaves nothing behind.
 pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> {
     write_dir_atomically(out, |tmp| {
-        for f in &out.formats {
-            match f {
-                OutputFormat::Csv => write_csv(result, &tmp.join("scores.csv"))?,
-                OutputFormat::Jsonl => write_jsonl(result, &tmp.join("scores.jsonl"))?,
-            }
+        let mut rows = RowWriter::create(
+            tmp,
+            &out.formats,
+            &result.windows,
+            &result.extra_columns,
+            meta_keys(result),
+            result.manifest.data.split.clone(),
+        )?;
+        for e in &result.examples {
+            rows.write(e)?;
         }
-        if !result.maps.is_empty() {
-            let maps = tmp.join("maps");
-            std::fs::create_dir(&maps).map_err(|e| Error::io(&maps, e))?;
-            for m in &result.maps {
-                vog_data::write_npy_f32(
-                    &maps.join(format!("{}.vog.npy", m.row)),
-                    &m.vog_map_shape,
-                    &m.vog_map,
-                )?;
-                vog_data::write_npy_f32(
-                    &maps.join(format!("{}.grad.npy", m.row)),
-                    &m.gradient_shape,
-                    &m.gradient,
-                )?;
-            }
-        }
-        let manifest = serde_json::to_string_pretty(&result.manifest)
-            .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
-        let p = tmp.join("run.json");
-        std::fs::write(&p, manifest + "\n").map_err(|e| Error::io(&p, e))
+        rows.finish()?;
+        write_maps(tmp, &result.maps)?;
+        write_manifest(tmp, &result.manifest)
     })
+}
+
+/// Writes `maps/ROW.vog.npy` and `maps/ROW.grad.npy` of each kept map into `dir`.
+pub(crate) fn write_maps(dir: &Path, maps: &[ExampleMap]) -> Result<()> {
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let maps_dir = dir.join("maps");
+    std::fs::create_dir(&maps_dir).map_err(|e| Error::io(&maps_dir, e))?;
+    for m in maps {
+        vog_data::write_npy_f32(
+            &maps_dir.join(format!("{}.vog.npy", m.row)),
+            &m.vog_map_shape,
+            &m.vog_map,
+        )?;
+        vog_data::write_npy_f32(
+            &maps_dir.join(format!("{}.grad.npy", m.row)),
+            &m.gradient_shape,
+            &m.gradient,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `run.json` into `dir`.
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let text = serde_json::to_string_pretty(manifest)
+        .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
+    let p = dir.join("run.json");
+    std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
 }
 
 /// Fills a hidden sibling of `out.dir` with `fill`, then renames it into place (replacing an
@@ -120,107 +139,158 @@ pub(crate) fn fmt_f64(v: f64) -> String {
     }
 }
 
-fn write_csv(result: &RunResult, path: &Path) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    let csv_err = |e: csv::Error| Error::Input(format!("{}: {e}", path.display()));
-    let keys = meta_keys(result);
-    let mut header: Vec<String> = [
-        "id",
-        "row",
-        "split",
-        "true_label",
-        "label_used",
-        "predicted",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend(result.windows.iter().map(|w| format!("vog_{}", w.name)));
-    header.extend(
-        result
-            .windows
-            .iter()
-            .map(|w| format!("vog_{}_norm", w.name)),
-    );
-    header.extend(result.extra_columns.iter().cloned());
-    header.extend(["flagged".to_string(), "has_map".to_string()]);
-    header.extend(keys.iter().map(|k| format!("meta.{k}")));
-    w.write_record(&header).map_err(csv_err)?;
-    let split = result.manifest.data.split.clone().unwrap_or_default();
-    for e in &result.examples {
-        let mut rec = vec![
-            e.id.clone(),
-            e.row.to_string(),
-            split.clone(),
-            fmt_opt(e.true_label),
-            fmt_opt(e.label_used),
-            fmt_opt(e.predicted),
-        ];
-        rec.extend(e.vog.iter().map(|&v| fmt_f64(v)));
-        rec.extend(
-            e.vog_norm
-                .iter()
-                .map(|v| v.map(fmt_f64).unwrap_or_default()),
-        );
-        rec.extend(e.extra.iter().map(|&v| fmt_f64(v)));
-        rec.extend([e.flagged.to_string(), e.has_map.to_string()]);
-        rec.extend(
-            keys.iter()
-                .map(|k| e.meta.get(k).map(csv_cell).unwrap_or_default()),
-        );
-        w.write_record(&rec).map_err(csv_err)?;
-    }
-    w.flush().map_err(|e| Error::io(path, e))
+/// Writes `scores.csv` and/or `scores.jsonl` one example at a time.
+pub(crate) struct RowWriter {
+    csv: Option<(PathBuf, csv::Writer<std::io::BufWriter<std::fs::File>>)>,
+    jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    windows: Vec<String>,
+    extra_columns: Vec<String>,
+    keys: Vec<String>,
+    split: Option<String>,
+    record: Vec<String>,
 }
 
-fn write_jsonl(result: &RunResult, path: &Path) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = std::io::BufWriter::new(file);
-    let split = result.manifest.data.split.clone();
-    for e in &result.examples {
-        let vog: Map<String, Value> = result
-            .windows
-            .iter()
-            .zip(&e.vog)
-            .map(|(w, &v)| (w.name.clone(), num(v)))
-            .collect();
-        let vog_norm: Map<String, Value> = result
-            .windows
-            .iter()
-            .zip(&e.vog_norm)
-            .map(|(w, v)| (w.name.clone(), v.map_or(Value::Null, num)))
-            .collect();
-        let scores: Map<String, Value> = result
-            .extra_columns
-            .iter()
-            .zip(&e.extra)
-            .map(|(c, &v)| (c.clone(), num(v)))
-            .collect();
-        let line = json!({
-            "id": e.id,
-            "row": e.row,
-            "split": split,
-            "true_label": e.true_label,
-            "label_used": e.label_used,
-            "predicted": e.predicted,
-            "vog": vog,
-            "vog_norm": vog_norm,
-            "scores": scores,
-            "flagged": e.flagged,
-            "has_map": e.has_map,
-            "meta": e.meta,
-        });
-        let mut line = line;
-        if !e.trajectory.is_empty() {
-            line["checkpoints"] = json!({
-                "predicted": e.trajectory.iter().map(|t| t.0).collect::<Vec<_>>(),
-                "margin": e.trajectory.iter().map(|t| num(t.1)).collect::<Vec<_>>(),
-            });
+impl RowWriter {
+    /// Creates the files of `formats` in `dir` and writes the CSV header (`keys`: the metadata
+    /// columns).
+    pub fn create(
+        dir: &Path,
+        formats: &[OutputFormat],
+        windows: &[Window],
+        extra_columns: &[String],
+        keys: Vec<String>,
+        split: Option<String>,
+    ) -> Result<Self> {
+        let create = |name: &str| -> Result<(PathBuf, std::io::BufWriter<std::fs::File>)> {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            Ok((path, std::io::BufWriter::with_capacity(1 << 16, file)))
+        };
+        let mut w = RowWriter {
+            csv: None,
+            jsonl: None,
+            windows: windows.iter().map(|w| w.name.clone()).collect(),
+            extra_columns: extra_columns.to_vec(),
+            keys,
+            split,
+            record: Vec::new(),
+        };
+        for f in formats {
+            match f {
+                OutputFormat::Csv if w.csv.is_none() => {
+                    let (path, file) = create("scores.csv")?;
+                    w.csv = Some((path, csv::Writer::from_writer(file)));
+                }
+                OutputFormat::Jsonl if w.jsonl.is_none() => w.jsonl = Some(create("scores.jsonl")?),
+                _ => {}
+            }
         }
-        serde_json::to_writer(&mut w, &line)
-            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        w.write_all(b"\n").map_err(|e| Error::io(path, e))?;
+        if let Some((path, csv)) = w.csv.as_mut() {
+            let mut header: Vec<String> = [
+                "id",
+                "row",
+                "split",
+                "true_label",
+                "label_used",
+                "predicted",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            header.extend(w.windows.iter().map(|w| format!("vog_{w}")));
+            header.extend(w.windows.iter().map(|w| format!("vog_{w}_norm")));
+            header.extend(w.extra_columns.iter().cloned());
+            header.extend(["flagged".to_string(), "has_map".to_string()]);
+            header.extend(w.keys.iter().map(|k| format!("meta.{k}")));
+            csv.write_record(&header)
+                .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        }
+        Ok(w)
     }
-    w.flush().map_err(|e| Error::io(path, e))
+
+    /// Writes one finished example.
+    pub fn write(&mut self, e: &ExampleScore) -> Result<()> {
+        if let Some((path, csv)) = self.csv.as_mut() {
+            let rec = &mut self.record;
+            rec.clear();
+            rec.extend([
+                e.id.clone(),
+                e.row.to_string(),
+                self.split.clone().unwrap_or_default(),
+                fmt_opt(e.true_label),
+                fmt_opt(e.label_used),
+                fmt_opt(e.predicted),
+            ]);
+            rec.extend(e.vog.iter().map(|&v| fmt_f64(v)));
+            rec.extend(
+                e.vog_norm
+                    .iter()
+                    .map(|v| v.map(fmt_f64).unwrap_or_default()),
+            );
+            rec.extend(e.extra.iter().map(|&v| fmt_f64(v)));
+            rec.extend([e.flagged.to_string(), e.has_map.to_string()]);
+            rec.extend(
+                self.keys
+                    .iter()
+                    .map(|k| e.meta.get(k).map(csv_cell).unwrap_or_default()),
+            );
+            csv.write_record(&*rec)
+                .map_err(|err| Error::Input(format!("{}: {err}", path.display())))?;
+        }
+        if let Some((path, w)) = self.jsonl.as_mut() {
+            let vog: Map<String, Value> = self
+                .windows
+                .iter()
+                .zip(&e.vog)
+                .map(|(w, &v)| (w.clone(), num(v)))
+                .collect();
+            let vog_norm: Map<String, Value> = self
+                .windows
+                .iter()
+                .zip(&e.vog_norm)
+                .map(|(w, v)| (w.clone(), v.map_or(Value::Null, num)))
+                .collect();
+            let scores: Map<String, Value> = self
+                .extra_columns
+                .iter()
+                .zip(&e.extra)
+                .map(|(c, &v)| (c.clone(), num(v)))
+                .collect();
+            let mut line = json!({
+                "id": e.id,
+                "row": e.row,
+                "split": self.split,
+                "true_label": e.true_label,
+                "label_used": e.label_used,
+                "predicted": e.predicted,
+                "vog": vog,
+                "vog_norm": vog_norm,
+                "scores": scores,
+                "flagged": e.flagged,
+                "has_map": e.has_map,
+                "meta": e.meta,
+            });
+            if !e.trajectory.is_empty() {
+                line["checkpoints"] = json!({
+                    "predicted": e.trajectory.iter().map(|t| t.0).collect::<Vec<_>>(),
+                    "margin": e.trajectory.iter().map(|t| num(t.1)).collect::<Vec<_>>(),
+                });
+            }
+            serde_json::to_writer(&mut *w, &line)
+                .map_err(|err| Error::Input(format!("{}: {err}", path.display())))?;
+            w.write_all(b"\n").map_err(|err| Error::io(&*path, err))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the files.
+    pub fn finish(self) -> Result<()> {
+        if let Some((path, mut csv)) = self.csv {
+            csv.flush().map_err(|e| Error::io(&path, e))?;
+        }
+        if let Some((path, mut w)) = self.jsonl {
+            w.flush().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
 }
