@@ -464,13 +464,13 @@ mod tests {
 
     fn example(row: usize) -> ExampleScore {
         let mut meta = vog_data::Record::new();
-        if row % 2 == 0 {
+        if row.is_multiple_of(2) {
             meta.insert("camera".into(), serde_json::json!("b"));
         }
         ExampleScore {
             row,
             id: format!("ex-{row}"),
-            true_label: (row % 3 != 0).then_some(row as u32 % 4),
+            true_label: (!row.is_multiple_of(3)).then_some(row as u32 % 4),
             label_used: Some(1),
             predicted: None,
             vog: vec![0.25 * row as f64, f64::NAN],
