@@ -439,9 +439,14 @@ pub struct ScoreArgs {
     /// a path to a plugin library.
     #[arg(long)]
     pub backend: Option<String>,
-    /// Examples per forward/backward pass.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    /// Examples per forward/backward pass, or `auto` (about a MiB of input per batch, within
+    /// --memory).
+    #[arg(long, value_parser = parse_batch_size)]
+    pub batch_size: Option<BatchSize>,
+    /// Memory budget of the scoring pass (e.g. 4GiB): all checkpoints resident when they fit,
+    /// else chunks of examples with one checkpoint loaded at a time. Default: all resident.
+    #[arg(long, value_parser = parse_memory)]
+    pub memory: Option<vog_engine::ByteSize>,
     /// Split name recorded with the results.
     #[arg(long)]
     pub split: Option<String>,
@@ -506,4 +511,27 @@ mod tests {
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// `--batch-size`: a number of examples, or automatic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    /// Chosen by the engine.
+    Auto,
+    /// Fixed.
+    Fixed(usize),
+}
+
+fn parse_batch_size(s: &str) -> Result<BatchSize, String> {
+    if s == "auto" {
+        return Ok(BatchSize::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("`{s}`: a positive number of examples, or auto")),
+        Ok(n) => Ok(BatchSize::Fixed(n)),
+    }
+}
+
+fn parse_memory(s: &str) -> Result<vog_engine::ByteSize, String> {
+    s.parse()
 }

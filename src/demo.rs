@@ -157,7 +157,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
             config.data.split = Some(split.name.into());
             config.checkpoints.paths = vec![ckpt_dir.to_string_lossy().into_owned()];
             config.backend.options = toml::from_str("arch = \"mlp\"\nactivation = \"relu\"")?;
-            config.backend.batch_size = 128;
+            config.backend.batch_size = Some(128);
             config.scoring.labels = LabelMode::True;
             config.scoring.target = target;
             config.output.dir =

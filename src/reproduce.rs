@@ -205,7 +205,7 @@ fn score_split(
     }
     config.checkpoints.paths = vec![ckpt.to_string_lossy().into_owned()];
     config.backend.options = toml::from_str(&arch.options())?;
-    config.backend.batch_size = 256;
+    config.backend.batch_size = Some(256);
     config.scoring.labels = labels;
     config.output.dir = out.to_path_buf();
     config.output.overwrite = true;

@@ -59,8 +59,13 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
     if let Some(b) = &a.backend {
         c.backend.name = b.clone();
     }
-    if let Some(b) = a.batch_size {
-        c.backend.batch_size = b;
+    match a.batch_size {
+        Some(crate::cli::BatchSize::Auto) => c.backend.batch_size = None,
+        Some(crate::cli::BatchSize::Fixed(b)) => c.backend.batch_size = Some(b),
+        None => {}
+    }
+    if let Some(m) = a.memory {
+        c.backend.memory = Some(m);
     }
     if let Some(s) = &a.split {
         c.data.split = Some(s.clone());

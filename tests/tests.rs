@@ -19,3 +19,4 @@ mod serve;
 mod shards;
 mod store;
 mod stored;
+mod work_order;

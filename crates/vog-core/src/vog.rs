@@ -208,6 +208,12 @@ impl VogAccumulator {
         self.elems
     }
 
+    /// Bytes of running statistics one example takes (mean and sum of squares, `f64`, per
+    /// element and window segment).
+    pub fn bytes_per_row(&self) -> usize {
+        self.num_segments * self.elems * 16
+    }
+
     /// Number of windows scored.
     pub fn num_windows(&self) -> usize {
         self.window_segments.len()

@@ -270,9 +270,20 @@ pub struct BackendConfig {
     /// (`onnx` → `libvog_backend_onnx.so`), or a path to a plugin library.
     #[serde(default = "default_backend")]
     pub name: String,
-    /// Examples per forward/backward pass.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
+    /// Examples per forward/backward pass; absent (or `"auto"`) for automatic: about a mebibyte
+    /// of input per batch (2¹⁸ values), between 8 and 512 examples, a power of two, and within
+    /// `memory` (see [`crate::WorkPlan`]).
+    #[serde(
+        default,
+        deserialize_with = "batch_size_or_auto",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub batch_size: Option<usize>,
+    /// Memory budget of the scoring pass, e.g. `"4GiB"`, `"512MiB"`: decides the work order
+    /// (every checkpoint resident, or chunks of examples with one checkpoint loaded at a time) and
+    /// bounds the automatic batch size. Absent: every checkpoint resident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
     /// Options passed to the backend as they are; the backend validates them.
     #[serde(default)]
     pub options: toml::Table,
@@ -282,7 +293,8 @@ impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             name: default_backend(),
-            batch_size: default_batch(),
+            batch_size: None,
+            memory: None,
             options: toml::Table::new(),
         }
     }
@@ -291,8 +303,94 @@ impl Default for BackendConfig {
 fn default_backend() -> String {
     "candle".into()
 }
-fn default_batch() -> usize {
-    64
+fn batch_size_or_auto<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(usize),
+        Word(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(Some(n)),
+        Size::Word(w) if w == "auto" => Ok(None),
+        Size::Word(w) => Err(serde::de::Error::custom(format!(
+            "batch_size must be a number of examples or \"auto\", got \"{w}\""
+        ))),
+    }
+}
+
+/// A number of bytes, written with a binary or decimal unit (`4GiB`, `512MiB`, `2G`, `1500000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size such as 4GiB or 512MiB"))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            "t" | "tb" => 1_000_000_000_000,
+            "ki" | "kib" => 1 << 10,
+            "mi" | "mib" => 1 << 20,
+            "gi" | "gib" => 1 << 30,
+            "ti" | "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)"
+            ))
+            }
+        };
+        let bytes = value * scale as f64;
+        if !bytes.is_finite() || bytes < 1.0 {
+            return Err(format!("`{text}` is not a positive size"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl TryFrom<String> for ByteSize {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        b.to_string()
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        for (unit, scale) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if b >= scale && b.is_multiple_of(scale) {
+                return write!(f, "{}{unit}", b / scale);
+            }
+        }
+        if b >= 1 << 20 {
+            return write!(f, "{:.1}MiB", b as f64 / (1u64 << 20) as f64);
+        }
+        write!(f, "{b}B")
+    }
 }
 
 /// Which class's score is differentiated, per example.
@@ -564,7 +662,7 @@ impl Config {
                 );
             }
         }
-        if self.backend.batch_size == 0 {
+        if self.backend.batch_size == Some(0) {
             return bad("backend.batch_size", "must be at least 1".into());
         }
         if !self.data.scale.is_finite() || self.data.scale == 0.0 {
@@ -715,13 +813,13 @@ mod tests {
             .contains("checkpoints.paths"));
         c.checkpoints.paths = vec!["a".into()];
         c.data.path = Some("x.npy".into());
-        c.backend.batch_size = 0;
+        c.backend.batch_size = Some(0);
         assert!(c
             .validate()
             .unwrap_err()
             .to_string()
             .contains("backend.batch_size"));
-        c.backend.batch_size = 8;
+        c.backend.batch_size = Some(8);
         c.gradients.dirs = vec!["g".into()];
         assert!(c.validate().unwrap_err().to_string().contains("not both"));
     }

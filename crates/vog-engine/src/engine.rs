@@ -18,6 +18,7 @@ use vog_data::{ArrayFile, CsvColumns, Format, Record};
 
 use crate::config::{Config, LabelMode};
 use crate::discover::{self, Entry};
+use crate::plan::{WorkOrder, WorkPlan, READ_AHEAD};
 use crate::select::{Selection, Tally};
 use crate::spill::{Progress as SpillProgress, SpillWriter};
 use crate::{Error, Result};
@@ -151,6 +152,9 @@ pub struct ScoringSummary {
     pub num_classes: Option<usize>,
     /// Examples per pass.
     pub batch_size: usize,
+    /// How checkpoints and examples were visited (absent for stored gradients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_order: Option<crate::plan::WorkSummary>,
 }
 
 /// Class statistics of one window, as used for normalization.
@@ -174,6 +178,8 @@ pub struct Timings {
     pub score_s: f64,
     /// Time inside backend calls (part of `score_s`).
     pub backend_s: f64,
+    /// Loading checkpoints again, once per chunk, in the chunked work order (part of `score_s`).
+    pub reload_s: f64,
 }
 
 /// Everything `run.json` records about a run.
@@ -372,12 +378,12 @@ fn rank_of(e: &ExampleScore) -> f64 {
         .unwrap_or_else(|| e.vog.first().copied().unwrap_or(f64::NAN))
 }
 
-fn run_pass(
+fn run_pass<'a>(
     config: &Config,
-    backend: Option<&dyn GradientBackend>,
+    backend: Option<&'a dyn GradientBackend>,
     progress: &dyn Progress,
     sink: &mut dyn Sink,
-) -> Result<Pass> {
+) -> Result<Pass<'a>> {
     if config.gradients.dirs.is_empty() {
         let backend =
             backend.ok_or_else(|| Error::Config("no backend to compute gradients with".into()))?;
@@ -463,18 +469,97 @@ impl Sink for Spill {
 }
 
 /// What the scoring pass leaves besides the examples.
-struct Pass {
+struct Pass<'a> {
     run: Run,
     extra_columns: Vec<String>,
     warnings: Vec<String>,
-    inputs: MapInputs,
+    inputs: MapInputs<'a>,
     mode: LabelMode,
 }
 
+/// The checkpoints' models: all resident, or loaded one at a time (the chunked work order).
+struct Models<'a> {
+    backend: &'a dyn GradientBackend,
+    paths: Vec<PathBuf>,
+    resident: bool,
+    slots: Vec<Option<Box<dyn Model>>>,
+    /// Seconds spent loading a checkpoint that had been dropped.
+    reload_s: f64,
+}
+
+impl<'a> Models<'a> {
+    fn new(backend: &'a dyn GradientBackend, paths: &[PathBuf], resident: bool) -> Self {
+        Models {
+            backend,
+            paths: paths.to_vec(),
+            resident,
+            slots: paths.iter().map(|_| None).collect(),
+            reload_s: 0.0,
+        }
+    }
+
+    /// The model of checkpoint `ck`, loading it (and, when not resident, dropping any other).
+    fn get(&mut self, ck: usize) -> Result<&mut dyn Model> {
+        if self.slots[ck].is_none() {
+            if !self.resident {
+                self.slots.iter_mut().for_each(|s| *s = None);
+            }
+            let t = Instant::now();
+            let k = self.paths.len();
+            let m = self
+                .backend
+                .load(&self.paths[ck])
+                .map_err(|source| Error::Step {
+                    context: checkpoint_label(ck, k, &self.paths[ck]),
+                    source,
+                })?;
+            self.reload_s += t.elapsed().as_secs_f64();
+            self.slots[ck] = Some(m);
+        }
+        Ok(self.slots[ck].as_deref_mut().expect("loaded"))
+    }
+}
+
+/// One batch in flight: its input, running statistics and logits until every checkpoint has
+/// answered.
+struct BatchWork {
+    start: usize,
+    rows: usize,
+    input: Vec<f32>,
+    acc: Option<VogAccumulator>,
+    acc2: Option<VogAccumulator>,
+    logits: Vec<Vec<f32>>,
+    fixed: Option<Vec<u32>>,
+}
+
+/// Reads examples `start..start + rows`, applies the input transform and refuses non-finite
+/// values (naming the file and the example).
+fn read_batch(
+    data: &mut dyn vog_data::ExampleSource,
+    transform: &InputTransform,
+    data_path: &Path,
+    start: usize,
+    rows: usize,
+) -> Result<Vec<f32>> {
+    let row_len: usize = transform.shape.iter().product();
+    let mut input = Vec::with_capacity(rows * row_len);
+    data.read_rows(start, rows, &mut input)?;
+    transform.apply(&mut input);
+    if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Input(format!(
+            "{}: example {} holds a non-finite value (element {})",
+            data_path.display(),
+            start + bad / row_len.max(1),
+            bad % row_len.max(1)
+        )));
+    }
+    Ok(input)
+}
+
 /// What the maps pass reads gradients from: the pass's models and data, or stored gradients.
-enum MapInputs {
+enum MapInputs<'a> {
     Backend {
-        models: Vec<Box<dyn Model>>,
+        models: Models<'a>,
         data: Box<dyn vog_data::ExampleSource>,
         transform: InputTransform,
         paths: Vec<PathBuf>,
@@ -514,7 +599,7 @@ impl Decided {
 /// again (only when the flag policy needs them).
 fn decide<I, E>(
     config: &Config,
-    pass: Pass,
+    pass: Pass<'_>,
     tally: &Tally,
     rows: impl FnOnce() -> Result<I>,
 ) -> Result<Decided>
@@ -608,8 +693,9 @@ where
 
 /// Second, bounded pass over the examples that keep maps: the per-element VoG map of the flag
 /// window and the last checkpoint's gradient (the main pass keeps neither, to stay flat in memory).
+/// Checkpoints are the outer loop, so each is loaded once even in the chunked work order.
 fn compute_maps(
-    inputs: &mut MapInputs,
+    inputs: &mut MapInputs<'_>,
     windows: &[Window],
     k: usize,
     selection: &Selection,
@@ -618,11 +704,12 @@ fn compute_maps(
     config: &Config,
 ) -> Result<Vec<ExampleMap>> {
     let rows = &selection.map_rows;
-    let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(config.backend.batch_size.max(1)) {
-        let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
-        let mut last: Vec<f32> = Vec::new();
-        for ck in 0..k {
+    let bs = config.backend.batch_size.unwrap_or(64).max(1);
+    let chunks: Vec<&[usize]> = rows.chunks(bs).collect();
+    let mut accs: Vec<Option<(VogAccumulator, Vec<usize>)>> = chunks.iter().map(|_| None).collect();
+    let mut lasts: Vec<Vec<f32>> = vec![Vec::new(); chunks.len()];
+    for ck in 0..k {
+        for (ci, chunk) in chunks.iter().enumerate() {
             let (gradient, grad_shape) = match inputs {
                 MapInputs::Backend {
                     models,
@@ -631,7 +718,7 @@ fn compute_maps(
                     paths,
                 } => {
                     let mut input = Vec::new();
-                    for &r in chunk {
+                    for &r in *chunk {
                         data.read_rows(r, 1, &mut input)?;
                     }
                     transform.apply(&mut input);
@@ -652,7 +739,8 @@ fn compute_maps(
                         classes,
                         target: config.scoring.target,
                     };
-                    let out = models[ck]
+                    let out = models
+                        .get(ck)?
                         .input_gradients(&request)
                         .and_then(|o| o.validate(&request).map(|_| o))
                         .map_err(|source| Error::Step {
@@ -671,7 +759,7 @@ fn compute_maps(
                 MapInputs::Stored { sources } => {
                     let mut buf = Vec::new();
                     let mut shape = Vec::new();
-                    for &r in chunk {
+                    for &r in *chunk {
                         match &mut sources[ck] {
                             Stored::Stacked(a) => {
                                 shape = a.row_shape().to_vec();
@@ -687,20 +775,23 @@ fn compute_maps(
                     (buf, shape)
                 }
             };
-            let (a, _) = match acc.as_mut() {
+            let (a, _) = match accs[ci].as_mut() {
                 Some(x) => x,
                 None => {
                     let mut a =
                         VogAccumulator::new(&grad_shape, windows, k, config.scoring.channels)?;
                     a.reset(chunk.len());
-                    acc.insert((a, grad_shape.clone()))
+                    accs[ci].insert((a, grad_shape.clone()))
                 }
             };
             a.add(ck, &gradient)?;
             if ck + 1 == k {
-                last = gradient;
+                lasts[ci] = gradient;
             }
         }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for ((chunk, acc), last) in chunks.iter().zip(accs).zip(lasts) {
         let (a, grad_shape) = acc.expect("at least two checkpoints");
         let row_len: usize = grad_shape.iter().product();
         let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
@@ -927,12 +1018,12 @@ fn checkpoint_label(i: usize, k: usize, path: &Path) -> String {
     format!("checkpoint {} of {k} ({})", i + 1, path.display())
 }
 
-fn pass_backend(
+fn pass_backend<'a>(
     config: &Config,
-    backend: &dyn GradientBackend,
+    backend: &'a dyn GradientBackend,
     progress: &dyn Progress,
     sink: &mut dyn Sink,
-) -> Result<Pass> {
+) -> Result<Pass<'a>> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
     let info = backend.info();
@@ -998,22 +1089,36 @@ fn pass_backend(
     )?;
     let mode = resolve_label_mode(config, ann.labels.is_some())?;
 
-    let mut models: Vec<Box<dyn Model>> = Vec::with_capacity(k);
-    for (i, p) in paths.iter().enumerate() {
-        let m = backend.load(p).map_err(|source| Error::Step {
-            context: checkpoint_label(i, k, p),
-            source,
-        })?;
-        models.push(m);
-    }
+    // The first checkpoint tells the number of classes the plan's estimate needs.
+    let first_model = backend.load(&paths[0]).map_err(|source| Error::Step {
+        context: checkpoint_label(0, k, &paths[0]),
+        source,
+    })?;
+    let plan = WorkPlan::new(
+        config,
+        &paths,
+        &transform.shape,
+        &all_windows,
+        k,
+        first_model.info().num_classes,
+    )?;
+    let bs = plan.batch;
+    tracing::info!(
+        batch = bs,
+        order = plan.order.as_str(),
+        chunk_rows = plan.chunk_batches * bs,
+        "work order"
+    );
+    let mut models = Models::new(backend, &paths, plan.order == WorkOrder::Resident);
+    models.slots[0] = Some(first_model);
     let mut num_classes = None;
-    for (i, m) in models.iter().enumerate() {
-        if let Some(c) = m.info().num_classes {
+    for (i, path) in paths.iter().enumerate() {
+        if let Some(c) = models.get(i)?.info().num_classes {
             match num_classes {
                 Some(prev) if prev != c => {
                     return Err(Error::Input(format!(
                         "{} has {c} classes but earlier checkpoints have {prev}",
-                        checkpoint_label(i, k, &paths[i])
+                        checkpoint_label(i, k, path)
                     )))
                 }
                 _ => num_classes = Some(c),
@@ -1029,6 +1134,7 @@ fn pass_backend(
         )?;
     }
     let load_s = t0.elapsed().as_secs_f64();
+    models.reload_s = 0.0;
 
     let t_hash = Instant::now();
     let checkpoints = paths
@@ -1039,15 +1145,12 @@ fn pass_backend(
     let hash_s = t_hash.elapsed().as_secs_f64();
 
     let t_score = Instant::now();
-    // Created at the first answer: a backend may differentiate with respect to an intermediate
-    // tensor whose shape differs from the input's.
-    let mut acc: Option<(VogAccumulator, Vec<usize>)> = None;
-    let mut acc2: Option<VogAccumulator> = None;
     let mut reducers = panel_reducers(config.scoring.el2n_checkpoint.saturating_sub(1));
     let extra_columns: Vec<String> = reducers.iter().flat_map(|r| r.columns()).collect();
-    let bs = config.backend.batch_size;
-    let mut input = Vec::with_capacity(bs * transform.shape.iter().product::<usize>());
-    let mut logits_per_ckpt: Vec<Vec<f32>> = vec![Vec::new(); k];
+    // Known at the first answer: a backend may differentiate with respect to an intermediate
+    // tensor whose shape differs from the input's.
+    let mut grad_shape: Option<Vec<usize>> = None;
+    let mut spare: Vec<VogAccumulator> = Vec::new();
     let mut batch_classes = 0usize;
     let mut backend_s = 0.0;
     let order: Vec<usize> = match mode {
@@ -1084,219 +1187,258 @@ fn pass_backend(
     }
     progress.start((end - first) as u64, "scoring");
     progress.advance((loop_start - first) as u64);
-    for start in (loop_start..end).step_by(bs) {
-        let rows = bs.min(end - start);
-        input.clear();
-        data.read_rows(start, rows, &mut input)?;
-        transform.apply(&mut input);
-        let row_len = input.len() / rows;
-        if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Input(format!(
-                "{}: example {} holds a non-finite value (element {})",
-                data_path.display(),
-                start + bad / row_len,
-                bad % row_len
-            )));
-        }
-        let mut shape = vec![rows];
-        shape.extend(&transform.shape);
-        let view = TensorView::new(&shape, &input)?;
-        let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
-        let mut fixed: Option<Vec<u32>> = None;
-        if let Some((a, _)) = acc.as_mut() {
-            a.reset(rows);
-        }
-        if let Some(a) = acc2.as_mut() {
-            a.reset(rows);
-        }
-        for &ck in &order {
-            let classes = match mode {
-                LabelMode::True => Classes::Given(true_labels.expect("true mode has labels")),
-                LabelMode::Predicted if ck != k - 1 => {
-                    Classes::Given(fixed.as_deref().expect("set first"))
+    let batches: Vec<(usize, usize)> = (loop_start..end)
+        .step_by(bs)
+        .map(|s| (s, bs.min(end - s)))
+        .collect();
+    let source = &mut data;
+    let transform_ref = &transform;
+    let data_path_ref = &data_path;
+    std::thread::scope(|scope| -> Result<()> {
+        // Reading and decoding run ahead of the backend, a bounded number of batches.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<f32>>>(READ_AHEAD);
+        let to_read = batches.clone();
+        scope.spawn(move || {
+            for (start, rows) in to_read {
+                let batch = read_batch(&mut **source, transform_ref, data_path_ref, start, rows);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return;
                 }
-                _ => Classes::Argmax,
-            };
-            let request = GradRequest {
-                input: view,
-                classes,
-                target: config.scoring.target,
-            };
-            let t_call = Instant::now();
-            let step = models[ck].input_gradients(&request);
-            backend_s += t_call.elapsed().as_secs_f64();
-            let out =
-                step.map_err(|e| step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann))?;
-            out.validate(&request).map_err(|e| match e {
-                // NaN weights or an overflow: a property of the checkpoint and the data.
-                e @ vog_core::Error::NonFinite { .. } => {
-                    step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann)
-                }
-                // Anything else means the backend broke its contract.
-                e => Error::Step {
-                    context: format!(
-                        "{}: backend `{}` returned inconsistent output",
-                        checkpoint_label(ck, k, &paths[ck]),
-                        info.name
-                    ),
-                    source: e,
-                },
-            })?;
-            if batch_classes == 0 {
-                batch_classes = out.num_classes;
-                if let Some(labels) = &ann.labels {
-                    check_label_range(
-                        labels,
-                        out.num_classes,
-                        ann.labels_source.as_deref().unwrap_or(""),
-                        &paths[ck],
-                    )?;
-                }
-            } else if out.num_classes != batch_classes {
-                return Err(Error::Input(format!(
-                    "{} produces {} classes but other checkpoints produce {batch_classes}",
-                    checkpoint_label(ck, k, &paths[ck]),
-                    out.num_classes
-                )));
             }
-            if mode == LabelMode::Predicted && ck == k - 1 {
-                fixed = Some(out.classes.clone());
+        });
+        for chunk in batches.chunks(plan.chunk_batches) {
+            let mut work = Vec::with_capacity(chunk.len());
+            for &(start, rows) in chunk {
+                let input = rx
+                    .recv()
+                    .map_err(|_| Error::Input("the data reader stopped".into()))??;
+                work.push(BatchWork {
+                    start,
+                    rows,
+                    input,
+                    acc: None,
+                    acc2: None,
+                    logits: vec![Vec::new(); k],
+                    fixed: None,
+                });
             }
-            let grad_shape = out
-                .gradient_shape
-                .clone()
-                .unwrap_or_else(|| transform.shape.clone());
-            let (a, shape) = match acc.as_mut() {
-                Some(existing) => existing,
-                None => {
-                    let mut a =
-                        VogAccumulator::new(&grad_shape, &windows, k, config.scoring.channels)?;
-                    a.reset(rows);
-                    if second.is_some() {
-                        acc2 = Some(a.clone());
+            for &ck in &order {
+                let model = models.get(ck)?;
+                for b in work.iter_mut() {
+                    let (start, rows) = (b.start, b.rows);
+                    let mut shape = vec![rows];
+                    shape.extend(&transform_ref.shape);
+                    let view = TensorView::new(&shape, &b.input)?;
+                    let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
+                    let classes = match mode {
+                        LabelMode::True => {
+                            Classes::Given(true_labels.expect("true mode has labels"))
+                        }
+                        LabelMode::Predicted if ck != k - 1 => {
+                            Classes::Given(b.fixed.as_deref().expect("set first"))
+                        }
+                        _ => Classes::Argmax,
+                    };
+                    let request = GradRequest {
+                        input: view,
+                        classes,
+                        target: config.scoring.target,
+                    };
+                    let t_call = Instant::now();
+                    let step = model.input_gradients(&request);
+                    backend_s += t_call.elapsed().as_secs_f64();
+                    let out = step.map_err(|e| {
+                        step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+                    })?;
+                    out.validate(&request).map_err(|e| match e {
+                        // NaN weights or an overflow: a property of the checkpoint and the data.
+                        e @ vog_core::Error::NonFinite { .. } => {
+                            step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+                        }
+                        // Anything else means the backend broke its contract.
+                        e => Error::Step {
+                            context: format!(
+                                "{}: backend `{}` returned inconsistent output",
+                                checkpoint_label(ck, k, &paths[ck]),
+                                info.name
+                            ),
+                            source: e,
+                        },
+                    })?;
+                    if batch_classes == 0 {
+                        batch_classes = out.num_classes;
+                        if let Some(labels) = &ann.labels {
+                            check_label_range(
+                                labels,
+                                out.num_classes,
+                                ann.labels_source.as_deref().unwrap_or(""),
+                                &paths[ck],
+                            )?;
+                        }
+                    } else if out.num_classes != batch_classes {
+                        return Err(Error::Input(format!(
+                            "{} produces {} classes but other checkpoints produce {batch_classes}",
+                            checkpoint_label(ck, k, &paths[ck]),
+                            out.num_classes
+                        )));
                     }
-                    acc.insert((a, grad_shape.clone()))
+                    if mode == LabelMode::Predicted && ck == k - 1 {
+                        b.fixed = Some(out.classes.clone());
+                    }
+                    let this_shape = out
+                        .gradient_shape
+                        .clone()
+                        .unwrap_or_else(|| transform_ref.shape.clone());
+                    let expected = grad_shape.get_or_insert_with(|| this_shape.clone());
+                    if *expected != this_shape {
+                        return Err(Error::Input(format!(
+                            "{}: gradient rows shaped {this_shape:?}, other checkpoints gave {expected:?}",
+                            checkpoint_label(ck, k, &paths[ck])
+                        )));
+                    }
+                    let mut fresh = || -> Result<VogAccumulator> {
+                        let mut a = match spare.pop() {
+                            Some(a) => a,
+                            None => VogAccumulator::new(
+                                &this_shape,
+                                &windows,
+                                k,
+                                config.scoring.channels,
+                            )?,
+                        };
+                        a.reset(rows);
+                        Ok(a)
+                    };
+                    if b.acc.is_none() {
+                        b.acc = Some(fresh()?);
+                        if second.is_some() {
+                            b.acc2 = Some(fresh()?);
+                        }
+                    }
+                    b.acc.as_mut().expect("created").add(ck, &out.gradient)?;
+                    if let (Some(t2), Some(a2)) = (second, b.acc2.as_mut()) {
+                        // Same classes as the first target, so both scores describe the same label.
+                        let request2 = GradRequest {
+                            input: view,
+                            classes: Classes::Given(&out.classes),
+                            target: t2,
+                        };
+                        let t_call = Instant::now();
+                        let step2 = model.input_gradients(&request2);
+                        backend_s += t_call.elapsed().as_secs_f64();
+                        let out2 = step2
+                            .and_then(|o| o.validate(&request2).map(|()| o))
+                            .map_err(|e| {
+                                step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+                            })?;
+                        a2.add(ck, &out2.gradient)?;
+                    }
+                    b.logits[ck] = out.logits;
                 }
-            };
-            if *shape != grad_shape {
-                return Err(Error::Input(format!(
-                    "{}: gradient rows shaped {grad_shape:?}, other checkpoints gave {shape:?}",
-                    checkpoint_label(ck, k, &paths[ck])
-                )));
             }
-            a.add(ck, &out.gradient)?;
-            if let (Some(t2), Some(a2)) = (second, acc2.as_mut()) {
-                // Same classes as the first target, so both scores describe the same label.
-                let request2 = GradRequest {
-                    input: view,
-                    classes: Classes::Given(&out.classes),
-                    target: t2,
+            for b in work {
+                let (start, rows) = (b.start, b.rows);
+                let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
+                let acc = b.acc.expect("every batch has at least one checkpoint");
+                let scores = acc.scores()?;
+                spare.push(acc);
+                let scores2 = match b.acc2 {
+                    Some(a) => {
+                        let s = a.scores()?;
+                        spare.push(a);
+                        Some(s)
+                    }
+                    None => None,
                 };
-                let t_call = Instant::now();
-                let step2 = models[ck].input_gradients(&request2);
-                backend_s += t_call.elapsed().as_secs_f64();
-                let out2 = step2
-                    .and_then(|o| o.validate(&request2).map(|()| o))
-                    .map_err(|e| step_error(e, ck, k, &paths[ck], start, rows, &data_path, &ann))?;
-                a2.add(ck, &out2.gradient)?;
-            }
-            logits_per_ckpt[ck] = out.logits;
-        }
-        let (a, _) = acc
-            .as_ref()
-            .expect("every batch has at least one checkpoint");
-        let scores = a.scores()?;
-        let scores2 = acc2.as_ref().map(|a| a.scores()).transpose()?;
-        let c = batch_classes;
-        let last = &logits_per_ckpt[k - 1];
-        let predicted: Vec<u32> = last
-            .chunks_exact(c)
-            .map(|r| RowOutcome::from_logits(r, 0, None).predicted)
-            .collect();
-        let label_used: Vec<u32> = match mode {
-            LabelMode::True => true_labels.expect("true mode has labels").to_vec(),
-            _ => predicted.clone(),
-        };
-        let mut extra = Vec::new();
-        reducers.iter_mut().for_each(|r| r.begin_batch(rows));
-        let mut trajectories: Vec<Vec<(u32, f64)>> = vec![Vec::with_capacity(k); rows];
-        for (ck, logits) in logits_per_ckpt.iter().enumerate() {
-            let outcomes: Vec<RowOutcome> = logits
-                .chunks_exact(c)
-                .enumerate()
-                .map(|(r, l)| RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r])))
-                .collect();
-            for (t, o) in trajectories.iter_mut().zip(&outcomes) {
-                t.push((o.predicted, o.margin));
-            }
-            let o = CheckpointOutcomes {
-                checkpoint: ck,
-                num_checkpoints: k,
-                logits,
-                num_classes: c,
-                rows: &outcomes,
-            };
-            reducers.iter_mut().for_each(|r| r.observe(&o));
-        }
-        let per_reducer: Vec<Vec<f64>> = reducers
-            .iter_mut()
-            .map(|r| {
-                let mut v = Vec::new();
-                r.finish_batch(&mut v);
-                v
-            })
-            .collect();
-        let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
-        for (r, trajectory) in trajectories.into_iter().enumerate() {
-            extra.clear();
-            for (vals, &w) in per_reducer.iter().zip(&widths) {
-                extra.extend_from_slice(&vals[r * w..(r + 1) * w]);
-            }
-            let row = start + r;
-            sink.push(ExampleScore {
-                row,
-                id: ann.id(row),
-                true_label: true_labels.map(|t| t[r]),
-                label_used: Some(label_used[r]),
-                predicted: Some(predicted[r]),
-                vog: {
-                    let w = windows.len();
-                    let mut v = scores[r * w..(r + 1) * w].to_vec();
-                    if let Some(s2) = &scores2 {
-                        v.extend_from_slice(&s2[r * w..(r + 1) * w]);
+                let c = batch_classes;
+                let predicted: Vec<u32> = b.logits[k - 1]
+                    .chunks_exact(c)
+                    .map(|r| RowOutcome::from_logits(r, 0, None).predicted)
+                    .collect();
+                let label_used: Vec<u32> = match mode {
+                    LabelMode::True => true_labels.expect("true mode has labels").to_vec(),
+                    _ => predicted.clone(),
+                };
+                let mut extra = Vec::new();
+                reducers.iter_mut().for_each(|r| r.begin_batch(rows));
+                let mut trajectories: Vec<Vec<(u32, f64)>> = vec![Vec::with_capacity(k); rows];
+                for (ck, logits) in b.logits.iter().enumerate() {
+                    let outcomes: Vec<RowOutcome> = logits
+                        .chunks_exact(c)
+                        .enumerate()
+                        .map(|(r, l)| {
+                            RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r]))
+                        })
+                        .collect();
+                    for (t, o) in trajectories.iter_mut().zip(&outcomes) {
+                        t.push((o.predicted, o.margin));
                     }
-                    v
-                },
-                vog_norm: Vec::new(),
-                extra: extra.clone(),
-                meta: ann.meta(row),
-                flagged: false,
-                has_map: false,
-                trajectory,
-            })?;
+                    let o = CheckpointOutcomes {
+                        checkpoint: ck,
+                        num_checkpoints: k,
+                        logits,
+                        num_classes: c,
+                        rows: &outcomes,
+                    };
+                    reducers.iter_mut().for_each(|r| r.observe(&o));
+                }
+                let per_reducer: Vec<Vec<f64>> = reducers
+                    .iter_mut()
+                    .map(|r| {
+                        let mut v = Vec::new();
+                        r.finish_batch(&mut v);
+                        v
+                    })
+                    .collect();
+                let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
+                let w = windows.len();
+                for (r, trajectory) in trajectories.into_iter().enumerate() {
+                    extra.clear();
+                    for (vals, &width) in per_reducer.iter().zip(&widths) {
+                        extra.extend_from_slice(&vals[r * width..(r + 1) * width]);
+                    }
+                    let row = start + r;
+                    let mut vog = scores[r * w..(r + 1) * w].to_vec();
+                    if let Some(s2) = &scores2 {
+                        vog.extend_from_slice(&s2[r * w..(r + 1) * w]);
+                    }
+                    sink.push(ExampleScore {
+                        row,
+                        id: ann.id(row),
+                        true_label: true_labels.map(|t| t[r]),
+                        label_used: Some(label_used[r]),
+                        predicted: Some(predicted[r]),
+                        vog,
+                        vog_norm: Vec::new(),
+                        extra: extra.clone(),
+                        meta: ann.meta(row),
+                        flagged: false,
+                        has_map: false,
+                        trajectory,
+                    })?;
+                }
+                sink.commit(
+                    &SpillProgress {
+                        next: start + rows,
+                        backend_s,
+                        classes: batch_classes,
+                        grad_shape: grad_shape.clone().unwrap_or_default(),
+                    },
+                    false,
+                )?;
+                progress.advance(rows as u64);
+            }
         }
-        let shape = acc.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
-        sink.commit(
-            &SpillProgress {
-                next: start + rows,
-                backend_s,
-                classes: batch_classes,
-                grad_shape: shape,
-            },
-            false,
-        )?;
-        progress.advance(rows as u64);
-    }
-    let shape = acc
-        .as_ref()
-        .map(|(_, s)| s.clone())
-        .unwrap_or_else(|| resumed_shape.clone());
+        Ok(())
+    })?;
+    let grad_shape = grad_shape.unwrap_or(resumed_shape);
     sink.commit(
         &SpillProgress {
             next: end,
             backend_s,
             classes: batch_classes,
-            grad_shape: shape,
+            grad_shape: grad_shape.clone(),
         },
         true,
     )?;
@@ -1306,6 +1448,7 @@ fn pass_backend(
         hash_s,
         score_s: t_score.elapsed().as_secs_f64(),
         backend_s,
+        reload_s: models.reload_s,
     };
     let summary = DataSummary {
         path: Some(std::path::absolute(&data_path).unwrap_or(data_path)),
@@ -1323,17 +1466,18 @@ fn pass_backend(
         second_target: second,
         el2n_checkpoint: Some(config.scoring.el2n_checkpoint.min(k)),
         channels: config.scoring.channels,
-        vog_map_shape: config.scoring.channels.reduced_shape(acc.as_ref().map_or(
-            if resumed_shape.is_empty() {
+        vog_map_shape: config
+            .scoring
+            .channels
+            .reduced_shape(if grad_shape.is_empty() {
                 &transform.shape
             } else {
-                &resumed_shape
-            },
-            |(_, s)| s,
-        )),
+                &grad_shape
+            }),
         windows: all_windows,
         num_classes: Some(batch_classes),
         batch_size: bs,
+        work_order: Some(plan.summary()),
     };
     Ok(Pass {
         run: Run {
@@ -1462,7 +1606,11 @@ fn natural_file_cmp(a: &Path, b: &Path) -> std::cmp::Ordering {
     vog_core::natural_cmp(&name(a), &name(b))
 }
 
-fn pass_stored(config: &Config, progress: &dyn Progress, sink: &mut dyn Sink) -> Result<Pass> {
+fn pass_stored(
+    config: &Config,
+    progress: &dyn Progress,
+    sink: &mut dyn Sink,
+) -> Result<Pass<'static>> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
     let dirs = discover::resolve(
@@ -1561,8 +1709,11 @@ fn pass_stored(config: &Config, progress: &dyn Progress, sink: &mut dyn Sink) ->
     let hash_s = t_hash.elapsed().as_secs_f64();
 
     let t_score = Instant::now();
-    let bs = config.backend.batch_size;
     let row_len: usize = shape.iter().product();
+    let bs = config
+        .backend
+        .batch_size
+        .unwrap_or_else(|| crate::plan::auto_batch(row_len));
     let mut acc = VogAccumulator::new(&shape, &windows, k, config.scoring.channels)?;
     let mut buf = Vec::with_capacity(bs * row_len);
     let mut loop_start = 0;
@@ -1664,6 +1815,7 @@ fn pass_stored(config: &Config, progress: &dyn Progress, sink: &mut dyn Sink) ->
         hash_s,
         score_s: t_score.elapsed().as_secs_f64(),
         backend_s: 0.0,
+        reload_s: 0.0,
     };
     let data = DataSummary {
         path: None,
@@ -1685,6 +1837,7 @@ fn pass_stored(config: &Config, progress: &dyn Progress, sink: &mut dyn Sink) ->
         windows,
         num_classes: None,
         batch_size: bs,
+        work_order: None,
     };
     Ok(Pass {
         run: Run {
