@@ -252,14 +252,19 @@ pub fn score(
     let pass = run_pass(config, backend, progress, &mut sink)?;
     let mut tally = Tally::default();
     sink.examples.iter().for_each(|e| tally.observe(e));
-    let decided = decide(config, pass, &tally, || Ok(sink.examples.iter().map(Ok)))?;
+    let mut decided = decide(config, pass, &tally, || Ok(sink.examples.iter().map(Ok)))?;
+    let mut maps = Vec::new();
+    decided.maps(config, |m| {
+        maps.push(m);
+        Ok(())
+    })?;
     let mut examples = sink.examples;
     examples.iter_mut().for_each(|e| decided.finish_row(e));
     Ok(RunResult {
         windows: decided.windows,
         extra_columns: decided.extra_columns,
         examples,
-        maps: decided.maps,
+        maps,
         manifest: decided.manifest,
     })
 }
@@ -355,7 +360,9 @@ fn stream_to_dir(
         }
         progress.finish();
         rows.finish()?;
-        crate::output::write_maps(tmp, &decided.maps)?;
+        // Maps go to disk one at a time as they are computed.
+        let mut maps = crate::output::MapWriter::new(tmp);
+        decided.maps(config, |m| maps.write(&m))?;
         crate::output::write_manifest(tmp, &decided.manifest)
     })?;
     best.sort_by(by_rank);
@@ -559,6 +566,7 @@ fn read_batch(
 /// What the maps pass reads gradients from: the pass's models and data, or stored gradients.
 enum MapInputs<'a> {
     Backend {
+        plan: WorkPlan,
         models: Models<'a>,
         data: Box<dyn vog_data::ExampleSource>,
         transform: InputTransform,
@@ -566,20 +574,40 @@ enum MapInputs<'a> {
     },
     Stored {
         sources: Vec<Stored>,
+        batch: usize,
     },
 }
 
 /// Everything decided once the pass is over.
-struct Decided {
+struct Decided<'a> {
     windows: Vec<Window>,
     extra_columns: Vec<String>,
     stats: Vec<ClassStats>,
     selection: Selection,
-    maps: Vec<ExampleMap>,
     manifest: Manifest,
+    inputs: MapInputs<'a>,
+    mode: LabelMode,
+    flag_window: usize,
 }
 
-impl Decided {
+impl Decided<'_> {
+    /// Computes the kept maps, handing each to `each` as it is finished.
+    fn maps(&mut self, config: &Config, each: impl FnMut(ExampleMap) -> Result<()>) -> Result<()> {
+        if self.selection.map_rows.is_empty() {
+            return Ok(());
+        }
+        compute_maps(
+            &mut self.inputs,
+            &self.windows,
+            self.manifest.checkpoints.len(),
+            &self.selection,
+            self.flag_window,
+            self.mode,
+            config,
+            each,
+        )
+    }
+
     /// Fills in an example's normalized scores, flag and map mark.
     fn finish_row(&self, e: &mut ExampleScore) {
         e.vog_norm = match e.label_used {
@@ -597,12 +625,12 @@ impl Decided {
 
 /// Class statistics, flags, maps and the manifest of a finished pass; `rows` reads its examples
 /// again (only when the flag policy needs them).
-fn decide<I, E>(
+fn decide<'a, I, E>(
     config: &Config,
-    pass: Pass<'_>,
+    pass: Pass<'a>,
     tally: &Tally,
     rows: impl FnOnce() -> Result<I>,
-) -> Result<Decided>
+) -> Result<Decided<'a>>
 where
     I: Iterator<Item = Result<E>>,
     E: std::borrow::Borrow<ExampleScore>,
@@ -611,7 +639,7 @@ where
         run,
         extra_columns,
         mut warnings,
-        mut inputs,
+        inputs,
         mode,
     } = pass;
     let windows = run.scoring.windows.clone();
@@ -652,19 +680,6 @@ where
     } else {
         Selection::none()
     };
-    let maps = if selection.map_rows.is_empty() {
-        Vec::new()
-    } else {
-        compute_maps(
-            &mut inputs,
-            &windows,
-            run.checkpoints.len(),
-            &selection,
-            flag_window.unwrap_or(0),
-            mode,
-            config,
-        )?
-    };
     let manifest = Manifest {
         tool: tool_info(),
         created_utc: vog_core::now_rfc3339(),
@@ -677,7 +692,7 @@ where
         scoring: run.scoring,
         classes,
         flagged: selection.flagged,
-        maps: maps.len(),
+        maps: selection.map_rows.len(),
         warnings,
         timings: run.timings,
     };
@@ -686,8 +701,10 @@ where
         extra_columns,
         stats,
         selection,
-        maps,
         manifest,
+        inputs,
+        mode,
+        flag_window: flag_window.unwrap_or(0),
     })
 }
 
@@ -702,9 +719,44 @@ fn compute_maps(
     flag_window: usize,
     mode: LabelMode,
     config: &Config,
-) -> Result<Vec<ExampleMap>> {
-    let rows = &selection.map_rows;
-    let bs = config.backend.batch_size.unwrap_or(64).max(1);
+    mut each: impl FnMut(ExampleMap) -> Result<()>,
+) -> Result<()> {
+    let (bs, per_group) = match inputs {
+        MapInputs::Backend { plan, .. } => (plan.batch, plan.chunk_batches),
+        MapInputs::Stored { batch, .. } => (*batch, 1),
+    };
+    // Groups as large as the pass's chunks: memory stays within the plan, and each checkpoint
+    // is loaded once per group when they are not all resident.
+    for group in selection.map_rows.chunks(bs * per_group) {
+        maps_of_group(
+            inputs,
+            windows,
+            k,
+            selection,
+            group,
+            bs,
+            flag_window,
+            mode,
+            config,
+            &mut each,
+        )?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn maps_of_group(
+    inputs: &mut MapInputs<'_>,
+    windows: &[Window],
+    k: usize,
+    selection: &Selection,
+    rows: &[usize],
+    bs: usize,
+    flag_window: usize,
+    mode: LabelMode,
+    config: &Config,
+    each: &mut impl FnMut(ExampleMap) -> Result<()>,
+) -> Result<()> {
     let chunks: Vec<&[usize]> = rows.chunks(bs).collect();
     let mut accs: Vec<Option<(VogAccumulator, Vec<usize>)>> = chunks.iter().map(|_| None).collect();
     let mut lasts: Vec<Vec<f32>> = vec![Vec::new(); chunks.len()];
@@ -716,6 +768,7 @@ fn compute_maps(
                     data,
                     transform,
                     paths,
+                    ..
                 } => {
                     let mut input = Vec::new();
                     for &r in *chunk {
@@ -756,7 +809,7 @@ fn compute_maps(
                         .unwrap_or_else(|| transform.shape.clone());
                     (out.gradient, gs)
                 }
-                MapInputs::Stored { sources } => {
+                MapInputs::Stored { sources, .. } => {
                     let mut buf = Vec::new();
                     let mut shape = Vec::new();
                     for &r in *chunk {
@@ -790,13 +843,12 @@ fn compute_maps(
             }
         }
     }
-    let mut out = Vec::with_capacity(rows.len());
     for ((chunk, acc), last) in chunks.iter().zip(accs).zip(lasts) {
         let (a, grad_shape) = acc.expect("at least two checkpoints");
         let row_len: usize = grad_shape.iter().product();
         let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
         for (i, &r) in chunk.iter().enumerate() {
-            out.push(ExampleMap {
+            each(ExampleMap {
                 row: r,
                 vog_map: a
                     .vog_map(i, flag_window)?
@@ -806,10 +858,10 @@ fn compute_maps(
                 vog_map_shape: map_shape.clone(),
                 gradient: last[i * row_len..(i + 1) * row_len].to_vec(),
                 gradient_shape: grad_shape.clone(),
-            });
+            })?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Labels, ids and metadata of the examples, loaded and checked against each other. Ids that are
@@ -1491,6 +1543,7 @@ fn pass_backend<'a>(
         extra_columns,
         warnings,
         inputs: MapInputs::Backend {
+            plan,
             models,
             data,
             transform,
@@ -1850,7 +1903,7 @@ fn pass_stored(
         },
         extra_columns: Vec::new(),
         warnings,
-        inputs: MapInputs::Stored { sources },
+        inputs: MapInputs::Stored { sources, batch: bs },
         mode: LabelMode::True,
     })
 }

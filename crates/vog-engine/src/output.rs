@@ -47,24 +47,41 @@ pub fn write_results(result: &RunResult, out: &OutputConfig) -> Result<PathBuf> 
 
 /// Writes `maps/ROW.vog.npy` and `maps/ROW.grad.npy` of each kept map into `dir`.
 pub(crate) fn write_maps(dir: &Path, maps: &[ExampleMap]) -> Result<()> {
-    if maps.is_empty() {
-        return Ok(());
+    let mut w = MapWriter::new(dir);
+    maps.iter().try_for_each(|m| w.write(m))
+}
+
+/// Writes maps into `DIR/maps/` one at a time (the directory is created with the first).
+pub(crate) struct MapWriter {
+    dir: PathBuf,
+    created: bool,
+}
+
+impl MapWriter {
+    pub fn new(dir: &Path) -> Self {
+        MapWriter {
+            dir: dir.join("maps"),
+            created: false,
+        }
     }
-    let maps_dir = dir.join("maps");
-    std::fs::create_dir(&maps_dir).map_err(|e| Error::io(&maps_dir, e))?;
-    for m in maps {
+
+    pub fn write(&mut self, m: &ExampleMap) -> Result<()> {
+        if !self.created {
+            std::fs::create_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            self.created = true;
+        }
         vog_data::write_npy_f32(
-            &maps_dir.join(format!("{}.vog.npy", m.row)),
+            &self.dir.join(format!("{}.vog.npy", m.row)),
             &m.vog_map_shape,
             &m.vog_map,
         )?;
         vog_data::write_npy_f32(
-            &maps_dir.join(format!("{}.grad.npy", m.row)),
+            &self.dir.join(format!("{}.grad.npy", m.row)),
             &m.gradient_shape,
             &m.gradient,
         )?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Writes `run.json` into `dir`.
