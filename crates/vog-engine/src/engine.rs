@@ -564,6 +564,7 @@ fn read_batch(
 }
 
 /// What the maps pass reads gradients from: the pass's models and data, or stored gradients.
+#[allow(clippy::large_enum_variant)] // one per run
 enum MapInputs<'a> {
     Backend {
         plan: WorkPlan,
@@ -711,6 +712,7 @@ where
 /// Second, bounded pass over the examples that keep maps: the per-element VoG map of the flag
 /// window and the last checkpoint's gradient (the main pass keeps neither, to stay flat in memory).
 /// Checkpoints are the outer loop, so each is loaded once even in the chunked work order.
+#[allow(clippy::too_many_arguments)]
 fn compute_maps(
     inputs: &mut MapInputs<'_>,
     windows: &[Window],
