@@ -36,6 +36,7 @@
 
 mod backend;
 mod error;
+mod kernels;
 mod normalize;
 mod reduce;
 mod sort;

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, Window};
+use crate::{kernels, Error, Result, Window};
 
 /// How colour (multi-channel) gradients are reduced before the variance is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -219,13 +219,12 @@ impl VogAccumulator {
         self.window_segments.len()
     }
 
-    /// Starts a new batch of `rows` examples, reusing the buffers.
+    /// Starts a new batch of `rows` examples, reusing the buffers (a segment's first checkpoint
+    /// overwrites them, so they need no clearing).
     pub fn reset(&mut self, rows: usize) {
         self.rows = rows;
         let n = self.num_segments * rows * self.elems;
-        self.mean.clear();
         self.mean.resize(n, 0.0);
-        self.m2.clear();
         self.m2.resize(n, 0.0);
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.seen.iter_mut().for_each(|s| *s = false);
@@ -256,25 +255,27 @@ impl VogAccumulator {
         self.seen[checkpoint] = true;
         let seg = self.segment_of[checkpoint];
         self.counts[seg] += 1;
-        let n = self.counts[seg] as f64;
+        let first = self.counts[seg] == 1;
+        let inv = 1.0 / self.counts[seg] as f64;
         let base = seg * self.rows * self.elems;
-        for row in 0..self.rows {
-            let g = &gradient[row * self.row_len..(row + 1) * self.row_len];
-            let at = base + row * self.elems;
-            let mean = &mut self.mean[at..at + self.elems];
-            let m2 = &mut self.m2[at..at + self.elems];
+        let n = self.rows * self.elems;
+        let (means, m2s) = (&mut self.mean[base..base + n], &mut self.m2[base..base + n]);
+        for ((g, mean), m2) in gradient
+            .chunks_exact(self.row_len)
+            .zip(means.chunks_exact_mut(self.elems))
+            .zip(m2s.chunks_exact_mut(self.elems))
+        {
             match self.channels {
-                None => welford(mean, m2, g.iter().map(|&v| f64::from(v)), n),
-                Some((c, hw)) => {
+                None if first => kernels::first_f32(mean, m2, g),
+                None => kernels::update_f32(mean, m2, g, inv),
+                Some((c, _)) => {
                     let acc = &mut self.scratch;
-                    acc.iter_mut().for_each(|a| *a = 0.0);
-                    for ch in g.chunks_exact(hw).take(c) {
-                        for (a, &v) in acc.iter_mut().zip(ch) {
-                            *a += f64::from(v);
-                        }
+                    kernels::channel_mean(acc, g, c, 1.0 / c as f64);
+                    if first {
+                        kernels::first_f64(mean, m2, acc);
+                    } else {
+                        kernels::update_f64(mean, m2, acc, inv);
                     }
-                    let inv = 1.0 / c as f64;
-                    welford(mean, m2, acc.iter().map(|&a| a * inv), n);
                 }
             }
         }
@@ -290,18 +291,26 @@ impl VogAccumulator {
         }
     }
 
-    fn window_moments(&self, window: usize, row: usize, elem: usize) -> Moments {
-        self.window_segments[window]
-            .iter()
-            .map(|&seg| {
-                let i = (seg * self.rows + row) * self.elems + elem;
-                Moments {
-                    count: self.counts[seg],
-                    mean: self.mean[i],
-                    m2: self.m2[i],
-                }
-            })
-            .fold(Moments::default(), Moments::merge)
+    /// The running statistics of one example over a window's checkpoints, merged from its
+    /// segments into `mean` and `m2`; returns 1 / (checkpoints in the window).
+    fn window_stats(&self, window: usize, row: usize, mean: &mut [f64], m2: &mut [f64]) -> f64 {
+        let e = self.elems;
+        let mut count = 0u64;
+        for (i, &seg) in self.window_segments[window].iter().enumerate() {
+            let at = (seg * self.rows + row) * e;
+            let (mb, sb) = (&self.mean[at..at + e], &self.m2[at..at + e]);
+            let nb = self.counts[seg];
+            if i == 0 {
+                mean.copy_from_slice(mb);
+                m2.copy_from_slice(sb);
+            } else {
+                let (na, nbf) = (count as f64, nb as f64);
+                let n = na + nbf;
+                kernels::merge(mean, m2, mb, sb, nbf / n, na * nbf / n);
+            }
+            count += nb;
+        }
+        1.0 / count as f64
     }
 
     /// VoG of every example in every window, row-major `[row][window]`: the mean over elements of
@@ -309,24 +318,26 @@ impl VogAccumulator {
     pub fn scores(&self) -> Result<Vec<f64>> {
         self.check_complete()?;
         let w = self.num_windows();
+        let e = self.elems;
         let mut out = vec![0.0; self.rows * w];
+        let (mut mean, mut m2) = (vec![0.0; e], vec![0.0; e]);
         for win in 0..w {
-            let single = self.window_segments[win].len() == 1;
+            let single = match self.window_segments[win][..] {
+                [seg] => Some(seg),
+                _ => None,
+            };
             for row in 0..self.rows {
-                let sum: f64 = if single {
-                    let seg = self.window_segments[win][0];
-                    let n = self.counts[seg] as f64;
-                    let at = (seg * self.rows + row) * self.elems;
-                    self.m2[at..at + self.elems]
-                        .iter()
-                        .map(|m2| (m2 / n).max(0.0).sqrt())
-                        .sum()
-                } else {
-                    (0..self.elems)
-                        .map(|e| self.window_moments(win, row, e).std())
-                        .sum()
+                let sum = match single {
+                    Some(seg) => {
+                        let at = (seg * self.rows + row) * e;
+                        kernels::sum_std(&self.m2[at..at + e], 1.0 / self.counts[seg] as f64)
+                    }
+                    None => {
+                        let inv = self.window_stats(win, row, &mut mean, &mut m2);
+                        kernels::sum_std(&m2, inv)
+                    }
                 };
-                out[row * w + win] = sum / self.elems as f64;
+                out[row * w + win] = sum / e as f64;
             }
         }
         Ok(out)
@@ -341,19 +352,9 @@ impl VogAccumulator {
                 "no row {row} / window {window} in this batch"
             )));
         }
-        Ok((0..self.elems)
-            .map(|e| self.window_moments(window, row, e).std())
-            .collect())
-    }
-}
-
-#[inline]
-fn welford(mean: &mut [f64], m2: &mut [f64], values: impl Iterator<Item = f64>, n: f64) {
-    let inv = 1.0 / n;
-    for ((m, s), x) in mean.iter_mut().zip(m2.iter_mut()).zip(values) {
-        let delta = x - *m;
-        *m += delta * inv;
-        *s += delta * (x - *m);
+        let (mut mean, mut m2) = (vec![0.0; self.elems], vec![0.0; self.elems]);
+        let inv = self.window_stats(window, row, &mut mean, &mut m2);
+        Ok(m2.iter().map(|&s| (s * inv).max(0.0).sqrt()).collect())
     }
 }
 
