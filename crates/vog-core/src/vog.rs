@@ -119,6 +119,7 @@ impl Moments {
 /// ```
 #[derive(Debug, Clone)]
 pub struct VogAccumulator {
+    row_shape: Vec<usize>,
     row_len: usize,
     channels: Option<(usize, usize)>,
     elems: usize,
@@ -187,6 +188,7 @@ impl VogAccumulator {
         let channels = reduce.plan(row_shape);
         let elems = channels.map_or(row_len, |(_, hw)| hw);
         Ok(VogAccumulator {
+            row_shape: row_shape.to_vec(),
             row_len,
             channels,
             elems,
@@ -206,6 +208,11 @@ impl VogAccumulator {
     /// Number of elements per example after channel reduction (the VoG map size).
     pub fn elements(&self) -> usize {
         self.elems
+    }
+
+    /// The shape of one gradient row this accumulator takes.
+    pub fn row_shape(&self) -> &[usize] {
+        &self.row_shape
     }
 
     /// Bytes of running statistics one example takes (mean and sum of squares, `f64`, per

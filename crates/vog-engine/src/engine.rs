@@ -4,7 +4,7 @@
 //! statistics, then dropped) and one set of logits (kept for the batch only, then handed to the
 //! reducers in training order). Memory is bounded by the batch, whatever the dataset size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -527,16 +527,120 @@ impl<'a> Models<'a> {
     }
 }
 
-/// One batch in flight: its input, running statistics and logits until every checkpoint has
-/// answered.
+/// One batch in flight: its input and logits until every checkpoint has answered (its running
+/// statistics live in the statistics worker, under `slot`).
 struct BatchWork {
+    slot: u64,
     start: usize,
     rows: usize,
     input: Vec<f32>,
-    acc: Option<VogAccumulator>,
-    acc2: Option<VogAccumulator>,
+    started: bool,
     logits: Vec<Vec<f32>>,
     fixed: Option<Vec<u32>>,
+}
+
+/// Work for the statistics worker.
+enum AccJob {
+    /// A batch's first gradient is coming: rows, gradient row shape, and whether a second
+    /// target's gradients come too.
+    Start {
+        slot: u64,
+        rows: usize,
+        shape: Vec<usize>,
+        second: bool,
+    },
+    /// One checkpoint's gradients of a batch (and of the second target).
+    Add {
+        slot: u64,
+        checkpoint: usize,
+        gradient: Vec<f32>,
+        second: Option<Vec<f32>>,
+    },
+    /// Every checkpoint has answered: send the batch's scores.
+    Finish { slot: u64 },
+}
+
+/// VoG per row and window of one batch, and of the second target.
+struct BatchScores {
+    scores: Vec<f64>,
+    second: Option<Vec<f64>>,
+}
+
+/// The statistics worker: folds gradients into per-batch accumulators while the scoring loop
+/// calls the backend again, and answers each `Finish` (in order) with the batch's scores.
+fn accumulate(
+    jobs: std::sync::mpsc::Receiver<AccJob>,
+    results: std::sync::mpsc::Sender<Result<BatchScores>>,
+    windows: &[Window],
+    k: usize,
+    channels: vog_core::ChannelReduce,
+) {
+    let mut live: HashMap<u64, (VogAccumulator, Option<VogAccumulator>)> = HashMap::new();
+    let mut spare: Vec<VogAccumulator> = Vec::new();
+    let mut run = |job: AccJob| -> Result<Option<BatchScores>> {
+        match job {
+            AccJob::Start {
+                slot,
+                rows,
+                shape,
+                second,
+            } => {
+                let mut fresh = || -> Result<VogAccumulator> {
+                    let mut a = match spare.pop() {
+                        Some(a) if a.row_shape() == shape.as_slice() => a,
+                        _ => VogAccumulator::new(&shape, windows, k, channels)?,
+                    };
+                    a.reset(rows);
+                    Ok(a)
+                };
+                let first = fresh()?;
+                let second = if second { Some(fresh()?) } else { None };
+                live.insert(slot, (first, second));
+                Ok(None)
+            }
+            AccJob::Add {
+                slot,
+                checkpoint,
+                gradient,
+                second,
+            } => {
+                let (a, a2) = live.get_mut(&slot).expect("started");
+                a.add(checkpoint, &gradient)?;
+                if let (Some(a2), Some(g2)) = (a2.as_mut(), second) {
+                    a2.add(checkpoint, &g2)?;
+                }
+                Ok(None)
+            }
+            AccJob::Finish { slot } => {
+                let (a, a2) = live.remove(&slot).expect("started");
+                let scores = a.scores()?;
+                spare.push(a);
+                let second = match a2 {
+                    Some(a2) => {
+                        let s = a2.scores()?;
+                        spare.push(a2);
+                        Some(s)
+                    }
+                    None => None,
+                };
+                Ok(Some(BatchScores { scores, second }))
+            }
+        }
+    };
+    for job in jobs {
+        match run(job) {
+            Ok(None) => {}
+            Ok(Some(scores)) => {
+                if results.send(Ok(scores)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = results.send(Err(e));
+                return;
+            }
+        }
+    }
 }
 
 /// Reads examples `start..start + rows`, applies the input transform and refuses non-finite
@@ -1204,7 +1308,6 @@ fn pass_backend<'a>(
     // Known at the first answer: a backend may differentiate with respect to an intermediate
     // tensor whose shape differs from the input's.
     let mut grad_shape: Option<Vec<usize>> = None;
-    let mut spare: Vec<VogAccumulator> = Vec::new();
     let mut batch_classes = 0usize;
     let mut backend_s = 0.0;
     let order: Vec<usize> = match mode {
@@ -1261,150 +1364,178 @@ fn pass_backend<'a>(
                 }
             }
         });
-        for chunk in batches.chunks(plan.chunk_batches) {
-            let mut work = Vec::with_capacity(chunk.len());
-            for &(start, rows) in chunk {
-                let input = rx
-                    .recv()
-                    .map_err(|_| Error::Input("the data reader stopped".into()))??;
-                work.push(BatchWork {
-                    start,
-                    rows,
-                    input,
-                    acc: None,
-                    acc2: None,
-                    logits: vec![Vec::new(); k],
-                    fixed: None,
-                });
-            }
-            for &ck in &order {
-                let model = models.get(ck)?;
-                for b in work.iter_mut() {
-                    let (start, rows) = (b.start, b.rows);
-                    let mut shape = vec![rows];
-                    shape.extend(&transform_ref.shape);
-                    let view = TensorView::new(&shape, &b.input)?;
-                    let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
-                    let classes = match mode {
-                        LabelMode::True => {
-                            Classes::Given(true_labels.expect("true mode has labels"))
-                        }
-                        LabelMode::Predicted if ck != k - 1 => {
-                            Classes::Given(b.fixed.as_deref().expect("set first"))
-                        }
-                        _ => Classes::Argmax,
-                    };
-                    let request = GradRequest {
-                        input: view,
-                        classes,
-                        target: config.scoring.target,
-                    };
-                    let t_call = Instant::now();
-                    let step = model.input_gradients(&request);
-                    backend_s += t_call.elapsed().as_secs_f64();
-                    let out = step.map_err(|e| {
-                        step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
-                    })?;
-                    out.validate(&request).map_err(|e| match e {
-                        // NaN weights or an overflow: a property of the checkpoint and the data.
-                        e @ vog_core::Error::NonFinite { .. } => {
-                            step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
-                        }
-                        // Anything else means the backend broke its contract.
-                        e => Error::Step {
-                            context: format!(
-                                "{}: backend `{}` returned inconsistent output",
-                                checkpoint_label(ck, k, &paths[ck]),
-                                info.name
-                            ),
-                            source: e,
-                        },
-                    })?;
-                    if batch_classes == 0 {
-                        batch_classes = out.num_classes;
-                        if let Some(labels) = &ann.labels {
-                            check_label_range(
-                                labels,
-                                out.num_classes,
-                                ann.labels_source.as_deref().unwrap_or(""),
-                                &paths[ck],
-                            )?;
-                        }
-                    } else if out.num_classes != batch_classes {
-                        return Err(Error::Input(format!(
-                            "{} produces {} classes but other checkpoints produce {batch_classes}",
-                            checkpoint_label(ck, k, &paths[ck]),
-                            out.num_classes
-                        )));
-                    }
-                    if mode == LabelMode::Predicted && ck == k - 1 {
-                        b.fixed = Some(out.classes.clone());
-                    }
-                    let this_shape = out
-                        .gradient_shape
-                        .clone()
-                        .unwrap_or_else(|| transform_ref.shape.clone());
-                    let expected = grad_shape.get_or_insert_with(|| this_shape.clone());
-                    if *expected != this_shape {
-                        return Err(Error::Input(format!(
-                            "{}: gradient rows shaped {this_shape:?}, other checkpoints gave {expected:?}",
-                            checkpoint_label(ck, k, &paths[ck])
-                        )));
-                    }
-                    let mut fresh = || -> Result<VogAccumulator> {
-                        let mut a = match spare.pop() {
-                            Some(a) => a,
-                            None => VogAccumulator::new(
-                                &this_shape,
-                                &windows,
-                                k,
-                                config.scoring.channels,
-                            )?,
+        // Folding gradients into the running statistics overlaps the next backend call.
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<AccJob>(2 * k);
+        let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
+        let (acc_windows, channels) = (&windows, config.scoring.channels);
+        scope.spawn(move || accumulate(job_rx, res_tx, acc_windows, k, channels));
+        let send = |job: AccJob| -> Result<()> {
+            jobs.send(job).map_err(|_| {
+                // The worker stopped: it said why.
+                match results.try_iter().find_map(|r| r.err()) {
+                    Some(e) => e,
+                    None => Error::Input("the statistics worker stopped".into()),
+                }
+            })
+        };
+        let mut pending: Vec<BatchWork> = Vec::new();
+        let mut next_slot = 0u64;
+        for chunk in batches
+            .chunks(plan.chunk_batches)
+            .map(Some)
+            .chain(std::iter::once(None))
+        {
+            let mut work = Vec::new();
+            if let Some(chunk) = chunk {
+                for &(start, rows) in chunk {
+                    let input = rx
+                        .recv()
+                        .map_err(|_| Error::Input("the data reader stopped".into()))??;
+                    work.push(BatchWork {
+                        slot: next_slot,
+                        start,
+                        rows,
+                        input,
+                        started: false,
+                        logits: vec![Vec::new(); k],
+                        fixed: None,
+                    });
+                    next_slot += 1;
+                }
+                for &ck in &order {
+                    let model = models.get(ck)?;
+                    for b in work.iter_mut() {
+                        let (start, rows) = (b.start, b.rows);
+                        let mut shape = vec![rows];
+                        shape.extend(&transform_ref.shape);
+                        let view = TensorView::new(&shape, &b.input)?;
+                        let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
+                        let classes = match mode {
+                            LabelMode::True => {
+                                Classes::Given(true_labels.expect("true mode has labels"))
+                            }
+                            LabelMode::Predicted if ck != k - 1 => {
+                                Classes::Given(b.fixed.as_deref().expect("set first"))
+                            }
+                            _ => Classes::Argmax,
                         };
-                        a.reset(rows);
-                        Ok(a)
-                    };
-                    if b.acc.is_none() {
-                        b.acc = Some(fresh()?);
-                        if second.is_some() {
-                            b.acc2 = Some(fresh()?);
-                        }
-                    }
-                    b.acc.as_mut().expect("created").add(ck, &out.gradient)?;
-                    if let (Some(t2), Some(a2)) = (second, b.acc2.as_mut()) {
-                        // Same classes as the first target, so both scores describe the same label.
-                        let request2 = GradRequest {
+                        let request = GradRequest {
                             input: view,
-                            classes: Classes::Given(&out.classes),
-                            target: t2,
+                            classes,
+                            target: config.scoring.target,
                         };
                         let t_call = Instant::now();
-                        let step2 = model.input_gradients(&request2);
+                        let step = model.input_gradients(&request);
                         backend_s += t_call.elapsed().as_secs_f64();
-                        let out2 = step2
-                            .and_then(|o| o.validate(&request2).map(|()| o))
-                            .map_err(|e| {
+                        let out = step.map_err(|e| {
+                            step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+                        })?;
+                        out.validate(&request).map_err(|e| match e {
+                            // NaN weights or an overflow: a property of the checkpoint and the data.
+                            e @ vog_core::Error::NonFinite { .. } => {
                                 step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+                            }
+                            // Anything else means the backend broke its contract.
+                            e => Error::Step {
+                                context: format!(
+                                    "{}: backend `{}` returned inconsistent output",
+                                    checkpoint_label(ck, k, &paths[ck]),
+                                    info.name
+                                ),
+                                source: e,
+                            },
+                        })?;
+                        if batch_classes == 0 {
+                            batch_classes = out.num_classes;
+                            if let Some(labels) = &ann.labels {
+                                check_label_range(
+                                    labels,
+                                    out.num_classes,
+                                    ann.labels_source.as_deref().unwrap_or(""),
+                                    &paths[ck],
+                                )?;
+                            }
+                        } else if out.num_classes != batch_classes {
+                            return Err(Error::Input(format!(
+                                "{} produces {} classes but other checkpoints produce {batch_classes}",
+                                checkpoint_label(ck, k, &paths[ck]),
+                                out.num_classes
+                            )));
+                        }
+                        if mode == LabelMode::Predicted && ck == k - 1 {
+                            b.fixed = Some(out.classes.clone());
+                        }
+                        let this_shape = out
+                            .gradient_shape
+                            .clone()
+                            .unwrap_or_else(|| transform_ref.shape.clone());
+                        let expected = grad_shape.get_or_insert_with(|| this_shape.clone());
+                        if *expected != this_shape {
+                            return Err(Error::Input(format!(
+                                "{}: gradient rows shaped {this_shape:?}, other checkpoints gave {expected:?}",
+                                checkpoint_label(ck, k, &paths[ck])
+                            )));
+                        }
+                        if !b.started {
+                            send(AccJob::Start {
+                                slot: b.slot,
+                                rows,
+                                shape: this_shape,
+                                second: second.is_some(),
                             })?;
-                        a2.add(ck, &out2.gradient)?;
+                            b.started = true;
+                        }
+                        let mut second_gradient = None;
+                        if let Some(t2) = second {
+                            // Same classes as the first target, so both scores describe the same
+                            // label.
+                            let request2 = GradRequest {
+                                input: view,
+                                classes: Classes::Given(&out.classes),
+                                target: t2,
+                            };
+                            let t_call = Instant::now();
+                            let step2 = model.input_gradients(&request2);
+                            backend_s += t_call.elapsed().as_secs_f64();
+                            let out2 = step2
+                                .and_then(|o| o.validate(&request2).map(|()| o))
+                                .map_err(|e| {
+                                    step_error(
+                                        e,
+                                        ck,
+                                        k,
+                                        &paths[ck],
+                                        start,
+                                        rows,
+                                        data_path_ref,
+                                        &ann,
+                                    )
+                                })?;
+                            second_gradient = Some(out2.gradient);
+                        }
+                        send(AccJob::Add {
+                            slot: b.slot,
+                            checkpoint: ck,
+                            gradient: out.gradient,
+                            second: second_gradient,
+                        })?;
+                        b.logits[ck] = out.logits;
                     }
-                    b.logits[ck] = out.logits;
+                }
+                for b in &work {
+                    send(AccJob::Finish { slot: b.slot })?;
                 }
             }
-            for b in work {
+            // The previous chunk's scores were computed while this chunk ran.
+            for b in pending.drain(..) {
                 let (start, rows) = (b.start, b.rows);
+                let BatchScores {
+                    scores,
+                    second: scores2,
+                } = results
+                    .recv()
+                    .map_err(|_| Error::Input("the statistics worker stopped".into()))??;
                 let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
-                let acc = b.acc.expect("every batch has at least one checkpoint");
-                let scores = acc.scores()?;
-                spare.push(acc);
-                let scores2 = match b.acc2 {
-                    Some(a) => {
-                        let s = a.scores()?;
-                        spare.push(a);
-                        Some(s)
-                    }
-                    None => None,
-                };
                 let c = batch_classes;
                 let predicted: Vec<u32> = b.logits[k - 1]
                     .chunks_exact(c)
@@ -1483,6 +1614,7 @@ fn pass_backend<'a>(
                 )?;
                 progress.advance(rows as u64);
             }
+            pending = work;
         }
         Ok(())
     })?;

@@ -274,6 +274,10 @@ impl OnnxModel {
                 .with_intra_threads(t)
                 .map_err(|e| backend_err(e.to_string()))?;
         }
+        builder = builder
+            .with_intra_op_spinning(o.spin)
+            .and_then(|b| b.with_inter_op_spinning(o.spin))
+            .map_err(|e| backend_err(e.to_string()))?;
         if let Device::Cuda(id) = o.device()? {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().with_device_id(id).build().error_on_failure()])

@@ -31,6 +31,11 @@ pub struct OnnxOptions {
     pub device: Option<String>,
     /// Intra-op threads; 0 or absent: ONNX Runtime's default (all cores).
     pub threads: Option<usize>,
+    /// Let ONNX Runtime's idle worker threads spin between runs (its own default). Off by
+    /// default: between two runs vog folds the gradients into its statistics on the same cores,
+    /// and spinning workers would take them.
+    #[serde(default)]
+    pub spin: bool,
     /// Graph optimization level.
     #[serde(default)]
     pub optimization: Optimization,
