@@ -1900,7 +1900,7 @@ fn pass_stored(
     let bs = config
         .backend
         .batch_size
-        .unwrap_or_else(|| crate::plan::auto_batch(row_len));
+        .unwrap_or_else(|| crate::plan::auto_batch(&shape));
     let mut acc = VogAccumulator::new(&shape, &windows, k, config.scoring.channels)?;
     let mut buf = Vec::with_capacity(bs * row_len);
     let mut loop_start = 0;

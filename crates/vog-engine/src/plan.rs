@@ -29,8 +29,12 @@ use crate::{Error, Result};
 pub const MODEL_FACTOR: u64 = 2;
 /// Batches read and decoded ahead of the backend.
 pub(crate) const READ_AHEAD: usize = 2;
-/// Values per batch the automatic batch size aims at (one MiB of `f32` input).
+/// Values per batch the automatic batch size aims at for flat (vector) examples: one MiB of `f32`
+/// input.
 const AUTO_VALUES: usize = 1 << 18;
+/// And for examples with spatial axes (`[C, H, W]`, `[T, D]`, …), whose activations are many times
+/// the input: a quarter of that, so a batch's feature maps stay near the caches.
+const AUTO_VALUES_SPATIAL: usize = 1 << 16;
 /// Classes assumed when the model does not say (for logits' memory).
 const ASSUMED_CLASSES: usize = 1000;
 
@@ -83,9 +87,16 @@ pub struct WorkPlan {
     pub estimate: u64,
 }
 
-/// The automatic batch size for examples of `row_len` values.
-pub fn auto_batch(row_len: usize) -> usize {
-    let b = (AUTO_VALUES / row_len.max(1)).clamp(8, 512);
+/// The automatic batch size for examples shaped `row_shape`.
+pub fn auto_batch(row_shape: &[usize]) -> usize {
+    let row_len: usize = row_shape.iter().product();
+    let spatial = row_shape.iter().filter(|&&d| d > 1).count() > 1;
+    let target = if spatial {
+        AUTO_VALUES_SPATIAL
+    } else {
+        AUTO_VALUES
+    };
+    let b = (target / row_len.max(1)).clamp(8, 512);
     1 << (usize::BITS - 1 - b.leading_zeros())
 }
 
@@ -118,7 +129,7 @@ impl WorkPlan {
         let mut batch = config
             .backend
             .batch_size
-            .unwrap_or_else(|| auto_batch(row_len));
+            .unwrap_or_else(|| auto_batch(input_shape));
         if let (None, Some(u)) = (config.backend.batch_size, usable) {
             // The automatic size also fits the budget with the largest checkpoint loaded.
             let room = u.saturating_sub(model_max) / (per_row * (1 + READ_AHEAD as u64)).max(1);
@@ -207,10 +218,11 @@ mod tests {
 
     #[test]
     fn automatic_batch_is_a_power_of_two_near_a_mebibyte() {
-        assert_eq!(auto_batch(784), 256);
-        assert_eq!(auto_batch(3 * 32 * 32), 64);
-        assert_eq!(auto_batch(3 * 224 * 224), 8);
-        assert_eq!(auto_batch(20), 512);
+        assert_eq!(auto_batch(&[784]), 256);
+        assert_eq!(auto_batch(&[1, 28, 28]), 64);
+        assert_eq!(auto_batch(&[3, 32, 32]), 16);
+        assert_eq!(auto_batch(&[3, 224, 224]), 8);
+        assert_eq!(auto_batch(&[20]), 512);
     }
 
     #[test]
