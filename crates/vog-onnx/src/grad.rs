@@ -725,6 +725,77 @@ fn explicit_pads(
     }
 }
 
+/// Kernel of a 2-D max pool whose windows tile the input (stride = kernel, no padding, no
+/// dilation, floor mode): its backward needs no indices.
+fn tiled_pool(n: &NodeProto) -> Option<(i64, i64)> {
+    let kernel = attr_ints(n, "kernel_shape")?;
+    let [kh, kw] = kernel[..] else {
+        return None;
+    };
+    let strides = ints_or(n, "strides", vec![1, 1]);
+    let pads = explicit_pads(n, &kernel, &strides, &[1, 1])?;
+    let tiled = strides == kernel
+        && pads.iter().all(|&p| p == 0)
+        && ints_or(n, "dilations", vec![1, 1]) == [1, 1]
+        && attr_i(n, "ceil_mode").unwrap_or(0) == 0;
+    tiled.then_some((kh, kw))
+}
+
+/// The input gradient of a tiling 2-D max pool: each window's gradient goes to the first
+/// position (row-major, as PyTorch picks it) holding the window's maximum. The windows are laid out
+/// as a trailing axis by reshapes and a transpose; a cumulative sum over the equality mask finds the
+/// first maximum. Rows and columns past the last whole window get zero.
+fn tiled_max_pool_backward(
+    b: &mut Builder<'_>,
+    x: &str,
+    y: &str,
+    g: &str,
+    kh: i64,
+    kw: i64,
+) -> String {
+    let sy = b.shape(y); // [N, C, Ho, Wo]
+    let sp = b.spatial(y);
+    let k2 = b.i64s(&[kh, kw]);
+    let ends = b.op("Mul", &[&sp, &k2], vec![]);
+    let zeros = b.i64s(&[0, 0]);
+    let axes = b.i64s(&[2, 3]);
+    let xc = b.op("Slice", &[x, &zeros, &ends, &axes], vec![]);
+    let (s0, s3, s4) = (b.i64s(&[0]), b.i64s(&[3]), b.i64s(&[4]));
+    let nc_ho = b.op("Slice", &[&sy, &s0, &s3], vec![]);
+    let wo = b.op("Slice", &[&sy, &s3, &s4], vec![]);
+    let (kh_, kw_) = (b.i64s(&[kh]), b.i64s(&[kw]));
+    let split = b.op(
+        "Concat",
+        &[&nc_ho, &kh_, &wo, &kw_],
+        vec![make_i("axis", 0)],
+    );
+    let perm = || vec![make_ints("perm", vec![0, 1, 2, 4, 3, 5])];
+    let x6 = b.op("Reshape", &[&xc, &split], vec![]);
+    let xt = b.op("Transpose", &[&x6], perm()); // [N, C, Ho, Wo, kh, kw]
+    let kk = b.i64s(&[kh * kw]);
+    let windows = b.op("Concat", &[&sy, &kk], vec![make_i("axis", 0)]);
+    let xw = b.op("Reshape", &[&xt, &windows], vec![]);
+    let one = b.i64s(&[1]);
+    let column = b.op("Concat", &[&sy, &one], vec![make_i("axis", 0)]);
+    let yc = b.op("Reshape", &[y, &column], vec![]);
+    let eq = b.op("Equal", &[&xw, &yc], vec![]);
+    let eq = b.op("CastLike", &[&eq, g], vec![]);
+    let last = b.i64_scalar(-1);
+    let seen = b.op("CumSum", &[&eq, &last], vec![]);
+    let firsts = b.op("Mul", &[&seen, &eq], vec![]);
+    let onef = b.scalar_like(1.0, g);
+    let first = b.op("Equal", &[&firsts, &onef], vec![]);
+    let first = b.op("CastLike", &[&first, g], vec![]);
+    let gc = b.op("Reshape", &[g, &column], vec![]);
+    let gw = b.op("Mul", &[&first, &gc], vec![]);
+    let kh_kw = b.i64s(&[kh, kw]);
+    let six = b.op("Concat", &[&sy, &kh_kw], vec![make_i("axis", 0)]);
+    let g6 = b.op("Reshape", &[&gw, &six], vec![]);
+    let gt = b.op("Transpose", &[&g6], perm()); // [N, C, Ho, kh, Wo, kw]
+    let gx = b.reshape_like(&gt, &xc);
+    b.fit_spatial_to(&gx, x)
+}
+
 /// Gradients of `n`'s inputs given its outputs' gradients; `Err(())` when `n` has no rule.
 fn backward(
     b: &mut Builder<'_>,
@@ -1045,6 +1116,31 @@ fn backward(
             if !need_i(0) {
                 return Err(()); // weight gradients are never needed
             }
+            let r = kernel.len();
+            let direct = group == 1
+                && strides.iter().all(|&v| v == 1)
+                && dil.iter().all(|&v| v == 1)
+                && (0..2 * r).all(|i| pads[i] >= 0 && pads[i] < kernel[i % r]);
+            if direct {
+                // With stride 1 the input gradient is itself a convolution: of g with the kernel
+                // transposed ([C_in, C_out, k…]) and flipped, padded by k − 1 − p. Runtimes run
+                // convolutions much faster than transposed ones; the kernel transform depends on
+                // initializers only, so it is folded once when the session starts.
+                let mut perm = vec![1i64, 0];
+                perm.extend(2..2 + r as i64);
+                let wt = b.op("Transpose", &[x(1)], vec![make_ints("perm", perm)]);
+                let starts = b.i64s(&vec![-1; r]);
+                let ends = b.i64s(&vec![i64::MIN; r]);
+                let axes = b.i64s(&(2..2 + r as i64).collect::<Vec<_>>());
+                let steps = b.i64s(&vec![-1; r]);
+                let wf = b.op("Slice", &[&wt, &starts, &ends, &axes, &steps], vec![]);
+                let back: Vec<i64> = (0..2 * r).map(|i| kernel[i % r] - 1 - pads[i]).collect();
+                return one_input(b.op(
+                    "Conv",
+                    &[&g, &wf],
+                    vec![make_ints("pads", back), make_ints("kernel_shape", kernel)],
+                ));
+            }
             let t = b.op(
                 "ConvTranspose",
                 &[&g, x(1)],
@@ -1087,6 +1183,9 @@ fn backward(
         "MaxPool" => {
             if attr_i(n, "storage_order").unwrap_or(0) != 0 {
                 return Err(());
+            }
+            if let Some((kh, kw)) = tiled_pool(n) {
+                return one_input(tiled_max_pool_backward(b, x(0), y, &g, kh, kw));
             }
             let indices = match n.output.get(1).filter(|o| !o.is_empty()) {
                 Some(o) => o.clone(),

@@ -459,3 +459,106 @@ fn gradient_graphs_are_cached_by_model_hash() {
     b.load(&data("onnx/mlp/epoch_2.onnx")).unwrap();
     assert_eq!(files(cache.path()).len(), 4);
 }
+
+/// A tiling max pool's gradient goes to the first maximum of each window (row-major), as
+/// PyTorch's does, also when the maximum is tied; a non-tiling pool (the index path) agrees.
+#[test]
+fn max_pool_gradients_go_to_the_first_tied_maximum() {
+    use vog_onnx::proto::{
+        tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
+        OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| tensor_shape_proto::Dimension {
+                            value: Some(match d {
+                                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                                None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // x [N, 1, 2, 4] → MaxPool → [N, 1, 1, 2] → Flatten → logits [N, 2]
+    for (pool_attrs, name) in [
+        (
+            vec![
+                vog_onnx::graph::make_ints("kernel_shape", vec![2, 2]),
+                vog_onnx::graph::make_ints("strides", vec![2, 2]),
+            ],
+            "tiled",
+        ),
+        (
+            // The same windows reached through padding: the index path.
+            vec![
+                vog_onnx::graph::make_ints("kernel_shape", vec![2, 2]),
+                vog_onnx::graph::make_ints("strides", vec![2, 2]),
+                vog_onnx::graph::make_ints("pads", vec![0, 0, 0, 0]),
+                vog_onnx::graph::make_i("ceil_mode", 1),
+            ],
+            "indexed",
+        ),
+    ] {
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "pool".into(),
+                node: vec![
+                    NodeProto {
+                        op_type: "MaxPool".into(),
+                        input: vec!["x".into()],
+                        output: vec!["p".into()],
+                        attribute: pool_attrs,
+                        ..Default::default()
+                    },
+                    NodeProto {
+                        op_type: "Flatten".into(),
+                        input: vec!["p".into()],
+                        output: vec!["logits".into()],
+                        attribute: vec![vog_onnx::graph::make_i("axis", 1)],
+                        ..Default::default()
+                    },
+                ],
+                input: vec![value("x", &[None, Some(1), Some(2), Some(4)])],
+                output: vec![value("logits", &[None, Some(2)])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let path = dir.path().join(format!("{name}.onnx"));
+        std::fs::write(&path, vog_onnx::encode_model(&model)).unwrap();
+        let b = backend(Via::InProcess, "").unwrap();
+        let mut m = b.load(&path).unwrap();
+        // Window 0: 1, 1 / 1, 0 → first at (0, 0). Window 1: 0, 2 / 2, 2 → first at (0, 3).
+        let row = [1.0f32, 1.0, 0.0, 2.0, 1.0, 0.0, 2.0, 2.0];
+        let input: Vec<f32> = row.iter().chain(&row).copied().collect();
+        let shape = [2, 1, 2, 4];
+        let request = GradRequest {
+            input: TensorView::new(&shape, &input).unwrap(),
+            classes: Classes::Given(&[0, 1]),
+            target: Target::Logit,
+        };
+        let out = m.input_gradients(&request).unwrap();
+        let mut want = vec![0.0f32; 16];
+        want[0] = 1.0;
+        want[8 + 3] = 1.0;
+        assert_eq!(out.gradient, want, "{name}");
+        assert_eq!(out.logits, vec![1.0, 2.0, 1.0, 2.0], "{name}");
+    }
+}
