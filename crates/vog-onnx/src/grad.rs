@@ -725,77 +725,6 @@ fn explicit_pads(
     }
 }
 
-/// Kernel of a 2-D max pool whose windows tile the input (stride = kernel, no padding, no
-/// dilation, floor mode): its backward needs no indices.
-fn tiled_pool(n: &NodeProto) -> Option<(i64, i64)> {
-    let kernel = attr_ints(n, "kernel_shape")?;
-    let [kh, kw] = kernel[..] else {
-        return None;
-    };
-    let strides = ints_or(n, "strides", vec![1, 1]);
-    let pads = explicit_pads(n, &kernel, &strides, &[1, 1])?;
-    let tiled = strides == kernel
-        && pads.iter().all(|&p| p == 0)
-        && ints_or(n, "dilations", vec![1, 1]) == [1, 1]
-        && attr_i(n, "ceil_mode").unwrap_or(0) == 0;
-    tiled.then_some((kh, kw))
-}
-
-/// The input gradient of a tiling 2-D max pool: each window's gradient goes to the first
-/// position (row-major, as PyTorch picks it) holding the window's maximum. The windows are laid out
-/// as a trailing axis by reshapes and a transpose; a cumulative sum over the equality mask finds the
-/// first maximum. Rows and columns past the last whole window get zero.
-fn tiled_max_pool_backward(
-    b: &mut Builder<'_>,
-    x: &str,
-    y: &str,
-    g: &str,
-    kh: i64,
-    kw: i64,
-) -> String {
-    let sy = b.shape(y); // [N, C, Ho, Wo]
-    let sp = b.spatial(y);
-    let k2 = b.i64s(&[kh, kw]);
-    let ends = b.op("Mul", &[&sp, &k2], vec![]);
-    let zeros = b.i64s(&[0, 0]);
-    let axes = b.i64s(&[2, 3]);
-    let xc = b.op("Slice", &[x, &zeros, &ends, &axes], vec![]);
-    let (s0, s3, s4) = (b.i64s(&[0]), b.i64s(&[3]), b.i64s(&[4]));
-    let nc_ho = b.op("Slice", &[&sy, &s0, &s3], vec![]);
-    let wo = b.op("Slice", &[&sy, &s3, &s4], vec![]);
-    let (kh_, kw_) = (b.i64s(&[kh]), b.i64s(&[kw]));
-    let split = b.op(
-        "Concat",
-        &[&nc_ho, &kh_, &wo, &kw_],
-        vec![make_i("axis", 0)],
-    );
-    let perm = || vec![make_ints("perm", vec![0, 1, 2, 4, 3, 5])];
-    let x6 = b.op("Reshape", &[&xc, &split], vec![]);
-    let xt = b.op("Transpose", &[&x6], perm()); // [N, C, Ho, Wo, kh, kw]
-    let kk = b.i64s(&[kh * kw]);
-    let windows = b.op("Concat", &[&sy, &kk], vec![make_i("axis", 0)]);
-    let xw = b.op("Reshape", &[&xt, &windows], vec![]);
-    let one = b.i64s(&[1]);
-    let column = b.op("Concat", &[&sy, &one], vec![make_i("axis", 0)]);
-    let yc = b.op("Reshape", &[y, &column], vec![]);
-    let eq = b.op("Equal", &[&xw, &yc], vec![]);
-    let eq = b.op("CastLike", &[&eq, g], vec![]);
-    let last = b.i64_scalar(-1);
-    let seen = b.op("CumSum", &[&eq, &last], vec![]);
-    let firsts = b.op("Mul", &[&seen, &eq], vec![]);
-    let onef = b.scalar_like(1.0, g);
-    let first = b.op("Equal", &[&firsts, &onef], vec![]);
-    let first = b.op("CastLike", &[&first, g], vec![]);
-    let gc = b.op("Reshape", &[g, &column], vec![]);
-    let gw = b.op("Mul", &[&first, &gc], vec![]);
-    let kh_kw = b.i64s(&[kh, kw]);
-    let six = b.op("Concat", &[&sy, &kh_kw], vec![make_i("axis", 0)]);
-    let g6 = b.op("Reshape", &[&gw, &six], vec![]);
-    let gt = b.op("Transpose", &[&g6], perm()); // [N, C, Ho, kh, Wo, kw]
-    let gx = b.reshape_like(&gt, &xc);
-    b.fit_spatial_to(&gx, x)
-}
-
 /// Gradients of `n`'s inputs given its outputs' gradients; `Err(())` when `n` has no rule.
 fn backward(
     b: &mut Builder<'_>,
@@ -1183,9 +1112,6 @@ fn backward(
         "MaxPool" => {
             if attr_i(n, "storage_order").unwrap_or(0) != 0 {
                 return Err(());
-            }
-            if let Some((kh, kw)) = tiled_pool(n) {
-                return one_input(tiled_max_pool_backward(b, x(0), y, &g, kh, kw));
             }
             let indices = match n.output.get(1).filter(|o| !o.is_empty()) {
                 Some(o) => o.clone(),
