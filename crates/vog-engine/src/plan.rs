@@ -112,7 +112,6 @@ impl WorkPlan {
         num_classes: Option<usize>,
     ) -> Result<Self> {
         let budget = config.backend.memory.map(|b| b.0);
-        let row_len: usize = input_shape.iter().product();
         let sizes: Vec<u64> = paths
             .iter()
             .map(|p| {
