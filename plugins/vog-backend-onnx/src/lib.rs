@@ -276,7 +276,8 @@ impl OnnxModel {
         }
         builder = builder
             .with_intra_op_spinning(o.spin)
-            .and_then(|b| b.with_inter_op_spinning(o.spin))
+            .map_err(|e| backend_err(e.to_string()))?
+            .with_inter_op_spinning(o.spin)
             .map_err(|e| backend_err(e.to_string()))?;
         if let Device::Cuda(id) = o.device()? {
             builder = builder
