@@ -264,7 +264,7 @@ def main():
           f"{'outside':>16} {'backend':>9} {'RSS MiB':>8} {'GFLOP/s':>8} {'of ceiling':>10}")
     for r in rows:
         pt = r["pytorch"][a.batch]
-        for pb, tp in sorted(r["pytorch"].items()):
+        for pb, tp in sorted(r["pytorch"].items(), key=lambda kv: kv[0] != a.batch):
             gf = tp * r["flops"] / 1e9
             label = r["model"] if pb == a.batch else ""
             print(f"{label:9} {r['data'] if pb == a.batch else '':7} {'pytorch':8} {pb:5d} {tp:11.0f} "
