@@ -725,6 +725,35 @@ fn explicit_pads(
     }
 }
 
+/// Whether a max pool's windows are disjoint: strides at least the (dilated) kernel.
+fn non_overlapping_pool(n: &NodeProto) -> bool {
+    let Some(kernel) = attr_ints(n, "kernel_shape") else {
+        return false;
+    };
+    let r = kernel.len();
+    let strides = ints_or(n, "strides", vec![1; r]);
+    let dil = ints_or(n, "dilations", vec![1; r]);
+    kernel
+        .iter()
+        .zip(&strides)
+        .zip(&dil)
+        .all(|((&k, &s), &d)| s >= (k - 1) * d + 1)
+}
+
+/// MaxUnpool's attributes from the pool's: kernel, strides and pads.
+fn max_unpool_attrs(n: &NodeProto) -> Vec<crate::proto::AttributeProto> {
+    let kernel = attr_ints(n, "kernel_shape").unwrap_or_default();
+    let r = kernel.len();
+    let strides = ints_or(n, "strides", vec![1; r]);
+    let pads = explicit_pads(n, &kernel, &strides, &ints_or(n, "dilations", vec![1; r]))
+        .unwrap_or_else(|| vec![0; 2 * r]);
+    vec![
+        make_ints("kernel_shape", kernel),
+        make_ints("strides", strides),
+        make_ints("pads", pads),
+    ]
+}
+
 /// Gradients of `n`'s inputs given its outputs' gradients; `Err(())` when `n` has no rule.
 fn backward(
     b: &mut Builder<'_>,
@@ -759,10 +788,12 @@ fn backward(
         "Identity" | "Dropout" => one_input(g),
         "Cast" => one_input(b.op("CastLike", &[&g, x(0)], vec![])),
         "Relu" => {
+            // g · [x > 0] as a multiply by the cast mask: ONNX Runtime's Where (with a broadcast
+            // scalar) is several times slower than Cast + Mul on CPU.
             let zero = b.scalar_like(0.0, x(0));
             let pos = b.op("Greater", &[x(0), &zero], vec![]);
-            let gz = b.scalar_like(0.0, &g);
-            one_input(b.op("Where", &[&pos, &g, &gz], vec![]))
+            let mask = b.op("CastLike", &[&pos, &g], vec![]);
+            one_input(b.op("Mul", &[&g, &mask], vec![]))
         }
         "LeakyRelu" => {
             let alpha = attr_f(n, "alpha").unwrap_or(0.01);
@@ -1121,6 +1152,12 @@ fn backward(
                     name
                 }
             };
+            if non_overlapping_pool(n) {
+                // Windows do not overlap, so every index is hit at most once: MaxUnpool places
+                // each gradient at its maximum in one kernel (the general path scatter-adds).
+                let sx = b.shape(x(0));
+                return one_input(b.op("MaxUnpool", &[&g, &indices, &sx], max_unpool_attrs(n)));
+            }
             one_input(b.scatter_adjoint(&g, x(0), |_, _| indices))
         }
         "AveragePool" => {
