@@ -737,7 +737,7 @@ fn non_overlapping_pool(n: &NodeProto) -> bool {
         .iter()
         .zip(&strides)
         .zip(&dil)
-        .all(|((&k, &s), &d)| s >= (k - 1) * d + 1)
+        .all(|((&k, &s), &d)| s > (k - 1) * d)
 }
 
 /// MaxUnpool's attributes from the pool's: kernel, strides and pads.
