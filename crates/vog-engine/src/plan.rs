@@ -137,24 +137,18 @@ impl WorkPlan {
         }
         let in_flight = |rows: usize| rows as u64 * per_row;
         let resident = models_all + in_flight(batch * (1 + READ_AHEAD));
-        let Some(usable) = usable else {
-            return Ok(WorkPlan {
-                batch,
-                order: WorkOrder::Resident,
-                chunk_batches: 1,
-                budget,
-                estimate: resident,
-            });
+        let usable = match usable {
+            Some(u) if resident > u => u,
+            _ => {
+                return Ok(WorkPlan {
+                    batch,
+                    order: WorkOrder::Resident,
+                    chunk_batches: 1,
+                    budget,
+                    estimate: resident,
+                })
+            }
         };
-        if resident <= usable {
-            return Ok(WorkPlan {
-                batch,
-                order: WorkOrder::Resident,
-                chunk_batches: 1,
-                budget,
-                estimate: resident,
-            });
-        }
         let room = usable.saturating_sub(model_max + in_flight(batch * READ_AHEAD));
         let chunk_batches = (room / in_flight(batch).max(1)) as usize;
         if chunk_batches == 0 {

@@ -10,8 +10,9 @@
 //!
 //! Format (little-endian): the magic `VOGSPIL` + format byte, the fingerprint (`u32` length +
 //! UTF-8: configuration, checkpoint hashes and example count, so a journal never resumes another
-//! run), then records `tag: u8, len: u32, payload`. Tag `R`: one example (see [`encode_row`]);
-//! tag `C`: a commit (JSON of [`Progress`]). A torn record at the end is ignored and cut.
+//! run), then records `tag: u8, len: u32, payload`. Tag `R`: one example (see `encode_row`);
+//! tag `C`: a commit (JSON of the progress: next row, backend seconds, classes, gradient shape).
+//! A torn record at the end is ignored and cut.
 
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

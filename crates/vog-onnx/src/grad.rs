@@ -13,12 +13,10 @@ use vog_core::Target;
 
 use crate::graph::{
     attr, attr_f, attr_i, attr_ints, attr_s, default_opset, is_float_type, make_f, make_i,
-    make_ints, make_s, make_t, tensor_f32, tensor_i64, type_name, value_type, Constants,
+    make_ints, make_s, make_t, tensor_f32, tensor_i64, type_name, value_info, value_type,
+    Constants,
 };
-use crate::proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, ModelProto, NodeProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use crate::proto::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use crate::{Error, Result};
 
 /// Name of the graph input holding one class per row (−1: the row's argmax).
@@ -280,7 +278,7 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     }
     graph.node.extend(nodes);
     graph.initializer.extend(inits);
-    graph.input.push(tensor_value(
+    graph.input.push(value_info(
         CLASSES_INPUT,
         DataType::Int64 as i32,
         Some(vec![None]),
@@ -293,16 +291,16 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     if !graph.output.iter().any(|o| o.name == output) {
         graph
             .output
-            .push(tensor_value(&output, DataType::Float as i32, None));
+            .push(value_info(&output, DataType::Float as i32, None));
     }
-    graph.output.push(tensor_value(
+    graph.output.push(value_info(
         CLASSES_OUTPUT,
         DataType::Int64 as i32,
         Some(vec![None]),
     ));
     graph
         .output
-        .push(tensor_value(GRADIENT_OUTPUT, grad_type, None));
+        .push(value_info(GRADIENT_OUTPUT, grad_type, None));
     model.graph = Some(graph);
     Ok(GradModel {
         model,
@@ -338,32 +336,6 @@ fn node_label(n: &NodeProto, idx: usize) -> String {
         format!("#{idx}")
     } else {
         n.name.clone()
-    }
-}
-
-fn tensor_value(name: &str, elem_type: i32, dims: Option<Vec<Option<i64>>>) -> ValueInfoProto {
-    let shape = dims.map(|d| TensorShapeProto {
-        dim: d
-            .into_iter()
-            .map(|v| tensor_shape_proto::Dimension {
-                value: Some(match v {
-                    Some(v) => tensor_shape_proto::dimension::Value::DimValue(v),
-                    None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type,
-                shape,
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 use crate::{Error, Result};
 
@@ -531,4 +532,32 @@ pub fn inline_external_data(
         }
     }
     Ok(files)
+}
+
+/// A tensor value declaration: name, element type and dims (`None` for a dynamic axis, named `N`;
+/// no dims at all for an unknown shape).
+pub fn value_info(name: &str, elem_type: i32, dims: Option<Vec<Option<i64>>>) -> ValueInfoProto {
+    let shape = dims.map(|d| TensorShapeProto {
+        dim: d
+            .into_iter()
+            .map(|v| tensor_shape_proto::Dimension {
+                value: Some(match v {
+                    Some(v) => tensor_shape_proto::dimension::Value::DimValue(v),
+                    None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type,
+                shape,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

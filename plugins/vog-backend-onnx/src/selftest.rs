@@ -4,8 +4,7 @@
 use vog_core::{Classes, Error, GradRequest, GradientBackend, Result, Target, TensorView};
 use vog_onnx::graph::{make_i, tensor_f32};
 use vog_onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
 
 use crate::OnnxBackend;
@@ -23,27 +22,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| tensor_shape_proto::Dimension {
-            value: Some(match d {
-                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
-                None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    vog_onnx::graph::value_info(name, DataType::Float as i32, Some(dims.to_vec()))
 }
 
 fn node(

@@ -465,30 +465,10 @@ fn gradient_graphs_are_cached_by_model_hash() {
 #[test]
 fn max_pool_gradients_go_to_the_first_tied_maximum() {
     use vog_onnx::proto::{
-        tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-        OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+        tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     };
-    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| tensor_shape_proto::Dimension {
-                            value: Some(match d {
-                                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
-                                None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let value = |name: &str, dims: &[Option<i64>]| {
+        vog_onnx::graph::value_info(name, DataType::Float as i32, Some(dims.to_vec()))
     };
     let dir = tempfile::tempdir().unwrap();
     // x [N, 1, 2, 4] → MaxPool → [N, 1, 1, 2] → Flatten → logits [N, 2]
