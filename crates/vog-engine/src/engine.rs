@@ -1522,8 +1522,9 @@ fn pass_backend<'a>(
                         b.logits[ck] = out.logits;
                     }
                 }
-                for b in &work {
+                for b in work.iter_mut() {
                     send(AccJob::Finish { slot: b.slot })?;
+                    b.input = Vec::new(); // every checkpoint has seen it
                 }
             }
             // The previous chunk's scores were computed while this chunk ran.
