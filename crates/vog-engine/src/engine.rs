@@ -401,7 +401,7 @@ fn run_pass<'a>(
 }
 
 /// Where the scoring pass puts finished examples.
-pub(crate) trait Sink {
+pub(crate) trait Sink: Send {
     /// Called once the run is identified by `fingerprint`; returns where an earlier, interrupted
     /// run of the same job stopped, when this sink resumes one.
     fn start(&mut self, fingerprint: &str) -> Result<Option<SpillProgress>>;
@@ -558,6 +558,17 @@ enum AccJob {
     },
     /// Every checkpoint has answered: send the batch's scores.
     Finish { slot: u64 },
+}
+
+/// A batch whose checkpoints have all answered, for the finishing thread.
+struct Finished {
+    start: usize,
+    rows: usize,
+    logits: Vec<Vec<f32>>,
+    /// Progress as of this batch, for its commit.
+    backend_s: f64,
+    classes: usize,
+    grad_shape: Vec<usize>,
 }
 
 /// VoG per row and window of one batch, and of the second target.
@@ -1369,24 +1380,116 @@ fn pass_backend<'a>(
         let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
         let (acc_windows, channels) = (&windows, config.scoring.channels);
         scope.spawn(move || accumulate(job_rx, res_tx, acc_windows, k, channels));
-        let send = |job: AccJob| -> Result<()> {
-            jobs.send(job).map_err(|_| {
-                // The worker stopped: it said why.
-                match results.try_iter().find_map(|r| r.err()) {
-                    Some(e) => e,
-                    None => Error::Input("the statistics worker stopped".into()),
+        // Finishing rows (reducers, the spill) runs on a third thread, in batch order.
+        let (fin_tx, fin_rx) =
+            std::sync::mpsc::sync_channel::<Finished>(plan.chunk_batches + READ_AHEAD);
+        let reducers = &mut reducers;
+        let sink = &mut *sink;
+        let (ann_ref, windows_ref) = (&ann, &windows);
+        let finisher = scope.spawn(move || -> Result<()> {
+            for b in fin_rx {
+                let (start, rows) = (b.start, b.rows);
+                let BatchScores {
+                    scores,
+                    second: scores2,
+                } = results
+                    .recv()
+                    .map_err(|_| Error::Input("the statistics worker stopped".into()))??;
+                let true_labels = ann_ref.labels.as_ref().map(|l| &l[start..start + rows]);
+                let c = b.classes;
+                let predicted: Vec<u32> = b.logits[k - 1]
+                    .chunks_exact(c)
+                    .map(|r| RowOutcome::from_logits(r, 0, None).predicted)
+                    .collect();
+                let label_used: Vec<u32> = match mode {
+                    LabelMode::True => true_labels.expect("true mode has labels").to_vec(),
+                    _ => predicted.clone(),
+                };
+                let mut extra = Vec::new();
+                reducers.iter_mut().for_each(|r| r.begin_batch(rows));
+                let mut trajectories: Vec<Vec<(u32, f64)>> = vec![Vec::with_capacity(k); rows];
+                for (ck, logits) in b.logits.iter().enumerate() {
+                    let outcomes: Vec<RowOutcome> = logits
+                        .chunks_exact(c)
+                        .enumerate()
+                        .map(|(r, l)| {
+                            RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r]))
+                        })
+                        .collect();
+                    for (t, o) in trajectories.iter_mut().zip(&outcomes) {
+                        t.push((o.predicted, o.margin));
+                    }
+                    let o = CheckpointOutcomes {
+                        checkpoint: ck,
+                        num_checkpoints: k,
+                        logits,
+                        num_classes: c,
+                        rows: &outcomes,
+                    };
+                    reducers.iter_mut().for_each(|r| r.observe(&o));
                 }
-            })
+                let per_reducer: Vec<Vec<f64>> = reducers
+                    .iter_mut()
+                    .map(|r| {
+                        let mut v = Vec::new();
+                        r.finish_batch(&mut v);
+                        v
+                    })
+                    .collect();
+                let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
+                let w = windows_ref.len();
+                for (r, trajectory) in trajectories.into_iter().enumerate() {
+                    extra.clear();
+                    for (vals, &width) in per_reducer.iter().zip(&widths) {
+                        extra.extend_from_slice(&vals[r * width..(r + 1) * width]);
+                    }
+                    let row = start + r;
+                    let mut vog = scores[r * w..(r + 1) * w].to_vec();
+                    if let Some(s2) = &scores2 {
+                        vog.extend_from_slice(&s2[r * w..(r + 1) * w]);
+                    }
+                    sink.push(ExampleScore {
+                        row,
+                        id: ann_ref.id(row),
+                        true_label: true_labels.map(|t| t[r]),
+                        label_used: Some(label_used[r]),
+                        predicted: Some(predicted[r]),
+                        vog,
+                        vog_norm: Vec::new(),
+                        extra: extra.clone(),
+                        meta: ann_ref.meta(row),
+                        flagged: false,
+                        has_map: false,
+                        trajectory,
+                    })?;
+                }
+                sink.commit(
+                    &SpillProgress {
+                        next: start + rows,
+                        backend_s: b.backend_s,
+                        classes: b.classes,
+                        grad_shape: b.grad_shape.clone(),
+                    },
+                    false,
+                )?;
+                progress.advance(rows as u64);
+            }
+            Ok(())
+        });
+        // A peer thread that stopped reports why itself (its error is preferred below).
+        let peer_stopped = std::cell::Cell::new(false);
+        let stopped = |what: &str| {
+            peer_stopped.set(true);
+            Error::Input(format!("the {what} stopped"))
         };
-        let mut pending: Vec<BatchWork> = Vec::new();
-        let mut next_slot = 0u64;
-        for chunk in batches
-            .chunks(plan.chunk_batches)
-            .map(Some)
-            .chain(std::iter::once(None))
-        {
-            let mut work = Vec::new();
-            if let Some(chunk) = chunk {
+        let scored = (|| -> Result<()> {
+            let (jobs, fin_tx) = (jobs, fin_tx);
+            let send = |job: AccJob| -> Result<()> {
+                jobs.send(job).map_err(|_| stopped("statistics worker"))
+            };
+            let mut next_slot = 0u64;
+            for chunk in batches.chunks(plan.chunk_batches) {
+                let mut work = Vec::new();
                 for &(start, rows) in chunk {
                     let input = rx
                         .recv()
@@ -1522,102 +1625,30 @@ fn pass_backend<'a>(
                         b.logits[ck] = out.logits;
                     }
                 }
-                for b in work.iter_mut() {
+                for b in work {
                     send(AccJob::Finish { slot: b.slot })?;
-                    b.input = Vec::new(); // every checkpoint has seen it
-                }
-            }
-            // The previous chunk's scores were computed while this chunk ran.
-            for b in pending.drain(..) {
-                let (start, rows) = (b.start, b.rows);
-                let BatchScores {
-                    scores,
-                    second: scores2,
-                } = results
-                    .recv()
-                    .map_err(|_| Error::Input("the statistics worker stopped".into()))??;
-                let true_labels = ann.labels.as_ref().map(|l| &l[start..start + rows]);
-                let c = batch_classes;
-                let predicted: Vec<u32> = b.logits[k - 1]
-                    .chunks_exact(c)
-                    .map(|r| RowOutcome::from_logits(r, 0, None).predicted)
-                    .collect();
-                let label_used: Vec<u32> = match mode {
-                    LabelMode::True => true_labels.expect("true mode has labels").to_vec(),
-                    _ => predicted.clone(),
-                };
-                let mut extra = Vec::new();
-                reducers.iter_mut().for_each(|r| r.begin_batch(rows));
-                let mut trajectories: Vec<Vec<(u32, f64)>> = vec![Vec::with_capacity(k); rows];
-                for (ck, logits) in b.logits.iter().enumerate() {
-                    let outcomes: Vec<RowOutcome> = logits
-                        .chunks_exact(c)
-                        .enumerate()
-                        .map(|(r, l)| {
-                            RowOutcome::from_logits(l, label_used[r], true_labels.map(|t| t[r]))
+                    fin_tx
+                        .send(Finished {
+                            start: b.start,
+                            rows: b.rows,
+                            logits: b.logits,
+                            backend_s,
+                            classes: batch_classes,
+                            grad_shape: grad_shape.clone().unwrap_or_default(),
                         })
-                        .collect();
-                    for (t, o) in trajectories.iter_mut().zip(&outcomes) {
-                        t.push((o.predicted, o.margin));
-                    }
-                    let o = CheckpointOutcomes {
-                        checkpoint: ck,
-                        num_checkpoints: k,
-                        logits,
-                        num_classes: c,
-                        rows: &outcomes,
-                    };
-                    reducers.iter_mut().for_each(|r| r.observe(&o));
+                        .map_err(|_| stopped("finishing thread"))?;
                 }
-                let per_reducer: Vec<Vec<f64>> = reducers
-                    .iter_mut()
-                    .map(|r| {
-                        let mut v = Vec::new();
-                        r.finish_batch(&mut v);
-                        v
-                    })
-                    .collect();
-                let widths: Vec<usize> = reducers.iter().map(|r| r.columns().len()).collect();
-                let w = windows.len();
-                for (r, trajectory) in trajectories.into_iter().enumerate() {
-                    extra.clear();
-                    for (vals, &width) in per_reducer.iter().zip(&widths) {
-                        extra.extend_from_slice(&vals[r * width..(r + 1) * width]);
-                    }
-                    let row = start + r;
-                    let mut vog = scores[r * w..(r + 1) * w].to_vec();
-                    if let Some(s2) = &scores2 {
-                        vog.extend_from_slice(&s2[r * w..(r + 1) * w]);
-                    }
-                    sink.push(ExampleScore {
-                        row,
-                        id: ann.id(row),
-                        true_label: true_labels.map(|t| t[r]),
-                        label_used: Some(label_used[r]),
-                        predicted: Some(predicted[r]),
-                        vog,
-                        vog_norm: Vec::new(),
-                        extra: extra.clone(),
-                        meta: ann.meta(row),
-                        flagged: false,
-                        has_map: false,
-                        trajectory,
-                    })?;
-                }
-                sink.commit(
-                    &SpillProgress {
-                        next: start + rows,
-                        backend_s,
-                        classes: batch_classes,
-                        grad_shape: grad_shape.clone().unwrap_or_default(),
-                    },
-                    false,
-                )?;
-                progress.advance(rows as u64);
             }
-            pending = work;
+            Ok(())
+        })();
+        let finished = finisher
+            .join()
+            .expect("the finishing thread does not panic");
+        match (scored, finished) {
+            (Err(e), Err(f)) => Err(if peer_stopped.get() { f } else { e }),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
         }
-        Ok(())
     })?;
     let grad_shape = grad_shape.unwrap_or(resumed_shape);
     sink.commit(
