@@ -98,7 +98,8 @@ fn chunked_order_equals_resident_order() {
             .map(|e| e.unwrap().metadata().unwrap().len())
             .collect();
         let models = 2 * sizes.iter().sum::<u64>();
-        // The resident estimate is all checkpoints plus three batches in flight.
+        // The resident estimate is all checkpoints, three batches in flight and the gradients
+        // queued for the statistics worker (taken here as part of the batches: an overestimate).
         let per_batch = (m["scoring"]["work_order"]["estimated_bytes"]
             .as_u64()
             .unwrap()

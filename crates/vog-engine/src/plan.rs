@@ -12,10 +12,11 @@
 //! Both give the same numbers: every batch sees the checkpoints in the same order.
 //!
 //! The estimates are deliberately simple and documented: a loaded checkpoint takes
-//! [`MODEL_FACTOR`] × its file size (weights, plus the backend's own copies and graph), and an
+//! [`MODEL_FACTOR`] × its file size (weights, plus the backend's own copies and graph), an
 //! example in flight takes its running statistics (16 bytes per element and window segment, per
-//! target), its input and one gradient (4 bytes per value each) and its logits; a quarter of the
-//! budget is left for activations and the allocator.
+//! target), its input and one gradient (4 bytes per value each) and its logits, and up to two
+//! gradients per checkpoint wait for the statistics worker; a quarter of the budget is left for
+//! activations and the allocator.
 
 use std::path::PathBuf;
 
@@ -135,8 +136,10 @@ impl WorkPlan {
             batch = batch.min(room.max(1) as usize);
             batch = 1 << (usize::BITS - 1 - batch.leading_zeros());
         }
+        // Gradients queued for the statistics worker: up to two per checkpoint.
+        let queued = (2 * k * batch * input_shape.iter().product::<usize>() * 4) as u64;
         let in_flight = |rows: usize| rows as u64 * per_row;
-        let resident = models_all + in_flight(batch * (1 + READ_AHEAD));
+        let resident = models_all + in_flight(batch * (1 + READ_AHEAD)) + queued;
         let usable = match usable {
             Some(u) if resident > u => u,
             _ => {
@@ -149,10 +152,10 @@ impl WorkPlan {
                 })
             }
         };
-        let room = usable.saturating_sub(model_max + in_flight(batch * READ_AHEAD));
+        let room = usable.saturating_sub(model_max + in_flight(batch * READ_AHEAD) + queued);
         let chunk_batches = (room / in_flight(batch).max(1)) as usize;
         if chunk_batches == 0 {
-            let need = model_max + in_flight(batch * (1 + READ_AHEAD));
+            let need = model_max + in_flight(batch * (1 + READ_AHEAD)) + queued;
             return Err(Error::Config(format!(
                 "`backend.memory = {}` is too small: one checkpoint (~{}) and one batch of {batch} \
                  examples in flight (~{}) need about {} with a quarter kept for activations; raise \
@@ -168,7 +171,7 @@ impl WorkPlan {
             order: WorkOrder::Chunked,
             chunk_batches,
             budget,
-            estimate: model_max + in_flight(batch * (chunk_batches + READ_AHEAD)),
+            estimate: model_max + in_flight(batch * (chunk_batches + READ_AHEAD)) + queued,
         })
     }
 
