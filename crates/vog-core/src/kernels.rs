@@ -2,25 +2,27 @@
 //! instruction set and for AVX2, chosen at run time. They use neither fused multiply-adds nor
 //! reassociation (sums run in four fixed lanes), so every build and machine gives the same bits.
 
-macro_rules! dispatch {
-    ($generic:ident, $avx2:ident, ($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $avx2($($arg),*) };
-            }
-        }
-        $generic($($arg),*)
-    }};
-}
-
-macro_rules! avx2 {
-    ($name:ident = $generic:ident ($($p:ident: $t:ty),*) $(-> $r:ty)?) => {
+/// `kernel!(name / name_avx2 = body(args) -> ret)`: the entry `name`, which runs `body` compiled
+/// for AVX2 (`name_avx2`) when the CPU has it and for the baseline instruction set otherwise.
+/// `body` is `#[inline(always)]`, so each twin gets its own code generation.
+macro_rules! kernel {
+    ($(#[$doc:meta])* $name:ident / $avx2:ident = $body:ident ($($p:ident: $t:ty),*) $(-> $r:ty)?) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        unsafe fn $name($($p: $t),*) $(-> $r)? {
-            $generic($($p),*)
+        unsafe fn $avx2($($p: $t),*) $(-> $r)? {
+            $body($($p),*)
+        }
+
+        $(#[$doc])*
+        pub(crate) fn $name($($p: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    return unsafe { $avx2($($p),*) };
+                }
+            }
+            $body($($p),*)
         }
     };
 }
@@ -87,79 +89,41 @@ fn channel_mean_g(out: &mut [f64], g: &[f32], c: usize, inv_c: f64) {
     out.iter_mut().for_each(|a| *a *= inv_c);
 }
 
-fn channel_mean_gen(out: &mut [f64], g: &[f32], c: usize, inv_c: f64) {
-    channel_mean_g(out, g, c, inv_c)
-}
-
-fn first_f32_g(mean: &mut [f64], m2: &mut [f64], x: &[f32]) {
-    first_g(mean, m2, x)
-}
-fn first_f64_g(mean: &mut [f64], m2: &mut [f64], x: &[f64]) {
-    first_g(mean, m2, x)
-}
-fn update_f32_g(mean: &mut [f64], m2: &mut [f64], x: &[f32], inv: f64) {
-    update_g(mean, m2, x, inv)
-}
-fn update_f64_g(mean: &mut [f64], m2: &mut [f64], x: &[f64], inv: f64) {
-    update_g(mean, m2, x, inv)
-}
-fn sum_std_gen(m2: &[f64], inv: f64) -> f64 {
-    sum_std_g(m2, inv)
-}
-fn merge_gen(
-    mean_a: &mut [f64],
-    m2_a: &mut [f64],
-    mean_b: &[f64],
-    m2_b: &[f64],
-    fb: f64,
-    fab: f64,
-) {
-    merge_g(mean_a, m2_a, mean_b, m2_b, fb, fab)
-}
-
-avx2!(first_f32_avx2 = first_f32_g(mean: &mut [f64], m2: &mut [f64], x: &[f32]));
-avx2!(first_f64_avx2 = first_f64_g(mean: &mut [f64], m2: &mut [f64], x: &[f64]));
-avx2!(update_f32_avx2 = update_f32_g(mean: &mut [f64], m2: &mut [f64], x: &[f32], inv: f64));
-avx2!(update_f64_avx2 = update_f64_g(mean: &mut [f64], m2: &mut [f64], x: &[f64], inv: f64));
-avx2!(channel_mean_avx2 = channel_mean_gen(out: &mut [f64], g: &[f32], c: usize, inv_c: f64));
-avx2!(sum_std_avx2 = sum_std_gen(m2: &[f64], inv: f64) -> f64);
-avx2!(merge_avx2 = merge_gen(mean_a: &mut [f64], m2_a: &mut [f64], mean_b: &[f64], m2_b: &[f64], fb: f64, fab: f64));
-
-/// Starts running statistics at `x` (a segment's first checkpoint).
-pub(crate) fn first_f32(mean: &mut [f64], m2: &mut [f64], x: &[f32]) {
-    dispatch!(first_f32_g, first_f32_avx2, (mean, m2, x))
-}
-/// Starts running statistics at `x`.
-pub(crate) fn first_f64(mean: &mut [f64], m2: &mut [f64], x: &[f64]) {
-    dispatch!(first_f64_g, first_f64_avx2, (mean, m2, x))
-}
-/// Folds `x` in; `inv` = 1 / count including it.
-pub(crate) fn update_f32(mean: &mut [f64], m2: &mut [f64], x: &[f32], inv: f64) {
-    dispatch!(update_f32_g, update_f32_avx2, (mean, m2, x, inv))
-}
-/// Folds `x` in; `inv` = 1 / count including it.
-pub(crate) fn update_f64(mean: &mut [f64], m2: &mut [f64], x: &[f64], inv: f64) {
-    dispatch!(update_f64_g, update_f64_avx2, (mean, m2, x, inv))
-}
-/// Σ √(max(m2 · inv, 0)): the sum of population standard deviations with `inv` = 1 / count.
-pub(crate) fn sum_std(m2: &[f64], inv: f64) -> f64 {
-    dispatch!(sum_std_gen, sum_std_avx2, (m2, inv))
-}
-/// The mean over `c` channels of `out.len()` values each (channel-first `g`).
-pub(crate) fn channel_mean(out: &mut [f64], g: &[f32], c: usize, inv_c: f64) {
-    dispatch!(channel_mean_gen, channel_mean_avx2, (out, g, c, inv_c))
-}
-/// Merges set `b` into set `a` element-wise (see [`merge_g`]).
-pub(crate) fn merge(
-    mean_a: &mut [f64],
-    m2_a: &mut [f64],
-    mean_b: &[f64],
-    m2_b: &[f64],
-    fb: f64,
-    fab: f64,
-) {
-    dispatch!(merge_gen, merge_avx2, (mean_a, m2_a, mean_b, m2_b, fb, fab))
-}
+kernel!(
+    /// Starts running statistics at `x` (a segment's first checkpoint).
+    first_f32 / first_f32_avx2 = first_g(mean: &mut [f64], m2: &mut [f64], x: &[f32])
+);
+kernel!(
+    /// Starts running statistics at `x`.
+    first_f64 / first_f64_avx2 = first_g(mean: &mut [f64], m2: &mut [f64], x: &[f64])
+);
+kernel!(
+    /// Folds `x` in; `inv` = 1 / count including it.
+    update_f32 / update_f32_avx2 = update_g(mean: &mut [f64], m2: &mut [f64], x: &[f32], inv: f64)
+);
+kernel!(
+    /// Folds `x` in; `inv` = 1 / count including it.
+    update_f64 / update_f64_avx2 = update_g(mean: &mut [f64], m2: &mut [f64], x: &[f64], inv: f64)
+);
+kernel!(
+    /// The mean over `c` channels of `out.len()` values each (channel-first `g`).
+    channel_mean / channel_mean_avx2 = channel_mean_g(out: &mut [f64], g: &[f32], c: usize, inv_c: f64)
+);
+kernel!(
+    /// Σ √(max(m2 · inv, 0)): the sum of population standard deviations with `inv` = 1 / count.
+    sum_std / sum_std_avx2 = sum_std_g(m2: &[f64], inv: f64) -> f64
+);
+kernel!(
+    /// Merges set `b` into set `a` element-wise (see [`merge_g`]).
+    merge / merge_avx2 = merge_g(
+        mean_a: &mut [f64],
+        m2_a: &mut [f64],
+        mean_b: &[f64],
+        m2_b: &[f64],
+        fb: f64,
+        fab: f64
+    )
+);
 
 #[cfg(test)]
 mod tests {
@@ -205,16 +169,7 @@ mod tests {
     fn baseline_and_avx2_agree_bit_for_bit() {
         for n in [1usize, 3, 4, 7, 64, 785] {
             let xs: Vec<Vec<f32>> = (0..5).map(|k| data(n, k as u64 + 1)).collect();
-            let a = pipeline!(
-                &xs,
-                n,
-                first_f32_g,
-                first_f64_g,
-                update_f32_g,
-                update_f64_g,
-                merge_gen,
-                sum_std_gen
-            );
+            let a = pipeline!(&xs, n, first_g, first_g, update_g, update_g, merge_g, sum_std_g);
             let plain: f64 = a.1.iter().map(|&s| (s * 0.2).max(0.0).sqrt()).sum();
             assert!((plain - a.2).abs() <= 1e-12 * plain.abs().max(1e-300));
             #[cfg(target_arch = "x86_64")]
