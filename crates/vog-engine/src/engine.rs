@@ -332,7 +332,8 @@ fn stream_to_dir(
     decided.manifest.backend_library = backend_library;
     let mut best: Vec<ExampleScore> = Vec::new();
     let by_rank = |a: &ExampleScore, b: &ExampleScore| {
-        rank_of(b).total_cmp(&rank_of(a)).then(a.row.cmp(&b.row))
+        let rank = |e: &ExampleScore| crate::select::finished_score(e, 0);
+        rank(b).total_cmp(&rank(a)).then(a.row.cmp(&b.row))
     };
     let keys: Vec<String> = sink.tally.meta_keys.iter().cloned().collect();
     let dir = crate::output::write_dir_atomically(&config.output, |tmp| {
@@ -374,15 +375,6 @@ fn stream_to_dir(
         examples: sink.tally.count,
         top: best,
     })
-}
-
-/// The ranking key of a finished example: its first window's normalized VoG, else the raw one.
-fn rank_of(e: &ExampleScore) -> f64 {
-    e.vog_norm
-        .first()
-        .copied()
-        .flatten()
-        .unwrap_or_else(|| e.vog.first().copied().unwrap_or(f64::NAN))
 }
 
 fn run_pass<'a>(

@@ -54,6 +54,12 @@ pub(crate) fn rank_score(e: &ExampleScore, w: usize, stats: &[ClassStats]) -> f6
     }
 }
 
+/// The ranking score of a finished example (its `vog_norm` filled in) in window `w`: the same
+/// number [`rank_score`] computes from the raw score and the class statistics.
+pub(crate) fn finished_score(e: &ExampleScore, w: usize) -> f64 {
+    e.vog_norm.get(w).copied().flatten().unwrap_or(e.vog[w])
+}
+
 /// One example's place in a ranking: higher score first, then lower row.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ranked {
@@ -184,14 +190,7 @@ impl Selection {
     pub fn mark(&self, e: &mut ExampleScore) {
         e.flagged = match &self.rule {
             Rule::Nothing => false,
-            Rule::Threshold { window, at } => {
-                e.vog_norm
-                    .get(*window)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(e.vog[*window])
-                    >= *at
-            }
+            Rule::Threshold { window, at } => finished_score(e, *window) >= *at,
             Rule::Rows(rows) => rows.contains(&e.row),
         };
         e.has_map = self.map_rows.binary_search(&e.row).is_ok();
