@@ -3,7 +3,9 @@
 //!
 //! `cargo bench --bench reduce`
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
 use vog_core::{resolve_windows, ChannelReduce, VogAccumulator, BUILTIN_WINDOWS};
 
 fn gradients(rows: usize, len: usize) -> Vec<f32> {
@@ -36,6 +38,27 @@ fn accumulate(c: &mut Criterion) {
             })
         });
     }
+    // The benchmark comparison's MLP: three checkpoints, one window, vog's automatic batch. The
+    // gradients are handed over as the engine does (owned buffers, fresh each batch), so these are
+    // held and scored in one pass at the end.
+    let (k, rows, shape) = (3, 256, vec![784usize]);
+    let (windows, _) = resolve_windows(k, &["all".to_string()], &Default::default()).unwrap();
+    let g = gradients(rows, 784);
+    let mut acc = VogAccumulator::new(&shape, &windows, k, ChannelReduce::Mean).unwrap();
+    group.throughput(Throughput::Elements((rows * 784 * k) as u64));
+    group.bench_with_input(BenchmarkId::new("batch256_k3", "mnist_784"), &g, |b, g| {
+        b.iter_batched(
+            || vec![g.clone(); k],
+            |gs| {
+                acc.reset(rows);
+                for (ck, g) in gs.into_iter().enumerate() {
+                    acc.add_owned(ck, black_box(g)).unwrap();
+                }
+                black_box(acc.scores().unwrap())
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

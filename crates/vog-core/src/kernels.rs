@@ -47,6 +47,37 @@ fn update_g<T: Copy + Into<f64>>(mean: &mut [f64], m2: &mut [f64], x: &[T], inv:
     }
 }
 
+/// The mean and sum of squared deviations of a group of values per element, two-pass:
+/// `mean[i]` = Σ_j xs[j][i] · `inv`, `m2[i]` = Σ_j (xs[j][i] − mean[i])², with `inv` = 1 / the
+/// group's size. Each pass runs over the group in order, so the sums have a fixed order.
+#[inline(always)]
+fn group_g<T: Copy + Into<f64>>(mean: &mut [f64], m2: &mut [f64], xs: &[&[T]], inv: f64) {
+    let Some((first, rest)) = xs.split_first() else {
+        return;
+    };
+    for (m, &v) in mean.iter_mut().zip(*first) {
+        *m = v.into();
+    }
+    for x in rest {
+        for (m, &v) in mean.iter_mut().zip(*x) {
+            *m += v.into();
+        }
+    }
+    for m in mean.iter_mut() {
+        *m *= inv;
+    }
+    for ((s, &m), &v) in m2.iter_mut().zip(mean.iter()).zip(*first) {
+        let d = v.into() - m;
+        *s = d * d;
+    }
+    for x in rest {
+        for ((s, &m), &v) in m2.iter_mut().zip(mean.iter()).zip(*x) {
+            let d = v.into() - m;
+            *s += d * d;
+        }
+    }
+}
+
 /// Σ √(max(m2 · inv, 0)), in four lanes.
 #[inline(always)]
 fn sum_std_g(m2: &[f64], inv: f64) -> f64 {
@@ -106,6 +137,14 @@ kernel!(
     update_f64 / update_f64_avx2 = update_g(mean: &mut [f64], m2: &mut [f64], x: &[f64], inv: f64)
 );
 kernel!(
+    /// Mean and sum of squared deviations of a group of `f32` rows (see [`group_g`]).
+    group_f32 / group_f32_avx2 = group_g(mean: &mut [f64], m2: &mut [f64], xs: &[&[f32]], inv: f64)
+);
+kernel!(
+    /// Mean and sum of squared deviations of a group of `f64` rows (see [`group_g`]).
+    group_f64 / group_f64_avx2 = group_g(mean: &mut [f64], m2: &mut [f64], xs: &[&[f64]], inv: f64)
+);
+kernel!(
     /// The mean over `c` channels of `out.len()` values each (channel-first `g`).
     channel_mean / channel_mean_avx2 = channel_mean_g(out: &mut [f64], g: &[f32], c: usize, inv_c: f64)
 );
@@ -142,26 +181,46 @@ mod tests {
     }
 
     macro_rules! pipeline {
-        ($xs:expr, $n:expr, $first32:ident, $first64:ident, $up32:ident, $up64:ident, $merge:ident, $sum:ident) => {{
+        ($xs:expr, $n:expr, $first32:ident, $first64:ident, $up32:ident, $up64:ident, $group32:ident, $group64:ident, $merge:ident, $sum:ident) => {{
             let (xs, n): (&[Vec<f32>], usize) = ($xs, $n);
             let (mut mean, mut m2) = (vec![7.0; n], vec![7.0; n]);
             let (mut mb, mut sb) = (vec![0.0; n], vec![0.0; n]);
             let a64: Vec<f64> = xs[3].iter().map(|&v| v as f64 * 3.0).collect();
             let b64: Vec<f64> = xs[4].iter().map(|&v| v as f64).collect();
+            let three: Vec<&[f32]> = xs[..3].iter().map(|x| x.as_slice()).collect();
+            let (mut wm, mut ws) = (vec![0.0; n], vec![0.0; n]);
             #[allow(unused_unsafe)]
             // SAFETY: the AVX2 variants run only when the CPU has AVX2 (checked by the caller).
             let total = unsafe {
-                $first32(&mut mean, &mut m2, &xs[0]);
-                for (k, x) in xs.iter().enumerate().skip(1).take(2) {
-                    $up32(&mut mean, &mut m2, x, 1.0 / (k + 1) as f64);
-                }
+                $first32(&mut wm, &mut ws, &xs[0]);
+                $up32(&mut wm, &mut ws, &xs[1], 0.5);
                 $first64(&mut mb, &mut sb, &a64);
                 $up64(&mut mb, &mut sb, &b64, 0.5);
+                $merge(&mut wm, &mut ws, &mb, &sb, 0.5, 1.0);
+                $group32(&mut mean, &mut m2, &three, 1.0 / 3.0);
+                $group64(&mut mb, &mut sb, &[&a64, &b64], 0.5);
                 $merge(&mut mean, &mut m2, &mb, &sb, 0.4, 1.2);
+                $merge(&mut mean, &mut m2, &wm, &ws, 0.4, 1.2);
                 $sum(&m2, 0.2)
             };
             (mean, m2, total)
         }};
+    }
+
+    /// The group kernel is the two-pass formula.
+    #[test]
+    fn group_is_the_two_pass_formula() {
+        let xs: Vec<Vec<f32>> = (0..3).map(|k| data(9, k as u64 + 11)).collect();
+        let rows: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
+        let (mut mean, mut m2) = (vec![1.0; 9], vec![1.0; 9]);
+        group_f32(&mut mean, &mut m2, &rows, 1.0 / 3.0);
+        for i in 0..9 {
+            let v: Vec<f64> = xs.iter().map(|x| f64::from(x[i])).collect();
+            let mu = v.iter().sum::<f64>() / 3.0;
+            let s: f64 = v.iter().map(|x| (x - mu).powi(2)).sum();
+            assert!((mean[i] - mu).abs() <= 1e-15 * mu.abs().max(1e-12));
+            assert!((m2[i] - s).abs() <= 1e-12 * s.max(1e-300));
+        }
     }
 
     /// Every kernel gives the same bits through the baseline and the AVX2 build.
@@ -169,7 +228,9 @@ mod tests {
     fn baseline_and_avx2_agree_bit_for_bit() {
         for n in [1usize, 3, 4, 7, 64, 785] {
             let xs: Vec<Vec<f32>> = (0..5).map(|k| data(n, k as u64 + 1)).collect();
-            let a = pipeline!(&xs, n, first_g, first_g, update_g, update_g, merge_g, sum_std_g);
+            let a = pipeline!(
+                &xs, n, first_g, first_g, update_g, update_g, group_g, group_g, merge_g, sum_std_g
+            );
             let plain: f64 = a.1.iter().map(|&s| (s * 0.2).max(0.0).sqrt()).sum();
             assert!((plain - a.2).abs() <= 1e-12 * plain.abs().max(1e-300));
             #[cfg(target_arch = "x86_64")]
@@ -181,6 +242,8 @@ mod tests {
                     first_f64_avx2,
                     update_f32_avx2,
                     update_f64_avx2,
+                    group_f32_avx2,
+                    group_f64_avx2,
                     merge_avx2,
                     sum_std_avx2
                 );

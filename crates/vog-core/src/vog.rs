@@ -1,11 +1,16 @@
 //! Streaming Variance of Gradients.
 //!
-//! For one batch of examples, gradients arrive one checkpoint at a time. Each input element keeps a
-//! running mean and sum of squared deviations (Welford's update, in `f64`), so no gradient is held
-//! after it has been folded in. Windows that share checkpoints share the work: the checkpoint axis
-//! is cut into elementary segments at every window boundary, each checkpoint updates exactly one
-//! segment, and a window's statistics are merged from its segments at the end (Chan et al.'s
-//! pairwise combination).
+//! For one batch of examples, gradients arrive one checkpoint at a time. Windows that share
+//! checkpoints share the work: the checkpoint axis is cut into elementary segments at every window
+//! boundary, each checkpoint belongs to exactly one segment, and a window's statistics are merged
+//! from its segments at the end (Chan et al.'s pairwise combination). A segment of many
+//! checkpoints keeps a running mean and sum of squared deviations per input element (Welford's
+//! update, in `f64`), so no gradient is held after it has been folded in and memory does not grow
+//! with the number of checkpoints. A segment of at most [`HOLD`] checkpoints (three checkpoints, or
+//! a few per window: the common case) holds its gradients instead and takes the two-pass formula
+//! over them at the end: one pass over the gradients and no running statistics to read and write
+//! per checkpoint, which is cheaper in memory traffic and exact to the same bits whether a window
+//! is scored from them directly or through merged statistics.
 
 use serde::{Deserialize, Serialize};
 
@@ -130,13 +135,33 @@ pub struct VogAccumulator {
     num_segments: usize,
     rows: usize,
     seen: Vec<bool>,
-    /// Per segment: checkpoints folded in so far.
+    /// Per segment: whether it holds its gradients (at most [`HOLD`] checkpoints).
+    holds: Vec<bool>,
+    /// Per segment: checkpoints folded into the running statistics so far.
     counts: Vec<u64>,
-    /// `[segment][row][elem]`.
+    /// `[segment][row][elem]`, allocated on first use.
     mean: Vec<f64>,
     /// `[segment][row][elem]`.
     m2: Vec<f64>,
-    scratch: Vec<f64>,
+    /// Per holding segment: gradients not folded yet, `[row][elem]` each (as given, or channel
+    /// means in `f64`).
+    pending: Vec<Vec<Rows>>,
+    /// Buffers of folded gradients, for reuse.
+    spare: Vec<Rows>,
+    /// One row's group statistics.
+    scratch: (Vec<f64>, Vec<f64>),
+}
+
+/// Segments of at most this many checkpoints hold their gradients until the batch is scored.
+pub const HOLD: usize = 4;
+
+/// One checkpoint's gradients for a batch, `[row][elem]`.
+#[derive(Debug, Clone)]
+enum Rows {
+    /// As the backend gave them.
+    F32(Vec<f32>),
+    /// Channel means.
+    F64(Vec<f64>),
 }
 
 impl VogAccumulator {
@@ -184,6 +209,7 @@ impl VogAccumulator {
                 segs
             })
             .collect();
+        let holds = cuts.windows(2).map(|p| p[1] - p[0] <= HOLD).collect();
         let row_len = row_shape.iter().product();
         let channels = reduce.plan(row_shape);
         let elems = channels.map_or(row_len, |(_, hw)| hw);
@@ -198,10 +224,13 @@ impl VogAccumulator {
             num_segments,
             rows: 0,
             seen: vec![false; num_checkpoints],
+            holds,
             counts: vec![0; num_segments],
             mean: Vec::new(),
             m2: Vec::new(),
-            scratch: vec![0.0; elems],
+            pending: vec![Vec::new(); num_segments],
+            spare: Vec::new(),
+            scratch: (vec![0.0; elems], vec![0.0; elems]),
         })
     }
 
@@ -215,10 +244,19 @@ impl VogAccumulator {
         &self.row_shape
     }
 
-    /// Bytes of running statistics one example takes (mean and sum of squares, `f64`, per
-    /// element and window segment).
+    /// Bytes one example takes at most: running statistics (mean and sum of squares, `f64`, per
+    /// element and window segment) and the gradients held by short segments.
     pub fn bytes_per_row(&self) -> usize {
-        self.num_segments * self.elems * 16
+        let per_value = if self.channels.is_some() { 8 } else { 4 };
+        self.num_segments * self.elems * 16 + self.max_held() * self.elems * per_value
+    }
+
+    /// The most gradients of a batch held at once: every checkpoint of a holding segment.
+    fn max_held(&self) -> usize {
+        self.segment_of
+            .iter()
+            .filter(|&&seg| self.holds[seg])
+            .count()
     }
 
     /// Number of windows scored.
@@ -230,16 +268,57 @@ impl VogAccumulator {
     /// overwrites them, so they need no clearing).
     pub fn reset(&mut self, rows: usize) {
         self.rows = rows;
-        let n = self.num_segments * rows * self.elems;
-        self.mean.resize(n, 0.0);
-        self.m2.resize(n, 0.0);
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.seen.iter_mut().for_each(|s| *s = false);
+        for seg in 0..self.num_segments {
+            self.recycle(seg);
+        }
+    }
+
+    /// Keeps segment `seg`'s held buffers for reuse (no more than can be held at once).
+    fn recycle(&mut self, seg: usize) {
+        self.spare.append(&mut self.pending[seg]);
+        self.spare.truncate(self.max_held());
     }
 
     /// Folds in the gradients of checkpoint `checkpoint` (its position in training order) for the
     /// whole batch: `rows × row_len` values, row-major. Each checkpoint is added once per batch.
     pub fn add(&mut self, checkpoint: usize, gradient: &[f32]) -> Result<()> {
+        let seg = self.check_add(checkpoint, gradient.len())?;
+        if !self.holds[seg] {
+            self.update(seg, gradient);
+            return Ok(());
+        }
+        let rows = match self.channels {
+            None => {
+                let mut buf = self.spare_f32();
+                buf.clear();
+                buf.extend_from_slice(gradient);
+                Rows::F32(buf)
+            }
+            Some(_) => self.reduce(gradient),
+        };
+        self.pending[seg].push(rows);
+        Ok(())
+    }
+
+    /// [`add`](Self::add), taking the buffer (held without a copy where the segment holds).
+    pub fn add_owned(&mut self, checkpoint: usize, gradient: Vec<f32>) -> Result<()> {
+        let seg = self.check_add(checkpoint, gradient.len())?;
+        if !self.holds[seg] {
+            self.update(seg, &gradient);
+            return Ok(());
+        }
+        let rows = match self.channels {
+            None => Rows::F32(gradient),
+            Some(_) => self.reduce(&gradient),
+        };
+        self.pending[seg].push(rows);
+        Ok(())
+    }
+
+    /// Checks an added gradient, marks its checkpoint seen and returns its segment.
+    fn check_add(&mut self, checkpoint: usize, len: usize) -> Result<usize> {
         if checkpoint >= self.num_checkpoints {
             return Err(Error::Invalid(format!(
                 "checkpoint position {checkpoint} out of range ({} checkpoints)",
@@ -251,16 +330,28 @@ impl VogAccumulator {
                 "checkpoint {checkpoint} added twice to one batch"
             )));
         }
-        if gradient.len() != self.rows * self.row_len {
+        if len != self.rows * self.row_len {
             return Err(Error::Shape(format!(
-                "gradient has {} values, expected {} rows × {} elements",
-                gradient.len(),
-                self.rows,
-                self.row_len
+                "gradient has {len} values, expected {} rows × {} elements",
+                self.rows, self.row_len
             )));
         }
         self.seen[checkpoint] = true;
-        let seg = self.segment_of[checkpoint];
+        Ok(self.segment_of[checkpoint])
+    }
+
+    /// Makes room for the running statistics of every segment.
+    fn ensure_state(&mut self) {
+        let n = self.num_segments * self.rows * self.elems;
+        if self.mean.len() < n {
+            self.mean.resize(n, 0.0);
+            self.m2.resize(n, 0.0);
+        }
+    }
+
+    /// Welford's update of segment `seg`'s running statistics with one checkpoint's gradients.
+    fn update(&mut self, seg: usize, gradient: &[f32]) {
+        self.ensure_state();
         self.counts[seg] += 1;
         let first = self.counts[seg] == 1;
         let inv = 1.0 / self.counts[seg] as f64;
@@ -276,7 +367,7 @@ impl VogAccumulator {
                 None if first => kernels::first_f32(mean, m2, g),
                 None => kernels::update_f32(mean, m2, g, inv),
                 Some((c, _)) => {
-                    let acc = &mut self.scratch;
+                    let acc = &mut self.scratch.0;
                     kernels::channel_mean(acc, g, c, 1.0 / c as f64);
                     if first {
                         kernels::first_f64(mean, m2, acc);
@@ -286,7 +377,89 @@ impl VogAccumulator {
                 }
             }
         }
-        Ok(())
+    }
+
+    fn spare_f32(&mut self) -> Vec<f32> {
+        match self.spare.iter().position(|r| matches!(r, Rows::F32(_))) {
+            Some(i) => match self.spare.swap_remove(i) {
+                Rows::F32(v) => v,
+                Rows::F64(_) => unreachable!("matched above"),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// The channel means of a batch's gradients, row by row.
+    fn reduce(&mut self, gradient: &[f32]) -> Rows {
+        let c = self.channels.map_or(1, |(c, _)| c);
+        let mut buf = match self.spare.iter().position(|r| matches!(r, Rows::F64(_))) {
+            Some(i) => match self.spare.swap_remove(i) {
+                Rows::F64(v) => v,
+                Rows::F32(_) => unreachable!("matched above"),
+            },
+            None => Vec::new(),
+        };
+        buf.resize(self.rows * self.elems, 0.0);
+        for (out, g) in buf
+            .chunks_exact_mut(self.elems)
+            .zip(gradient.chunks_exact(self.row_len))
+        {
+            kernels::channel_mean(out, g, c, 1.0 / c as f64);
+        }
+        Rows::F64(buf)
+    }
+
+    /// The two-pass statistics of segment `seg`'s held gradients for one row, into `mean` and
+    /// `m2`; returns 1 / (gradients held).
+    fn group_row(&self, seg: usize, row: usize, mean: &mut [f64], m2: &mut [f64]) -> f64 {
+        let span = row * self.elems..(row + 1) * self.elems;
+        let held = &self.pending[seg];
+        let inv = 1.0 / held.len() as f64;
+        match held.first() {
+            Some(Rows::F32(_)) => {
+                let xs: Vec<&[f32]> = held
+                    .iter()
+                    .map(|r| match r {
+                        Rows::F32(v) => &v[span.clone()],
+                        Rows::F64(_) => unreachable!("one kind per accumulator"),
+                    })
+                    .collect();
+                kernels::group_f32(mean, m2, &xs, inv);
+            }
+            Some(Rows::F64(_)) => {
+                let xs: Vec<&[f64]> = held
+                    .iter()
+                    .map(|r| match r {
+                        Rows::F64(v) => &v[span.clone()],
+                        Rows::F32(_) => unreachable!("one kind per accumulator"),
+                    })
+                    .collect();
+                kernels::group_f64(mean, m2, &xs, inv);
+            }
+            None => {}
+        }
+        inv
+    }
+
+    /// Folds every held gradient into its segment's running statistics.
+    fn settle(&mut self) {
+        self.ensure_state();
+        let (e, rows) = (self.elems, self.rows);
+        for seg in 0..self.num_segments {
+            if self.pending[seg].is_empty() {
+                continue;
+            }
+            let base = seg * rows * e;
+            let mut mean = std::mem::take(&mut self.mean);
+            let mut m2 = std::mem::take(&mut self.m2);
+            for row in 0..rows {
+                let at = base + row * e;
+                self.group_row(seg, row, &mut mean[at..at + e], &mut m2[at..at + e]);
+            }
+            (self.mean, self.m2) = (mean, m2);
+            self.counts[seg] = self.pending[seg].len() as u64;
+            self.recycle(seg);
+        }
     }
 
     fn check_complete(&self) -> Result<()> {
@@ -298,8 +471,9 @@ impl VogAccumulator {
         }
     }
 
-    /// The running statistics of one example over a window's checkpoints, merged from its
-    /// segments into `mean` and `m2`; returns 1 / (checkpoints in the window).
+    /// The running statistics of one example over a window's checkpoints (every segment
+    /// folded), merged from its segments into `mean` and `m2`; returns 1 / (checkpoints in the
+    /// window).
     fn window_stats(&self, window: usize, row: usize, mean: &mut [f64], m2: &mut [f64]) -> f64 {
         let e = self.elems;
         let mut count = 0u64;
@@ -322,13 +496,32 @@ impl VogAccumulator {
 
     /// VoG of every example in every window, row-major `[row][window]`: the mean over elements of
     /// the population standard deviation across the window's checkpoints.
-    pub fn scores(&self) -> Result<Vec<f64>> {
+    pub fn scores(&mut self) -> Result<Vec<f64>> {
         self.check_complete()?;
         let w = self.num_windows();
         let e = self.elems;
         let mut out = vec![0.0; self.rows * w];
-        let (mut mean, mut m2) = (vec![0.0; e], vec![0.0; e]);
-        for win in 0..w {
+        // A window of one holding segment is scored straight from the held gradients (settling
+        // them first would give the same bits through more memory traffic).
+        let mut direct = vec![false; w];
+        let (mut mean, mut m2) = std::mem::take(&mut self.scratch);
+        for (win, d) in direct.iter_mut().enumerate() {
+            if let [seg] = self.window_segments[win][..] {
+                if !self.pending[seg].is_empty() {
+                    *d = true;
+                    for row in 0..self.rows {
+                        let inv = self.group_row(seg, row, &mut mean, &mut m2);
+                        out[row * w + win] = kernels::sum_std(&m2, inv) / e as f64;
+                    }
+                }
+            }
+        }
+        if direct.iter().all(|&d| d) {
+            self.scratch = (mean, m2);
+            return Ok(out);
+        }
+        self.settle();
+        for win in (0..w).filter(|&win| !direct[win]) {
             let single = match self.window_segments[win][..] {
                 [seg] => Some(seg),
                 _ => None,
@@ -347,18 +540,20 @@ impl VogAccumulator {
                 out[row * w + win] = sum / e as f64;
             }
         }
+        self.scratch = (mean, m2);
         Ok(out)
     }
 
     /// The per-element standard deviation (before averaging) of one example in one window: the
     /// VoG map, with channels reduced as configured.
-    pub fn vog_map(&self, row: usize, window: usize) -> Result<Vec<f64>> {
+    pub fn vog_map(&mut self, row: usize, window: usize) -> Result<Vec<f64>> {
         self.check_complete()?;
         if row >= self.rows || window >= self.num_windows() {
             return Err(Error::Invalid(format!(
                 "no row {row} / window {window} in this batch"
             )));
         }
+        self.settle();
         let (mut mean, mut m2) = (vec![0.0; self.elems], vec![0.0; self.elems]);
         let inv = self.window_stats(window, row, &mut mean, &mut m2);
         Ok(m2.iter().map(|&s| (s * inv).max(0.0).sqrt()).collect())
@@ -454,6 +649,79 @@ mod tests {
             }
         }
         assert_eq!(acc.vog_map(1, 0).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn held_and_running_segments_merge() {
+        // 11 checkpoints cut into segments of 3 and 2 (held, two-pass) and 6 (running
+        // statistics); "all" merges the three.
+        let (rows, k) = (2usize, 11usize);
+        let windows = vec![
+            window("all", 0, 11),
+            window("early", 0, 3),
+            window("middle", 3, 9),
+            window("late", 9, 11),
+        ];
+        let mut seed = 3u64;
+        let grads: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..rows * 5).map(|_| lcg(&mut seed) * 1e-3).collect())
+            .collect();
+        for owned in [false, true] {
+            let mut acc = VogAccumulator::new(&[5], &windows, k, ChannelReduce::Mean).unwrap();
+            acc.reset(rows);
+            for (c, g) in grads.iter().enumerate() {
+                if owned {
+                    acc.add_owned(c, g.clone()).unwrap();
+                } else {
+                    acc.add(c, g).unwrap();
+                }
+            }
+            let scores = acc.scores().unwrap();
+            for row in 0..rows {
+                for (wi, w) in windows.iter().enumerate() {
+                    let per_ckpt: Vec<Vec<f64>> = (w.start..w.end)
+                        .map(|c| {
+                            grads[c][row * 5..(row + 1) * 5]
+                                .iter()
+                                .map(|&v| v.into())
+                                .collect()
+                        })
+                        .collect();
+                    let expected = reference_vog(&per_ckpt);
+                    let got = scores[row * windows.len() + wi];
+                    assert!(
+                        (got - expected).abs() <= 1e-12 * expected,
+                        "{got} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn held_and_folded_gradients_give_the_same_bits() {
+        // Few checkpoints are scored straight from the held gradients; asking for a map first
+        // folds them into running statistics. Both routes must agree exactly.
+        let (rows, k) = (3usize, 3usize);
+        let windows = vec![window("all", 0, 3)];
+        let mut seed = 5u64;
+        let grads: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..rows * 12).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        let run = |map_first: bool| {
+            let mut acc =
+                VogAccumulator::new(&[3, 2, 2], &windows, k, ChannelReduce::Mean).unwrap();
+            acc.reset(rows);
+            for (c, g) in grads.iter().enumerate() {
+                acc.add(c, g).unwrap();
+            }
+            if map_first {
+                acc.vog_map(0, 0).unwrap();
+            }
+            acc.scores().unwrap()
+        };
+        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(run(false)), bits(run(true)));
     }
 
     #[test]

@@ -608,18 +608,18 @@ fn accumulate(
                 second,
             } => {
                 let (a, a2) = live.get_mut(&slot).expect("started");
-                a.add(checkpoint, &gradient)?;
+                a.add_owned(checkpoint, gradient)?;
                 if let (Some(a2), Some(g2)) = (a2.as_mut(), second) {
-                    a2.add(checkpoint, &g2)?;
+                    a2.add_owned(checkpoint, g2)?;
                 }
                 Ok(None)
             }
             AccJob::Finish { slot } => {
-                let (a, a2) = live.remove(&slot).expect("started");
+                let (mut a, a2) = live.remove(&slot).expect("started");
                 let scores = a.scores()?;
                 spare.push(a);
                 let second = match a2 {
-                    Some(a2) => {
+                    Some(mut a2) => {
                         let s = a2.scores()?;
                         spare.push(a2);
                         Some(s)
@@ -953,7 +953,7 @@ fn maps_of_group(
         }
     }
     for ((chunk, acc), last) in chunks.iter().zip(accs).zip(lasts) {
-        let (a, grad_shape) = acc.expect("at least two checkpoints");
+        let (mut a, grad_shape) = acc.expect("at least two checkpoints");
         let row_len: usize = grad_shape.iter().product();
         let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
         for (i, &r) in chunk.iter().enumerate() {
