@@ -174,6 +174,8 @@ fn onnx_grad(a: cli::OnnxGradArgs) -> anyhow::Result<ExitCode> {
             cli::TargetArg::Logit => vog_core::Target::Logit,
             cli::TargetArg::Probability => vog_core::Target::Probability,
         },
+        // A graph written for other runtimes uses standard ONNX ops only.
+        vog_ops: false,
     };
     let g = vog_onnx::gradient_model(&model, &spec)
         .with_context(|| format!("{}", a.model.display()))?;

@@ -25,6 +25,17 @@ pub const CLASSES_INPUT: &str = "vog_classes";
 pub const CLASSES_OUTPUT: &str = "vog_classes_used";
 /// Name of the graph output holding the gradient.
 pub const GRADIENT_OUTPUT: &str = "vog_gradient";
+/// Revision of the graphs [`gradient_model`] builds: bumped whenever a change to the builder changes
+/// its output for some model, so that caches keyed by it never serve a graph of an older builder.
+pub const GRAPH_REVISION: u32 = 2;
+/// Operator domain of vog's own kernels (see [`GradSpec::vog_ops`]).
+pub const VOG_DOMAIN: &str = "ai.vog";
+/// `ai.vog.MaxPoolGrad(X, dY) -> dX`: the input gradient of a `MaxPool` over `X` with the same
+/// attributes (`kernel_shape`, `strides`, explicit `pads`, `dilations`): each element of `dY` is
+/// added at its window's first maximum in `X` (PyTorch's rule), every other element is 0. With
+/// `relu = 1`, `X` is a ReLU's output and the gradient is taken through that ReLU as well: an
+/// element passes only where its maximum is positive.
+pub const MAX_POOL_GRAD: &str = "MaxPoolGrad";
 
 /// What to differentiate.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +51,12 @@ pub struct GradSpec {
     pub wrt: Option<String>,
     /// Logit or softmax probability.
     pub target: Target,
+    /// Use vog's own kernels ([`VOG_DOMAIN`]) where standard ONNX ops express a backward rule
+    /// slowly: a max pool's input gradient becomes one [`MAX_POOL_GRAD`] node instead of a
+    /// `MaxPool` that also returns indices (which sends ONNX Runtime to a slow kernel) and a
+    /// `MaxUnpool` or scatter. The graph then runs only where those kernels are registered (the
+    /// ONNX backend does so on CPU); off, the graph uses standard ONNX ops only.
+    pub vog_ops: bool,
 }
 
 /// A model extended with the gradient computation, and the names to run it with.
@@ -176,6 +193,23 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     }
 
     let ranks = crate::graph::infer_ranks(&graph, &consts);
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for t in graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .chain(graph.output.iter().map(|o| &o.name))
+    {
+        *readers.entry(t.as_str()).or_default() += 1;
+    }
+    let lone_relu_outputs = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Relu" && (n.domain.is_empty() || n.domain == "ai.onnx"))
+        .filter_map(|n| n.output.first())
+        .filter(|o| readers.get(o.as_str()) == Some(&1))
+        .cloned()
+        .collect();
     let mut b = Builder {
         consts: &consts,
         ranks,
@@ -183,6 +217,10 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
         inits: Vec::new(),
         n: 0,
         extra_outputs: HashMap::new(),
+        vog_ops: spec.vog_ops,
+        used_vog_domain: false,
+        lone_relu_outputs,
+        relu_applied: HashSet::new(),
     };
     // The seed: d target / d output, computed in the graph.
     let (seed, classes) = b.seed_head(&output, spec.target);
@@ -264,8 +302,15 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
         nodes,
         inits,
         extra_outputs,
+        used_vog_domain,
         ..
     } = b;
+    if used_vog_domain {
+        model.opset_import.push(crate::proto::OperatorSetIdProto {
+            domain: VOG_DOMAIN.into(),
+            version: 1,
+        });
+    }
     drop(consts);
     let mut graph = graph;
     // MaxPool nodes on the path also export their argmax indices.
@@ -378,6 +423,13 @@ struct Builder<'a> {
     n: usize,
     /// Forward nodes that must gain a second output (MaxPool indices): node index → tensor name.
     extra_outputs: HashMap<usize, String>,
+    /// Whether [`VOG_DOMAIN`] kernels may be used, and whether one was.
+    vog_ops: bool,
+    used_vog_domain: bool,
+    /// Outputs of `Relu` nodes read by exactly one node (a max pool may take over their backward).
+    lone_relu_outputs: HashSet<String>,
+    /// Gradients that already went through the ReLU producing their tensor.
+    relu_applied: HashSet<String>,
 }
 
 impl Builder<'_> {
@@ -759,6 +811,7 @@ fn backward(
     match n.op_type.as_str() {
         "Identity" | "Dropout" => one_input(g),
         "Cast" => one_input(b.op("CastLike", &[&g, x(0)], vec![])),
+        "Relu" if b.relu_applied.contains(&g) => one_input(g.clone()),
         "Relu" => {
             // g · [x > 0] as a multiply by the cast mask: ONNX Runtime's Where (with a broadcast
             // scalar) is several times slower than Cast + Mul on CPU.
@@ -1049,7 +1102,15 @@ fn backward(
                 return Err(()); // weight gradients are never needed
             }
             let r = kernel.len();
+            // A gradient of few channels (the input image's: 1 or 3) is left to ConvTranspose:
+            // ONNX Runtime runs convolutions in a blocked layout of 8 or 16 channels, so a
+            // convolution producing 1–7 channels would compute mostly padding.
+            let few_channels = b
+                .consts
+                .dims(x(1))
+                .is_some_and(|d| d.len() > 1 && d[1] * group < 8);
             let direct = group == 1
+                && !few_channels
                 && strides.iter().all(|&v| v == 1)
                 && dil.iter().all(|&v| v == 1)
                 && (0..2 * r).all(|i| pads[i] >= 0 && pads[i] < kernel[i % r]);
@@ -1115,6 +1176,39 @@ fn backward(
         "MaxPool" => {
             if attr_i(n, "storage_order").unwrap_or(0) != 0 {
                 return Err(());
+            }
+            if b.vog_ops {
+                let kernel = attr_ints(n, "kernel_shape").ok_or(())?;
+                let r = kernel.len();
+                let strides = ints_or(n, "strides", vec![1; r]);
+                let dil = ints_or(n, "dilations", vec![1; r]);
+                if let Some(pads) = explicit_pads(n, &kernel, &strides, &dil) {
+                    b.used_vog_domain = true;
+                    // A ReLU feeding only this pool: its backward (a mask on the same elements)
+                    // is done in the same pass, and the ReLU's rule passes the result through.
+                    let relu = b.lone_relu_outputs.contains(x(0));
+                    let out = b.fresh(MAX_POOL_GRAD);
+                    let name = format!("vog_grad/{MAX_POOL_GRAD}_{}", b.nodes.len());
+                    b.nodes.push(NodeProto {
+                        input: vec![x(0).to_string(), g.clone()],
+                        output: vec![out.clone()],
+                        name,
+                        op_type: MAX_POOL_GRAD.into(),
+                        domain: VOG_DOMAIN.into(),
+                        attribute: vec![
+                            make_ints("kernel_shape", kernel),
+                            make_ints("strides", strides),
+                            make_ints("pads", pads),
+                            make_ints("dilations", dil),
+                            make_i("relu", i64::from(relu)),
+                        ],
+                        ..Default::default()
+                    });
+                    if relu {
+                        b.relu_applied.insert(out.clone());
+                    }
+                    return one_input(out);
+                }
             }
             let indices = match n.output.get(1).filter(|o| !o.is_empty()) {
                 Some(o) => o.clone(),

@@ -20,6 +20,7 @@
 mod error;
 mod grad;
 pub mod graph;
+pub mod kernels;
 
 /// Types generated from `onnx.proto3`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -30,5 +31,6 @@ pub mod proto {
 pub use error::{Error, Result};
 pub use grad::{
     gradient_model, GradModel, GradSpec, CLASSES_INPUT, CLASSES_OUTPUT, GRADIENT_OUTPUT,
+    GRAPH_REVISION, MAX_POOL_GRAD, VOG_DOMAIN,
 };
 pub use graph::{decode_model, encode_model};

@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+mod ops;
 mod options;
 mod selftest;
 
@@ -157,12 +158,14 @@ fn gradient_graph(
         h.update(&data);
     }
     let spec = format!(
-        "vog-onnx {}|{:?}|{:?}|{:?}|{}",
+        "vog-onnx {} r{}|{:?}|{:?}|{:?}|{}|vog_ops={}",
         env!("CARGO_PKG_VERSION"),
+        vog_onnx::GRAPH_REVISION,
         options.input,
         options.output,
         options.wrt,
-        target.as_str()
+        target.as_str(),
+        options.uses_vog_ops()
     );
     h.update(spec.as_bytes());
     let key = hex(&h.finalize());
@@ -184,6 +187,7 @@ fn gradient_graph(
         output: options.output.clone(),
         wrt: options.wrt.clone(),
         target,
+        vog_ops: options.uses_vog_ops(),
     };
     let g = vog_onnx::gradient_model(&model, &spec).map_err(|e| Error::checkpoint(path, e))?;
     let encoded = vog_onnx::encode_model(&g.model);
@@ -272,6 +276,16 @@ impl OnnxModel {
         if let Some(t) = o.threads.filter(|&t| t > 0) {
             builder = builder
                 .with_intra_threads(t)
+                .map_err(|e| backend_err(e.to_string()))?;
+        }
+        if let Some(p) = &o.profile {
+            builder = builder
+                .with_profiling(p)
+                .map_err(|e| backend_err(e.to_string()))?;
+        }
+        if o.uses_vog_ops() {
+            builder = builder
+                .with_operators(ops::domain()?)
                 .map_err(|e| backend_err(e.to_string()))?;
         }
         builder = builder

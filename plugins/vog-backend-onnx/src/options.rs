@@ -39,6 +39,11 @@ pub struct OnnxOptions {
     /// Graph optimization level.
     #[serde(default)]
     pub optimization: Optimization,
+    /// Let gradient graphs use vog's own kernels where standard ONNX ops are slow (on CPU; on
+    /// CUDA graphs always use standard ops): a max pool's backward as one `ai.vog.MaxPoolGrad`
+    /// pass instead of ONNX Runtime's max pool with indices and `MaxUnpool`. Default true; false
+    /// gives graphs of standard ONNX ops only.
+    pub vog_ops: Option<bool>,
     /// The graph input holding the examples, when the graph has several.
     pub input: Option<String>,
     /// The tensor holding the logits, when the graph has several outputs or outputs probabilities.
@@ -51,6 +56,9 @@ pub struct OnnxOptions {
     pub cache_dir: Option<PathBuf>,
     /// Set to false to rebuild the gradient graph on every load.
     pub cache: Option<bool>,
+    /// Write ONNX Runtime's profile of every session (per-node times, Chrome trace JSON) to files
+    /// named from this prefix (`PREFIX_DATE_TIME.json`), written when the session closes.
+    pub profile: Option<PathBuf>,
 }
 
 /// Where the computation runs.
@@ -83,6 +91,11 @@ impl OnnxOptions {
                 ))),
             },
         }
+    }
+
+    /// Whether gradient graphs use vog's own kernels (see [`OnnxOptions::vog_ops`]).
+    pub fn uses_vog_ops(&self) -> bool {
+        self.vog_ops.unwrap_or(true) && matches!(self.device(), Ok(Device::Cpu))
     }
 
     /// The cache directory for generated gradient graphs, unless caching is off.

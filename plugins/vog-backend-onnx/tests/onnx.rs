@@ -131,9 +131,16 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
         shape[0] = rows;
         let x = &x[..rows * xs[1..].iter().product::<usize>()];
         let labels: Vec<u32> = y[..rows].iter().map(|&v| v as u32).collect();
-        let mut seen = Vec::new();
-        for via in [Via::InProcess, Via::Plugin] {
-            let b = backend(via, "").unwrap();
+        // In process and through the plugin ABI; with vog's own kernels (the default) and with
+        // standard ONNX ops only.
+        let passes = [
+            (Via::InProcess, ""),
+            (Via::Plugin, ""),
+            (Via::InProcess, "vog_ops = false"),
+        ];
+        let mut seen = vec![Vec::new(); passes.len()];
+        for (pass, (via, options)) in passes.into_iter().enumerate() {
+            let b = backend(via, options).unwrap();
             for file in [
                 format!("epoch_{last}.onnx"),
                 format!("dynamo_epoch_{last}.onnx"),
@@ -150,15 +157,21 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
                     let err = max_rel(&out.gradient, &want);
                     assert!(
                         err < 1e-5,
-                        "{name} {file} {tag} {via:?}: gradient off by {err:e}"
+                        "{name} {file} {tag} {via:?} `{options}`: gradient off by {err:e}"
                     );
                     assert!(out.gradient_shape.is_none());
-                    seen.push(out);
+                    seen[pass].push(out);
                 }
             }
         }
-        let (a, b) = seen.split_at(seen.len() / 2);
-        assert_eq!(a, b, "{name}: in-process and plugin results differ");
+        assert_eq!(
+            seen[0], seen[1],
+            "{name}: in-process and plugin results differ"
+        );
+        assert_eq!(
+            seen[0], seen[2],
+            "{name}: vog's kernels and standard ONNX ops give different results"
+        );
     }
 }
 
@@ -461,9 +474,12 @@ fn gradient_graphs_are_cached_by_model_hash() {
 }
 
 /// A max pool's gradient goes to the first maximum of each window (row-major), as PyTorch's does,
-/// also when the maximum is tied, with and without (zero) padding and in ceil mode.
+/// also when the maximum is tied, with and without (zero) padding, in ceil mode, with overlapping
+/// windows and through a ReLU in front of the pool; through vog's own `MaxPoolGrad` kernel (the
+/// default) and through standard ONNX ops only (`vog_ops = false`).
 #[test]
 fn max_pool_gradients_go_to_the_first_tied_maximum() {
+    use vog_onnx::graph::{make_i, make_ints};
     use vog_onnx::proto::{
         tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     };
@@ -471,73 +487,107 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
         vog_onnx::graph::value_info(name, DataType::Float as i32, Some(dims.to_vec()))
     };
     let dir = tempfile::tempdir().unwrap();
-    // x [N, 1, 2, 4] → MaxPool → [N, 1, 1, 2] → Flatten → logits [N, 2]
-    for (pool_attrs, name) in [
+    // Window 0: 1, 1 / 1, 0 → first at (0, 0). Window 1: 0, 2 / 2, 2 → first at (0, 3).
+    let tied = [1.0f32, 1.0, 0.0, 2.0, 1.0, 0.0, 2.0, 2.0];
+    // Through a ReLU: window 0 is all negative (zeros after the ReLU: no gradient passes).
+    let negative = [-1.0f32, -2.0, 0.0, 2.0, -3.0, -4.0, 2.0, 2.0];
+    let pool = |extra: Vec<_>| {
+        let mut a = vec![
+            make_ints("kernel_shape", vec![2, 2]),
+            make_ints("strides", vec![2, 2]),
+        ];
+        a.extend(extra);
+        a
+    };
+    // (name, pool attributes, ReLU first, input row, gradient index for class 0 and 1)
+    let cases = [
+        ("plain", pool(vec![]), false, tied, [Some(0), Some(3)]),
         (
-            vec![
-                vog_onnx::graph::make_ints("kernel_shape", vec![2, 2]),
-                vog_onnx::graph::make_ints("strides", vec![2, 2]),
-            ],
-            "plain",
-        ),
-        (
-            vec![
-                vog_onnx::graph::make_ints("kernel_shape", vec![2, 2]),
-                vog_onnx::graph::make_ints("strides", vec![2, 2]),
-                vog_onnx::graph::make_ints("pads", vec![0, 0, 0, 0]),
-                vog_onnx::graph::make_i("ceil_mode", 1),
-            ],
             "ceil mode",
+            pool(vec![
+                make_ints("pads", vec![0, 0, 0, 0]),
+                make_i("ceil_mode", 1),
+            ]),
+            false,
+            tied,
+            [Some(0), Some(3)],
         ),
-    ] {
-        let model = ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(GraphProto {
-                name: "pool".into(),
-                node: vec![
-                    NodeProto {
-                        op_type: "MaxPool".into(),
-                        input: vec!["x".into()],
-                        output: vec!["p".into()],
-                        attribute: pool_attrs,
-                        ..Default::default()
-                    },
-                    NodeProto {
-                        op_type: "Flatten".into(),
-                        input: vec!["p".into()],
-                        output: vec!["logits".into()],
-                        attribute: vec![vog_onnx::graph::make_i("axis", 1)],
-                        ..Default::default()
-                    },
-                ],
-                input: vec![value("x", &[None, Some(1), Some(2), Some(4)])],
-                output: vec![value("logits", &[None, Some(2)])],
+        // 2×3 windows, stride 1: columns 0–2 (max 2 at (1, 2)) and 1–3 (first 2 at (0, 3)).
+        (
+            "overlapping",
+            vec![
+                make_ints("kernel_shape", vec![2, 3]),
+                make_ints("strides", vec![1, 1]),
+            ],
+            false,
+            tied,
+            [Some(6), Some(3)],
+        ),
+        ("relu", pool(vec![]), true, negative, [None, Some(3)]),
+    ];
+    for options in ["", "vog_ops = false"] {
+        for (name, pool_attrs, relu, row, want_at) in &cases {
+            let mut node = vec![];
+            let pooled_from = if *relu {
+                node.push(NodeProto {
+                    op_type: "Relu".into(),
+                    input: vec!["x".into()],
+                    output: vec!["r".into()],
+                    ..Default::default()
+                });
+                "r"
+            } else {
+                "x"
+            };
+            node.push(NodeProto {
+                op_type: "MaxPool".into(),
+                input: vec![pooled_from.into()],
+                output: vec!["p".into()],
+                attribute: pool_attrs.clone(),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let path = dir.path().join(format!("{}.onnx", name.replace(' ', "_")));
-        std::fs::write(&path, vog_onnx::encode_model(&model)).unwrap();
-        let b = backend(Via::InProcess, "").unwrap();
-        let mut m = b.load(&path).unwrap();
-        // Window 0: 1, 1 / 1, 0 → first at (0, 0). Window 1: 0, 2 / 2, 2 → first at (0, 3).
-        let row = [1.0f32, 1.0, 0.0, 2.0, 1.0, 0.0, 2.0, 2.0];
-        let input: Vec<f32> = row.iter().chain(&row).copied().collect();
-        let shape = [2, 1, 2, 4];
-        let request = GradRequest {
-            input: TensorView::new(&shape, &input).unwrap(),
-            classes: Classes::Given(&[0, 1]),
-            target: Target::Logit,
-        };
-        let out = m.input_gradients(&request).unwrap();
-        let mut want = vec![0.0f32; 16];
-        want[0] = 1.0;
-        want[8 + 3] = 1.0;
-        assert_eq!(out.gradient, want, "{name}");
-        assert_eq!(out.logits, vec![1.0, 2.0, 1.0, 2.0], "{name}");
+            });
+            node.push(NodeProto {
+                op_type: "Flatten".into(),
+                input: vec!["p".into()],
+                output: vec!["logits".into()],
+                attribute: vec![make_i("axis", 1)],
+                ..Default::default()
+            });
+            // x [N, 1, 2, 4] → (Relu) → MaxPool → [N, 1, 1, 2] → Flatten → logits [N, 2]
+            let model = ModelProto {
+                ir_version: 8,
+                opset_import: vec![OperatorSetIdProto {
+                    domain: String::new(),
+                    version: 17,
+                }],
+                graph: Some(GraphProto {
+                    name: "pool".into(),
+                    node,
+                    input: vec![value("x", &[None, Some(1), Some(2), Some(4)])],
+                    output: vec![value("logits", &[None, Some(2)])],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let path = dir.path().join(format!("{}.onnx", name.replace(' ', "_")));
+            std::fs::write(&path, vog_onnx::encode_model(&model)).unwrap();
+            let b = backend(Via::InProcess, options).unwrap();
+            let mut m = b.load(&path).unwrap();
+            let input: Vec<f32> = row.iter().chain(row).copied().collect();
+            let shape = [2, 1, 2, 4];
+            let request = GradRequest {
+                input: TensorView::new(&shape, &input).unwrap(),
+                classes: Classes::Given(&[0, 1]),
+                target: Target::Logit,
+            };
+            let out = m.input_gradients(&request).unwrap();
+            let mut want = vec![0.0f32; 16];
+            for (r, at) in want_at.iter().enumerate() {
+                if let Some(i) = at {
+                    want[8 * r + i] = 1.0;
+                }
+            }
+            assert_eq!(out.gradient, want, "{name}, options `{options}`");
+        }
     }
 }
