@@ -16,6 +16,7 @@ use vog_core::{
 };
 use vog_data::{ArrayFile, CsvColumns, Format, Record};
 
+use crate::affinity::{Helper, LoopCpu};
 use crate::config::{Config, LabelMode};
 use crate::discover::{self, Entry};
 use crate::plan::{WorkOrder, WorkPlan, READ_AHEAD};
@@ -577,6 +578,7 @@ fn accumulate(
     windows: &[Window],
     k: usize,
     channels: vog_core::ChannelReduce,
+    helper: &mut Helper<'_>,
 ) {
     let mut live: HashMap<u64, (VogAccumulator, Option<VogAccumulator>)> = HashMap::new();
     let mut spare: Vec<VogAccumulator> = Vec::new();
@@ -631,6 +633,7 @@ fn accumulate(
         }
     };
     for job in jobs {
+        helper.step();
         match run(job) {
             Ok(None) => {}
             Ok(Some(scores)) => {
@@ -644,6 +647,20 @@ fn accumulate(
             }
         }
     }
+}
+
+/// Spawns a named scoped helper thread of the scoring loop (names show in `top -H`, profilers and
+/// panic messages); `f` calls [`Helper::step`] between pieces of work to stay off the loop's CPU.
+fn spawn_helper<'scope, 'env, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    loop_cpu: &'scope LoopCpu,
+    f: impl FnOnce(&mut Helper<'scope>) -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, move || f(&mut Helper::new(loop_cpu)))
+        .map_err(|e| Error::Input(format!("cannot start the {name} thread: {e}")))
 }
 
 /// Reads examples `start..start + rows`, applies the input transform and refuses non-finite
@@ -1354,32 +1371,37 @@ fn pass_backend<'a>(
     let source = &mut data;
     let transform_ref = &transform;
     let data_path_ref = &data_path;
+    let loop_cpu = &LoopCpu::new();
     std::thread::scope(|scope| -> Result<()> {
         // Reading and decoding run ahead of the backend, a bounded number of batches.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<f32>>>(READ_AHEAD);
         let to_read = batches.clone();
-        scope.spawn(move || {
+        spawn_helper(scope, "vog-read", loop_cpu, move |helper| {
             for (start, rows) in to_read {
+                helper.step();
                 let batch = read_batch(&mut **source, transform_ref, data_path_ref, start, rows);
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return;
                 }
             }
-        });
+        })?;
         // Folding gradients into the running statistics overlaps the next backend call.
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<AccJob>(2 * k);
         let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
         let (acc_windows, channels) = (&windows, config.scoring.channels);
-        scope.spawn(move || accumulate(job_rx, res_tx, acc_windows, k, channels));
+        spawn_helper(scope, "vog-stats", loop_cpu, move |helper| {
+            accumulate(job_rx, res_tx, acc_windows, k, channels, helper)
+        })?;
         // Finishing rows (reducers, the spill) runs on a third thread, in batch order.
         let (fin_tx, fin_rx) =
             std::sync::mpsc::sync_channel::<Finished>(plan.chunk_batches + READ_AHEAD);
         let reducers = &mut reducers;
         let sink = &mut *sink;
         let (ann_ref, windows_ref) = (&ann, &windows);
-        let finisher = scope.spawn(move || -> Result<()> {
+        let finisher = spawn_helper(scope, "vog-finish", loop_cpu, move |helper| -> Result<()> {
             for b in fin_rx {
+                helper.step();
                 let (start, rows) = (b.start, b.rows);
                 let BatchScores {
                     scores,
@@ -1467,7 +1489,7 @@ fn pass_backend<'a>(
                 progress.advance(rows as u64);
             }
             Ok(())
-        });
+        })?;
         // A peer thread that stopped reports why itself (its error is preferred below).
         let peer_stopped = std::cell::Cell::new(false);
         let stopped = |what: &str| {
@@ -1519,6 +1541,7 @@ fn pass_backend<'a>(
                             classes,
                             target: config.scoring.target,
                         };
+                        loop_cpu.note();
                         let t_call = Instant::now();
                         let step = model.input_gradients(&request);
                         backend_s += t_call.elapsed().as_secs_f64();

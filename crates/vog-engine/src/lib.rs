@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod affinity;
 pub mod config;
 pub mod discover;
 mod engine;
