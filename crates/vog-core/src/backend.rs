@@ -87,6 +87,18 @@ impl GradOutput {
     /// finite values. Engines call this on every backend answer so that a faulty backend is reported
     /// at its source instead of corrupting statistics.
     pub fn validate(&self, request: &GradRequest<'_>) -> Result<()> {
+        self.validate_structure(request)?;
+        check_finite(
+            "gradient",
+            &self.gradient,
+            self.gradient_row_len(request).max(1),
+        )
+    }
+
+    /// [`validate`](Self::validate) without scanning the gradient's values: sizes, class indices
+    /// and finite logits. For callers that check the gradient with [`check_finite`] where they
+    /// read it anyway (vog's engine does so on its statistics thread).
+    pub fn validate_structure(&self, request: &GradRequest<'_>) -> Result<()> {
         let rows = request.input.rows();
         if self.num_classes == 0 || self.logits.len() != rows * self.num_classes {
             return Err(Error::Shape(format!(
@@ -119,13 +131,15 @@ impl GradOutput {
             )));
         }
         check_classes(&self.classes, self.num_classes)?;
-        check_finite("logits", &self.logits, self.num_classes)?;
-        let row_len = match &self.gradient_shape {
+        check_finite("logits", &self.logits, self.num_classes)
+    }
+
+    /// Values per example of the gradient answering `request`.
+    pub fn gradient_row_len(&self, request: &GradRequest<'_>) -> usize {
+        match &self.gradient_shape {
             Some(s) => s.iter().product::<usize>(),
             None => request.input.row_len(),
-        };
-        check_finite("gradient", &self.gradient, row_len.max(1))?;
-        Ok(())
+        }
     }
 }
 

@@ -534,10 +534,11 @@ struct BatchWork {
 
 /// Work for the statistics worker.
 enum AccJob {
-    /// A batch's first gradient is coming: rows, gradient row shape, and whether a second
+    /// A batch's first gradient is coming: its rows, gradient row shape, and whether a second
     /// target's gradients come too.
     Start {
         slot: u64,
+        start: usize,
         rows: usize,
         shape: Vec<usize>,
         second: bool,
@@ -570,22 +571,36 @@ struct BatchScores {
     second: Option<Vec<f64>>,
 }
 
-/// The statistics worker: folds gradients into per-batch accumulators while the scoring loop
-/// calls the backend again, and answers each `Finish` (in order) with the batch's scores.
+/// Describes a gradient that failed its check: (error, checkpoint, first row, rows).
+type DescribeStep<'a> = &'a (dyn Fn(vog_core::Error, usize, usize, usize) -> Error + Sync);
+
+/// One batch on the statistics worker: its accumulators and where its rows start.
+struct LiveBatch {
+    first: VogAccumulator,
+    second: Option<VogAccumulator>,
+    start: usize,
+    rows: usize,
+}
+
+/// The statistics worker: checks that gradients are finite and folds them into per-batch
+/// accumulators while the scoring loop calls the backend again, and answers each `Finish` (in
+/// order) with the batch's scores.
 fn accumulate(
     jobs: std::sync::mpsc::Receiver<AccJob>,
     results: std::sync::mpsc::Sender<Result<BatchScores>>,
     windows: &[Window],
     k: usize,
     channels: vog_core::ChannelReduce,
+    describe: DescribeStep<'_>,
     helper: &mut Helper<'_>,
 ) {
-    let mut live: HashMap<u64, (VogAccumulator, Option<VogAccumulator>)> = HashMap::new();
+    let mut live: HashMap<u64, LiveBatch> = HashMap::new();
     let mut spare: Vec<VogAccumulator> = Vec::new();
     let mut run = |job: AccJob| -> Result<Option<BatchScores>> {
         match job {
             AccJob::Start {
                 slot,
+                start,
                 rows,
                 shape,
                 second,
@@ -600,7 +615,15 @@ fn accumulate(
                 };
                 let first = fresh()?;
                 let second = if second { Some(fresh()?) } else { None };
-                live.insert(slot, (first, second));
+                live.insert(
+                    slot,
+                    LiveBatch {
+                        first,
+                        second,
+                        start,
+                        rows,
+                    },
+                );
                 Ok(None)
             }
             AccJob::Add {
@@ -609,15 +632,28 @@ fn accumulate(
                 gradient,
                 second,
             } => {
-                let (a, a2) = live.get_mut(&slot).expect("started");
-                a.add_owned(checkpoint, gradient)?;
-                if let (Some(a2), Some(g2)) = (a2.as_mut(), second) {
+                let b = live.get_mut(&slot).expect("started");
+                let row_len = gradient.len() / b.rows.max(1);
+                let finite = |g: &[f32]| {
+                    vog_core::check_finite("gradient", g, row_len.max(1))
+                        .map_err(|e| describe(e, checkpoint, b.start, b.rows))
+                };
+                finite(&gradient)?;
+                if let Some(g2) = &second {
+                    finite(g2)?;
+                }
+                b.first.add_owned(checkpoint, gradient)?;
+                if let (Some(a2), Some(g2)) = (b.second.as_mut(), second) {
                     a2.add_owned(checkpoint, g2)?;
                 }
                 Ok(None)
             }
             AccJob::Finish { slot } => {
-                let (mut a, a2) = live.remove(&slot).expect("started");
+                let LiveBatch {
+                    first: mut a,
+                    second: a2,
+                    ..
+                } = live.remove(&slot).expect("started");
                 let scores = a.scores()?;
                 spare.push(a);
                 let second = match a2 {
@@ -1390,8 +1426,12 @@ fn pass_backend<'a>(
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<AccJob>(2 * k);
         let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
         let (acc_windows, channels) = (&windows, config.scoring.channels);
+        // Gradients are checked for NaN and infinity there too, described as the loop would.
+        let describe = |e, ck: usize, start, rows| {
+            step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
+        };
         spawn_helper(scope, "vog-stats", loop_cpu, move |helper| {
-            accumulate(job_rx, res_tx, acc_windows, k, channels, helper)
+            accumulate(job_rx, res_tx, acc_windows, k, channels, &describe, helper)
         })?;
         // Finishing rows (reducers, the spill) runs on a third thread, in batch order.
         let (fin_tx, fin_rx) =
@@ -1548,7 +1588,8 @@ fn pass_backend<'a>(
                         let out = step.map_err(|e| {
                             step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
                         })?;
-                        out.validate(&request).map_err(|e| match e {
+                        // The gradient's values are checked on the statistics thread.
+                        out.validate_structure(&request).map_err(|e| match e {
                             // NaN weights or an overflow: a property of the checkpoint and the data.
                             e @ vog_core::Error::NonFinite { .. } => {
                                 step_error(e, ck, k, &paths[ck], start, rows, data_path_ref, &ann)
@@ -1597,6 +1638,7 @@ fn pass_backend<'a>(
                         if !b.started {
                             send(AccJob::Start {
                                 slot: b.slot,
+                                start,
                                 rows,
                                 shape: this_shape,
                                 second: second.is_some(),
@@ -1616,7 +1658,7 @@ fn pass_backend<'a>(
                             let step2 = model.input_gradients(&request2);
                             backend_s += t_call.elapsed().as_secs_f64();
                             let out2 = step2
-                                .and_then(|o| o.validate(&request2).map(|()| o))
+                                .and_then(|o| o.validate_structure(&request2).map(|()| o))
                                 .map_err(|e| {
                                     step_error(
                                         e,
