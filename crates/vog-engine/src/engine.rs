@@ -1528,6 +1528,13 @@ fn pass_backend<'a>(
                 )?;
                 progress.advance(rows as u64);
             }
+            // The loop stopped sending batches. If that is because the statistics worker failed
+            // (a NaN gradient, say) before finishing a batch this thread was waiting for, its
+            // error is still in the channel: report it rather than "the worker stopped". The
+            // worker ends once the loop has dropped its side, so this does not block.
+            for r in results {
+                r?;
+            }
             Ok(())
         })?;
         // A peer thread that stopped reports why itself (its error is preferred below).
