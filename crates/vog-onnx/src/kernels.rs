@@ -10,27 +10,22 @@ pub trait Element: Copy + PartialOrd + std::ops::AddAssign + Default {
     fn keep(self, keep: bool) -> Self;
 }
 
-impl Element for f32 {
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    #[inline(always)]
-    fn keep(self, keep: bool) -> Self {
-        f32::from_bits(self.to_bits() & u32::from(keep).wrapping_neg())
-    }
+macro_rules! element {
+    ($t:ty, $bits:ty) => {
+        impl Element for $t {
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn keep(self, keep: bool) -> Self {
+                <$t>::from_bits(self.to_bits() & <$bits>::from(keep).wrapping_neg())
+            }
+        }
+    };
 }
-
-impl Element for f64 {
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    #[inline(always)]
-    fn keep(self, keep: bool) -> Self {
-        f64::from_bits(self.to_bits() & u64::from(keep).wrapping_neg())
-    }
-}
+element!(f32, u32);
+element!(f64, u64);
 
 /// Window geometry of a max pool: per spatial axis the kernel size, stride, padding at the start
 /// and dilation.
