@@ -476,15 +476,15 @@ fn gradient_graphs_are_cached_by_model_hash() {
 /// A max pool's gradient goes to the first maximum of each window (row-major), as PyTorch's does,
 /// also when the maximum is tied, with and without (zero) padding, in ceil mode, with overlapping
 /// windows and through a ReLU in front of the pool; through vog's own `MaxPoolGrad` kernel (the
-/// default) and through standard ONNX ops only (`vog_ops = false`).
+/// default) and through standard ONNX ops only (`vog_ops = false`); in float and double models.
 #[test]
 fn max_pool_gradients_go_to_the_first_tied_maximum() {
     use vog_onnx::graph::{make_i, make_ints};
     use vog_onnx::proto::{
         tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     };
-    let value = |name: &str, dims: &[Option<i64>]| {
-        vog_onnx::graph::value_info(name, DataType::Float as i32, Some(dims.to_vec()))
+    let value = |name: &str, dims: &[Option<i64>], elem: DataType| {
+        vog_onnx::graph::value_info(name, elem as i32, Some(dims.to_vec()))
     };
     let dir = tempfile::tempdir().unwrap();
     // Window 0: 1, 1 / 1, 0 → first at (0, 0). Window 1: 0, 2 / 2, 2 → first at (0, 3).
@@ -525,7 +525,11 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
         ),
         ("relu", pool(vec![]), true, negative, [None, Some(3)]),
     ];
-    for options in ["", "vog_ops = false"] {
+    for (options, elem) in [
+        ("", DataType::Float),
+        ("vog_ops = false", DataType::Float),
+        ("", DataType::Double),
+    ] {
         for (name, pool_attrs, relu, row, want_at) in &cases {
             let mut node = vec![];
             let pooled_from = if *relu {
@@ -563,8 +567,8 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
                 graph: Some(GraphProto {
                     name: "pool".into(),
                     node,
-                    input: vec![value("x", &[None, Some(1), Some(2), Some(4)])],
-                    output: vec![value("logits", &[None, Some(2)])],
+                    input: vec![value("x", &[None, Some(1), Some(2), Some(4)], elem)],
+                    output: vec![value("logits", &[None, Some(2)], elem)],
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -587,7 +591,7 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
                     want[8 * r + i] = 1.0;
                 }
             }
-            assert_eq!(out.gradient, want, "{name}, options `{options}`");
+            assert_eq!(out.gradient, want, "{name}, options `{options}`, {elem:?}");
         }
     }
 }
