@@ -9,13 +9,8 @@ use crate::util::{run, text};
 /// 10 classes × 60 "digits": a class-specific bright square on a noisy background.
 fn fake_digits(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut state = 12345u64;
-    let mut noise = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as f64 / (1u64 << 31) as f64) * 0.3
-    };
+    let mut r = vog_core::Lcg::new(12345);
+    let mut noise = || (r.next_u64() >> 33) as f64 / (1u64 << 31) as f64 * 0.3;
     for d in 0..10usize {
         let mut data = Vec::new();
         for _ in 0..60 {

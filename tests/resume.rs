@@ -11,15 +11,7 @@ use crate::util::{golden, run, text, vog};
 /// a few seconds in a debug build, long enough to be killed mid-way.
 fn setup(d: &Path) -> String {
     let n = 12_000usize;
-    let mut state = 7u64;
-    let x: Vec<f32> = (0..n * 20)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
+    let x = vog_core::Lcg::new(7).uniform_f32(n * 20, -2.0, 2.0);
     vog_data::write_npy_f32(&d.join("x.npy"), &[n, 20], &x).unwrap();
     let cfg = format!(
         "version = 1\n[data]\npath = \"x.npy\"\n[checkpoints]\npaths = [\"{}\"]\n[backend]\nbatch_size = 8\n\

@@ -169,15 +169,8 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1e-2
-            })
-            .collect()
+        let mut r = crate::Lcg::new(seed);
+        (0..n).map(|_| (r.unit_f32() - 0.5) * 1e-2).collect()
     }
 
     macro_rules! pipeline {

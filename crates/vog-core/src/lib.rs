@@ -39,6 +39,7 @@ mod error;
 mod kernels;
 mod normalize;
 mod reduce;
+mod rng;
 mod sort;
 mod tensor;
 mod time;
@@ -55,6 +56,7 @@ pub use reduce::{
     panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting, LastLoss,
     MeanMargin, Reducer, RowOutcome,
 };
+pub use rng::Lcg;
 pub use sort::natural_cmp;
 pub use tensor::{batch_shape_string, Tensor, TensorView};
 pub use time::now_rfc3339;

@@ -330,13 +330,8 @@ mod tests {
     /// streamed), over random scores with ties.
     #[test]
     fn heaps_select_what_a_full_sort_selects() {
-        let mut state = 11u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as usize
-        };
+        let mut r = vog_core::Lcg::new(11);
+        let mut next = || (r.next_u64() >> 33) as usize;
         for round in 0..40 {
             let n = 1 + next() % 300;
             let examples: Vec<ExampleScore> = (0..n)

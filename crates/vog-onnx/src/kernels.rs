@@ -436,14 +436,9 @@ mod tests {
 
     #[test]
     fn every_path_matches_a_window_by_window_scan() {
-        let mut seed = 9u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            // Few distinct values, so that windows tie often; some negative.
-            ((seed >> 60) as f32) - 5.0
-        };
+        let mut r = vog_core::Lcg::new(9);
+        // Few distinct values, so that windows tie often; some negative.
+        let mut next = || (r.next_u64() >> 60) as f32 - 5.0;
         for (h, w) in [(4, 4), (5, 7), (28, 28), (3, 19)] {
             let n = 3;
             let x: Vec<f32> = (0..n * h * w).map(|_| next()).collect();

@@ -11,15 +11,7 @@ use crate::CandleBackend;
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    vog_core::Lcg::new(seed).uniform_f32(n, -1.0, 1.0)
 }
 
 fn save(path: &Path, tensors: Vec<(&str, Vec<usize>, Vec<f32>)>) -> Result<()> {
