@@ -42,26 +42,9 @@ struct Source {
     class_names: BTreeMap<u64, String>,
 }
 
-/// The names of the run's windows, in manifest order.
-fn window_names(manifest: &Value) -> Vec<String> {
-    manifest["scoring"]["windows"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|w| w["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `all` when the run has it, else its first window.
+/// The run's main window (`all` for a manifest without windows).
 fn main_window(manifest: &Value) -> String {
-    let names = window_names(manifest);
-    if names.iter().any(|n| n == "all") {
-        "all".into()
-    } else {
-        names.into_iter().next().unwrap_or_else(|| "all".into())
-    }
+    vog_core::manifest::main_window(manifest).unwrap_or_else(|| "all".into())
 }
 
 fn read_manifest(path: &Path) -> Result<Value> {
@@ -448,7 +431,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
     // Summary.
     let flagged = m["flagged"].as_u64().unwrap_or(0);
     let k = m["checkpoints"].as_array().map_or(0, Vec::len);
-    let windows = window_names(m);
+    let windows = vog_core::manifest::window_names(m);
     let errors = rows
         .iter()
         .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))

@@ -37,6 +37,7 @@
 mod backend;
 mod error;
 mod kernels;
+pub mod manifest;
 mod normalize;
 mod reduce;
 mod rng;

@@ -192,14 +192,7 @@ pub fn merge_shards(dirs: &[PathBuf], out: &OutputConfig) -> Result<MergeSummary
         .collect::<Result<Vec<_>>>()?;
     check(&mut shards)?;
     let stats = merged_stats(&shards)?;
-    let windows: Vec<String> = shards[0].manifest["scoring"]["windows"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|w| w["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let windows = vog_core::manifest::window_names(&shards[0].manifest);
     let normalize = |window: &str, class: Option<u64>, raw: Option<f64>| -> Option<f64> {
         let (c, v) = (class?, raw?);
         Some(stats.get(window)?.normalize(c as u32, v))

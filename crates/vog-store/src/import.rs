@@ -154,22 +154,8 @@ impl Store {
             })
             .unwrap_or_else(|| "stored-gradients".into());
         let split = manifest["data"]["split"].as_str().unwrap_or("").to_string();
-        let windows: Vec<String> = manifest["scoring"]["windows"]
-            .as_array()
-            .map(|w| {
-                w.iter()
-                    .filter_map(|w| w["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let score_window = if windows.iter().any(|w| w == "all") {
-            "all".to_string()
-        } else {
-            windows
-                .first()
-                .cloned()
-                .ok_or_else(|| Error::Input(format!("{}: no windows", manifest_path.display())))?
-        };
+        let score_window = vog_core::manifest::main_window(&manifest)
+            .ok_or_else(|| Error::Input(format!("{}: no windows", manifest_path.display())))?;
 
         // The ranking score: normalized VoG of the score window, raw VoG without labels.
         let score_of = |r: &Value| -> (f64, f64) {
