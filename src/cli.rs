@@ -141,9 +141,30 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub addr: std::net::SocketAddr,
     /// Access token (at least 8 characters) that every request must carry: the printed link sets
-    /// it as a cookie; API clients send `Authorization: Bearer TOKEN`.
+    /// it as a cookie; API clients send `Authorization: Bearer TOKEN`. Reviewers name themselves.
     #[arg(long, env = "VOG_SERVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A token per reviewer: a file of `TOKEN NAME` lines (mode 600). Each decision is recorded
+    /// under the name of the token that made it.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub tokens: Option<PathBuf>,
+    /// A further Host name to answer without a token (loopback names and the bound address are
+    /// always answered); repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// The directory images named in metadata are served from (default: the directory of each
+    /// run's metadata file, or of its data file).
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (also the longest idle keep-alive).
+    #[arg(long, default_value_t = 10, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds from a request's headers to its response (its body read included).
+    #[arg(long, default_value_t = 60, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+    /// Connections served at once; more wait in the listen queue.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +333,9 @@ pub struct ReviewArgs {
     /// Who decides.
     #[arg(long)]
     pub reviewer: String,
+    /// Decide even when another reviewer holds the example in a queue (otherwise refused).
+    #[arg(long)]
+    pub force: bool,
     /// Read decisions as JSON lines from stdin ({"example": …, "decision": …, "label": …, "note": …});
     /// print `ack SEQ KEY` once each is durable.
     #[arg(long)]
@@ -335,6 +359,9 @@ pub struct ExportArgs {
     /// csv, jsonl, relabel (run,id,old_label,new_label), label-studio.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormatArg,
+    /// At most this many examples (default: every match).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Output file (default: stdout).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,

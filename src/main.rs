@@ -77,14 +77,31 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Merge(a) => score::merge(a, args.quiet),
         cli::Command::Report(a) => report::run(a),
         cli::Command::Reproduce(a) => reproduce::run(a, args.quiet),
-        cli::Command::Serve(a) => vog_serve::run(&vog_serve::ServeConfig {
-            store: a.store.store,
-            addr: a.addr,
-            token: a.token,
-        })
-        .map(|()| ExitCode::SUCCESS)
-        .map_err(Into::into),
+        cli::Command::Serve(a) => serve(a),
     }
+}
+
+/// `vog serve`.
+fn serve(a: cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    use std::time::Duration;
+    let access = match (a.token, &a.tokens) {
+        (_, Some(file)) => vog_serve::Access::Team(vog_serve::read_tokens(file)?),
+        (Some(t), None) => vog_serve::Access::Shared(t),
+        (None, None) => vog_serve::Access::Open,
+    };
+    vog_serve::run(&vog_serve::ServeConfig {
+        store: a.store.store,
+        addr: a.addr,
+        access,
+        allow_hosts: a.allow_hosts,
+        assets: a.assets,
+        limits: vog_serve::Limits {
+            header_timeout: Duration::from_secs(a.header_timeout),
+            request_timeout: Duration::from_secs(a.request_timeout),
+            max_connections: a.max_connections as usize,
+        },
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `vog evaluate`.

@@ -186,6 +186,12 @@ pub fn run_queue(a: QueueArgs) -> Result<ExitCode> {
         } => {
             let store = open(&store.store)?;
             let claims = store.claim(&name, &reviewer, n, Duration::from_secs(lease))?;
+            if let Some(q) = store.queues(Some(&name))?.first().filter(|q| q.dropped > 0) {
+                eprintln!(
+                    "queue `{name}`: {} items dropped so far: their examples are no longer in the index",
+                    q.dropped
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string(&claims)?);
             } else if claims.is_empty() {
@@ -199,8 +205,13 @@ pub fn run_queue(a: QueueArgs) -> Result<ExitCode> {
         QueueCommand::Status { name, store } => {
             let store = open(&store.store)?;
             for q in store.queues(name.as_deref())? {
+                let dropped = if q.dropped > 0 {
+                    format!(", {} dropped (no longer indexed)", q.dropped)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}: {} of {} reviewed, {} claimed ({})",
+                    "{}: {} of {} reviewed, {} claimed{dropped} ({})",
                     q.name, q.reviewed, q.total, q.claimed, q.query
                 );
             }
@@ -235,6 +246,7 @@ pub fn run_review(a: ReviewArgs) -> Result<ExitCode> {
                     .into(),
                 label: v["label"].as_u64(),
                 note: v["note"].as_str().map(String::from),
+                force: v["force"].as_bool().unwrap_or(a.force),
             };
             let r = store
                 .record_decision_only(&d)
@@ -255,6 +267,7 @@ pub fn run_review(a: ReviewArgs) -> Result<ExitCode> {
         decision,
         label: a.label,
         note: a.note,
+        force: a.force,
     })?;
     println!(
         "recorded #{}: {} {} by {}",
@@ -271,20 +284,33 @@ pub fn run_export(a: ExportArgs) -> Result<ExitCode> {
         ExportFormatArg::Relabel => ExportFormat::Relabel,
         ExportFormatArg::LabelStudio => ExportFormat::LabelStudio,
     };
-    let req = request(&a.filters);
-    let n = match &a.out {
-        Some(path) => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            );
-            let n = store.export(&req, format, &mut f)?;
-            f.flush()?;
-            eprintln!("exported {n} examples to {}", path.display());
-            n
-        }
-        None => store.export(&req, format, &mut std::io::stdout().lock())?,
+    let req = SearchRequest {
+        // 0: every match.
+        limit: a.limit.unwrap_or(0),
+        ..request(&a.filters)
     };
-    let _ = n;
+    match &a.out {
+        Some(path) => {
+            // Written beside the target and renamed into place: a failed export leaves nothing.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
+            let n = {
+                let mut f = std::io::BufWriter::new(tmp.as_file_mut());
+                let n = store.export(&req, format, &mut f)?;
+                f.flush()?;
+                n
+            };
+            tmp.persist(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("exported {n} examples to {}", path.display());
+        }
+        None => {
+            store.export(&req, format, &mut std::io::stdout().lock())?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

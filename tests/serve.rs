@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use crate::util::{golden, run, text, vog, CNN_OPTIONS};
 
 /// A running `vog serve`, stopped on drop.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -26,7 +26,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(store: &Path, extra: &[&str]) -> Server {
+pub(crate) fn serve(store: &Path, extra: &[&str]) -> Server {
     let mut child = vog()
         .args([
             "serve",
@@ -54,7 +54,7 @@ fn serve(store: &Path, extra: &[&str]) -> Server {
     Server { child, base }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -64,7 +64,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn get(a: &ureq::Agent, url: &str) -> (u16, String) {
+pub(crate) fn get(a: &ureq::Agent, url: &str) -> (u16, String) {
     let mut r = a
         .get(url)
         .call()
@@ -76,13 +76,13 @@ fn get(a: &ureq::Agent, url: &str) -> (u16, String) {
     )
 }
 
-fn get_json(a: &ureq::Agent, url: &str) -> Value {
+pub(crate) fn get_json(a: &ureq::Agent, url: &str) -> Value {
     let (status, body) = get(a, url);
     assert_eq!(status, 200, "{url}: {body}");
     serde_json::from_str(&body).unwrap()
 }
 
-fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
+pub(crate) fn post_json(a: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
     let mut r = a.post(url).send_json(body).unwrap();
     let status = r.status().as_u16();
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
@@ -698,6 +698,9 @@ fn review_session_in_headless_chromium() {
 
     // Queue mode: three decisions by keyboard (ok, ambiguous, relabel as 2).
     b.go(&format!("{}/queue/review", s.base));
+    // The queue page claims nothing by itself: the reviewer asks for the next item (a POST).
+    let start = b.find("#claim-next");
+    b.cmd("POST", &format!("/element/{start}/click"), json!({}));
     let mut decided = Vec::new();
     for step in 0..3 {
         let key = b

@@ -185,6 +185,7 @@ fn search_by_class_score_split_status_decision_metadata_and_notes() {
             decision: "mislabeled".into(),
             label: Some(3),
             note: Some("blurry stroke, looks like a three".into()),
+            ..Default::default()
         })
         .unwrap();
     store
@@ -194,6 +195,7 @@ fn search_by_class_score_split_status_decision_metadata_and_notes() {
             decision: "ok".into(),
             label: None,
             note: None,
+            ..Default::default()
         })
         .unwrap();
     let reviewed = store
@@ -252,6 +254,7 @@ fn reindexing_is_idempotent_and_keeps_decisions() {
             decision: "corrupt".into(),
             label: None,
             note: Some("torn".into()),
+            ..Default::default()
         })
         .unwrap();
     let first = store.search(&req()).unwrap();
@@ -386,6 +389,7 @@ fn queues_hand_out_items_once_and_keep_decision_history() {
                 decision: decision.into(),
                 label: Some(2),
                 note: None,
+                ..Default::default()
             })
             .unwrap();
     }
@@ -413,7 +417,8 @@ fn queues_hand_out_items_once_and_keep_decision_history() {
             reviewer: "x".into(),
             decision: "ok".into(),
             label: None,
-            note: None
+            note: None,
+            ..Default::default()
         })
         .is_err());
     assert!(store
@@ -422,7 +427,8 @@ fn queues_hand_out_items_once_and_keep_decision_history() {
             reviewer: "x".into(),
             decision: "maybe".into(),
             label: None,
-            note: None
+            note: None,
+            ..Default::default()
         })
         .is_err());
 }
@@ -570,6 +576,7 @@ fn exports_the_filtered_set_with_decisions() {
             decision: "mislabeled".into(),
             label: Some(2),
             note: Some("wrong".into()),
+            ..Default::default()
         })
         .unwrap();
     let filter = SearchRequest {

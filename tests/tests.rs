@@ -10,6 +10,7 @@ mod errors;
 mod evaluate;
 mod flags;
 mod golden;
+mod hostile;
 mod panel;
 mod plugins;
 mod report;

@@ -127,7 +127,13 @@ function setupDecisions() {
   if (!panel) return;
   const key = panel.dataset.key, queue = panel.dataset.queue, status = document.getElementById("decide-status");
   const label = document.getElementById("new-label"), note = document.getElementById("note");
-  const after = () => { location.href = queue ? "/queue/" + encodeURIComponent(queue) : location.pathname + "?decided=1"; };
+  // In queue mode the next item is claimed (a POST) before the queue page shows it.
+  const after = async () => {
+    if (!queue) { location.href = location.pathname + "?decided=1"; return; }
+    try { await post("/api/claim", { queue: queue, reviewer: panel.dataset.reviewer }); }
+    catch (e) { /* the queue page offers the next item itself */ }
+    location.href = "/queue/" + encodeURIComponent(queue);
+  };
   const reviewer = () => {
     if (!panel.dataset.reviewer) {
       location.href = "/login?next=" + encodeURIComponent(location.pathname);
@@ -153,7 +159,7 @@ function setupDecisions() {
       if (newLabel !== undefined) body.label = newLabel;
       const rec = await post("/api/decision", body);
       status.textContent = "saved #" + rec.seq;
-      after();
+      await after();
     } catch (e) { status.textContent = "not saved: " + e.message; busy = false; }
   };
   const relabel = () => {
@@ -165,7 +171,7 @@ function setupDecisions() {
     const who = reviewer();
     if (!who || !queue || busy) return;
     busy = true;
-    try { await post("/api/skip", { queue: queue, reviewer: who, example: key }); after(); }
+    try { await post("/api/skip", { queue: queue, reviewer: who, example: key }); await after(); }
     catch (e) { status.textContent = "not skipped: " + e.message; busy = false; }
   };
   panel.querySelectorAll("button.decision").forEach((b) => b.addEventListener("click", () => decide(b.dataset.decision)));

@@ -4,42 +4,53 @@
 //! tensor and the kept VoG map or gradient overlaid, a keyboard-driven queue mode) and a JSON API
 //! (`/api/…`, documented in `docs/serve.md`) over the same [`vog_store::Store`] calls the CLI uses.
 //!
-//! Security model: the server binds 127.0.0.1 unless told otherwise, and refuses to bind any
-//! other address without an access token ([`check_bind`]). Every piece of user-supplied text is
-//! escaped on output ([`html::escape`]); files are served only from inside a run's dataset
-//! directory ([`assets::resolve_asset`]).
+//! Security model (the threat model is in `docs/serve.md`): the server binds 127.0.0.1 unless
+//! told otherwise and refuses any other address without a token ([`check_bind`]); without a token
+//! it answers only loopback `Host` names, which stops DNS rebinding; with `--tokens` each
+//! reviewer's token decides whom a decision is recorded under ([`guard`]). State changes are POSTs
+//! refused when a browser says they come from another site. Every request is bounded: header
+//! size and time, body size per route, time to the response, open connections ([`Limits`]),
+//! search paging and query size (the store's caps). Every piece of user-supplied text is escaped
+//! on output ([`html::escape`]); files are served only when an indexed example names them, from
+//! beneath the asset root, without following links ([`assets::open_beneath`]).
 
 #![deny(missing_docs)]
 
 mod api;
 pub mod assets;
+pub mod guard;
 pub mod html;
+mod net;
 mod pages;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use vog_store::Store;
 
+pub use guard::{read_tokens, Access};
+pub use net::Limits;
+
 /// What can go wrong starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A non-loopback address without a token, or a bad address.
+    /// A non-loopback address without a token, a bad tokens file, or a bad address.
     #[error("{0}")]
     Config(String),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] vog_store::Error),
     /// Binding or serving failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -56,21 +67,34 @@ pub struct ServeConfig {
     pub store: PathBuf,
     /// Address to bind (default 127.0.0.1:8787).
     pub addr: SocketAddr,
-    /// Access token; required when `addr` is not a loopback address.
-    pub token: Option<String>,
+    /// How requests are authenticated; anything but [`Access::Open`] is required when `addr` is
+    /// not a loopback address.
+    pub access: Access,
+    /// Further `Host` names answered without a token (besides loopback names and `addr`).
+    pub allow_hosts: Vec<String>,
+    /// The directory that images named in metadata are resolved beneath (default: each run's
+    /// metadata file's directory, or its data file's).
+    pub assets: Option<PathBuf>,
+    /// Bounds on connections and requests.
+    pub limits: Limits,
 }
 
-/// Refuses a non-loopback bind without a token (and an empty token anywhere).
-pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), Error> {
-    match token {
-        Some(t) if t.trim().len() < 8 => Err(Error::Config(
-            "the access token must be at least 8 characters".into(),
-        )),
-        Some(_) => Ok(()),
-        None if addr.ip().is_loopback() => Ok(()),
-        None => Err(Error::Config(format!(
+/// Refuses a non-loopback bind without a token (and a token shorter than
+/// [`guard::MIN_TOKEN_CHARS`] anywhere).
+pub fn check_bind(addr: &SocketAddr, access: &Access) -> Result<(), Error> {
+    match access {
+        Access::Shared(t) if t.trim().chars().count() < guard::MIN_TOKEN_CHARS => {
+            Err(Error::Config(format!(
+                "the access token must be at least {} characters",
+                guard::MIN_TOKEN_CHARS
+            )))
+        }
+        Access::Shared(_) | Access::Team(_) => Ok(()),
+        Access::Open if addr.ip().is_loopback() => Ok(()),
+        Access::Open => Err(Error::Config(format!(
             "refusing to serve on {addr} without an access token: anyone who can reach it could \
-             read the data and record decisions. Give --token (or VOG_SERVE_TOKEN), or bind 127.0.0.1"
+             read the data and record decisions. Give --tokens FILE (one per reviewer) or --token \
+             (or VOG_SERVE_TOKEN), or bind 127.0.0.1"
         ))),
     }
 }
@@ -78,25 +102,49 @@ pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), Error> {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub store: Arc<Store>,
-    token: Option<Arc<str>>,
+    pub access: Arc<Access>,
+    /// The address the server is bound to (its IP is an allowed `Host` without a token).
+    pub bound: SocketAddr,
+    pub allow_hosts: Arc<[String]>,
+    pub assets: Option<Arc<std::path::Path>>,
+    pub request_timeout: Duration,
+    /// Open dataset readers, per run.
+    pub inputs: Arc<assets::InputCache>,
     /// Wakes the background task that brings the search index up to date with decisions.
     pub sync: Arc<tokio::sync::Notify>,
 }
 
-/// The application: pages, API and the access check. Spawns the index-sync task, so it must be
-/// called inside a tokio runtime.
-pub fn app(store: Arc<Store>, token: Option<String>) -> Router {
+/// Request bodies of the JSON API are at most this large.
+pub const MAX_API_BODY: usize = 64 * 1024;
+/// The login form's body is at most this large.
+const MAX_FORM_BODY: usize = 4 * 1024;
+
+/// The application: pages, API and the access check, for a server bound to `bound`. Spawns the
+/// index-sync task, so it must be called inside a tokio runtime.
+pub fn app(store: Arc<Store>, config: &ServeConfig, bound: SocketAddr) -> Router {
     let state = AppState {
         store,
-        token: token.map(Arc::from),
+        access: Arc::new(config.access.clone()),
+        bound,
+        allow_hosts: config.allow_hosts.clone().into(),
+        assets: config.assets.as_deref().map(Arc::from),
+        request_timeout: config.limits.request_timeout,
+        inputs: Arc::new(assets::InputCache::default()),
         sync: Arc::new(tokio::sync::Notify::new()),
     };
     tokio::spawn(sync_task(state.store.clone(), state.sync.clone()));
+    let form_limit = DefaultBodyLimit::max(MAX_FORM_BODY);
     Router::new()
         .route("/", get(pages::search))
-        .route("/login", get(pages::login_form).post(pages::login))
+        .route(
+            "/login",
+            get(pages::login_form).post(pages::login).layer(form_limit),
+        )
         .route("/queues", get(pages::queues))
-        .route("/queue/{name}", get(pages::queue_next))
+        .route(
+            "/queue/{name}",
+            get(pages::queue_page).post(pages::queue_claim),
+        )
         .route("/example/{*key}", get(pages::example))
         .route("/asset/{run}/{*path}", get(assets::asset))
         .route("/static/app.js", get(pages::script))
@@ -109,8 +157,37 @@ pub fn app(store: Arc<Store>, token: Option<String>) -> Router {
         .route("/api/skip", post(api::skip))
         .route("/api/decision", post(api::decision))
         .route("/api/export", get(api::export))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::access,
+        ))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such page".into())
+}
+
+/// Answers 408 when a request (its body included) takes longer than the request timeout to
+/// produce its response head.
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s",
+                state.request_timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Decisions are recorded in SQLite at once; the search index follows within a moment, in one
@@ -130,78 +207,9 @@ async fn sync_task(store: Arc<Store>, wake: Arc<tokio::sync::Notify>) {
     }
 }
 
-/// Checks the access token when one is configured: `Authorization: Bearer T`, the `vog_token`
-/// cookie, or `?token=T` (which sets the cookie and redirects to the same page without it).
-async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.token.as_deref() else {
-        return next.run(req).await;
-    };
-    let headers = req.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|b| same(b, token))
-        || cookie(headers, "vog_token").is_some_and(|c| same(&c, token))
-    {
-        return next.run(req).await;
-    }
-    let query = req.uri().query().unwrap_or("");
-    let from_query = query
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("token="))
-        .any(|t| same(&html::percent_decode(t), token));
-    if from_query {
-        let rest: Vec<&str> = query
-            .split('&')
-            .filter(|kv| !kv.starts_with("token=") && !kv.is_empty())
-            .collect();
-        let mut location = req.uri().path().to_string();
-        if !rest.is_empty() {
-            location = format!("{location}?{}", rest.join("&"));
-        }
-        return (
-            StatusCode::SEE_OTHER,
-            [
-                (
-                    header::SET_COOKIE,
-                    format!(
-                        "vog_token={}; Path=/; HttpOnly; SameSite=Strict",
-                        html::percent_encode(token)
-                    ),
-                ),
-                (header::LOCATION, location),
-            ],
-        )
-            .into_response();
-    }
-    let body = Json(serde_json::json!({
-        "error": "an access token is required: open the link with ?token=…, or send Authorization: Bearer …"
-    }));
-    (StatusCode::UNAUTHORIZED, body).into_response()
-}
-
-/// Constant-time comparison (the token must not leak through timing).
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A cookie's value, percent-decoded.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| html::percent_decode(v))
-}
-
 /// Opens the store, checks the bind, and serves until Ctrl-C (or SIGTERM).
 pub fn run(config: &ServeConfig) -> Result<(), Error> {
-    check_bind(&config.addr, config.token.as_deref())?;
+    check_bind(&config.addr, &config.access)?;
     let store = Arc::new(Store::open(&config.store)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,27 +222,35 @@ pub fn run(config: &ServeConfig) -> Result<(), Error> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Io {
-                context: format!("binding {}", config.addr),
+                context: format!("binding {}: {source}", config.addr),
                 source,
             })?;
         let local = listener.local_addr().map_err(|source| Error::Io {
             context: "reading the bound address".into(),
             source,
         })?;
-        let link = match &config.token {
-            Some(t) => format!("http://{local}/?token={}", html::percent_encode(t)),
-            None => format!("http://{local}/"),
+        let link = match &config.access {
+            Access::Shared(t) => format!("http://{local}/?token={}", html::percent_encode(t)),
+            Access::Team(t) => format!(
+                "http://{local}/?token=TOKEN ({} reviewers' tokens loaded)",
+                t.len()
+            ),
+            Access::Open => format!("http://{local}/"),
         };
         // The one line a user (or a test) needs: where to point the browser.
         println!("serving {} on {link}", config.store.display());
         tracing::info!(addr = %local, "serving");
-        axum::serve(listener, app(store, config.token.clone()))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|source| Error::Io {
-                context: "serving".into(),
-                source,
-            })
+        net::serve(
+            listener,
+            app(store, config, local),
+            &config.limits,
+            shutdown(),
+        )
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("serving: {source}"),
+            source,
+        })
     })
 }
 
@@ -277,6 +293,7 @@ impl From<vog_store::Error> for ApiError {
                 StatusCode::NOT_FOUND
             }
             vog_store::Error::Input(_) | vog_store::Error::Query { .. } => StatusCode::BAD_REQUEST,
+            vog_store::Error::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -301,18 +318,13 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8787".parse().unwrap();
         let v6: SocketAddr = "[::1]:8787".parse().unwrap();
-        assert!(check_bind(&lo, None).is_ok());
-        assert!(check_bind(&v6, None).is_ok());
-        let err = check_bind(&any, None).unwrap_err().to_string();
+        assert!(check_bind(&lo, &Access::Open).is_ok());
+        assert!(check_bind(&v6, &Access::Open).is_ok());
+        let err = check_bind(&any, &Access::Open).unwrap_err().to_string();
         assert!(err.contains("without an access token"), "{err}");
-        assert!(check_bind(&any, Some("s3cret-token")).is_ok());
-        assert!(check_bind(&any, Some("short")).is_err());
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(same("abcdefgh", "abcdefgh"));
-        assert!(!same("abcdefgh", "abcdefgi"));
-        assert!(!same("abc", "abcdefgh"));
+        assert!(check_bind(&any, &Access::Shared("s3cret-token".into())).is_ok());
+        assert!(check_bind(&any, &Access::Shared("short".into())).is_err());
+        let team = [("s3cret-token".to_string(), "ana".to_string())].into();
+        assert!(check_bind(&any, &Access::Team(team)).is_ok());
     }
 }

@@ -3,16 +3,18 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use axum::extract::{Form, Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::Value;
 use vog_store::{DecisionRecord, QueueStatus, SearchResults, DECISIONS};
 
-use crate::api::SearchParams;
+use crate::api::{ApiForm, ApiPath, ApiQuery, SearchParams, MAX_API_LIMIT};
+use crate::guard::Identity;
 use crate::html::{escape as e, page, percent_encode as enc, percent_encode_path as enc_path};
-use crate::{blocking, cookie, ApiError, AppState};
+use crate::{blocking, ApiError, AppState};
 
 const SCRIPT: &str = include_str!("app.js");
 const STYLE: &str = include_str!("app.css");
@@ -26,10 +28,6 @@ pub(crate) async fn script() -> impl IntoResponse {
 
 pub(crate) async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
-}
-
-fn reviewer(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, "vog_reviewer").filter(|r| !r.trim().is_empty())
 }
 
 /// An error as a page (pages answer HTML, the API JSON).
@@ -112,11 +110,12 @@ fn facet(
 /// `GET /`: the search page.
 pub(crate) async fn search(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     headers: HeaderMap,
-    Query(p): Query<SearchParams>,
+    ApiQuery(p): ApiQuery<SearchParams>,
 ) -> Response {
-    let who = reviewer(&headers);
-    let req = match p.request(50) {
+    let who = id.shown(&headers);
+    let req = match p.request(50, MAX_API_LIMIT) {
         Ok(r) => r,
         Err(err) => return error_page(err, who.as_deref()),
     };
@@ -158,6 +157,10 @@ pub(crate) async fn search(
     if !chips.is_empty() {
         let _ = write!(body, "<p class=chips>{}</p>", chips.join(" "));
     }
+    let status = match &results {
+        Err(err) => err.0,
+        Ok(_) => StatusCode::OK,
+    };
     match results {
         Err(err) => {
             let _ = write!(body, "<p class=error>{}</p>", e(&err.1));
@@ -232,10 +235,8 @@ pub(crate) async fn search(
             body.push_str("</p></section></div>");
         }
     }
-    Html(page("search", who.as_deref(), &body)).into_response()
+    (status, Html(page("search", who.as_deref(), &body))).into_response()
 }
-
-const IMAGE_EXTENSIONS: &[&str] = &[".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
 
 fn trajectory_svg(doc: &Value) -> Option<String> {
     let margin: Vec<f64> = doc["checkpoints"]["margin"]
@@ -333,8 +334,12 @@ fn example_body(
     if let Some(q) = queue {
         let progress = q.status.as_ref().map_or(String::new(), |s| {
             format!(
-                "<progress max={} value={}></progress> <span id=progress>{} of {} reviewed</span>",
-                s.total, s.reviewed, s.reviewed, s.total
+                "<progress max={} value={}></progress> <span id=progress>{} of {} reviewed</span>{}",
+                s.total,
+                s.reviewed,
+                s.reviewed,
+                s.total,
+                dropped_note(s)
             )
         });
         let _ = write!(
@@ -477,20 +482,15 @@ fn example_body(
     if let Some(meta) = doc["meta"].as_object() {
         for (k, v) in meta {
             let text = value_text(v);
-            let lower = text.to_ascii_lowercase();
-            let image = v.is_string()
-                && IMAGE_EXTENSIONS.iter().any(|x| lower.ends_with(x))
-                && !text.contains("://");
-            let cell = if image {
-                format!(
+            let cell = match v.as_str().and_then(vog_store::asset_path) {
+                Some(path) => format!(
                     "{}<br><img class=asset alt=\"{}\" src=\"/asset/{}/{}\">",
                     e(&text),
                     e(&text),
                     e(&enc(run)),
-                    e(&enc_path(text.trim_start_matches("./")))
-                )
-            } else {
-                e(&text)
+                    e(&enc_path(&path))
+                ),
+                None => e(&text),
             };
             let _ = write!(b, "<tr><th>{}</th><td>{cell}</td></tr>", e(k));
         }
@@ -520,10 +520,11 @@ fn example_body(
 /// `GET /example/{key}`.
 pub(crate) async fn example(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     headers: HeaderMap,
-    UrlPath(key): UrlPath<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> Response {
-    let who = reviewer(&headers);
+    let who = id.shown(&headers);
     let found = blocking(move || Ok(state.store.example(&key)?)).await;
     match found {
         Ok((doc, history)) => {
@@ -535,30 +536,45 @@ pub(crate) async fn example(
     }
 }
 
-/// `GET /queue/{name}`: claims the reviewer's next item and shows it in queue mode.
-pub(crate) async fn queue_next(
+/// A line about items dropped from a queue because their examples left the index.
+fn dropped_note(s: &QueueStatus) -> String {
+    if s.dropped == 0 {
+        return String::new();
+    }
+    format!(
+        " <span class=muted id=dropped>· {} dropped: their examples are no longer in the index</span>",
+        s.dropped
+    )
+}
+
+/// Where a page without a reviewer sends the user: the login form, then back.
+fn login_first(next: &str) -> Response {
+    Redirect::to(&format!("/login?next={}", enc(next))).into_response()
+}
+
+/// `GET /queue/{name}`: the item the reviewer holds in the queue, in queue mode; without one, the
+/// queue's progress and a button that claims the next item (claiming is a POST: a GET changes
+/// nothing).
+pub(crate) async fn queue_page(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     headers: HeaderMap,
-    UrlPath(name): UrlPath<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Response {
-    let Some(who) = reviewer(&headers) else {
-        let next = format!("/queue/{}", enc(&name));
-        return Redirect::to(&format!("/login?next={}", enc(&next))).into_response();
+    let here = format!("/queue/{}", enc(&name));
+    let Some(who) = id.shown(&headers) else {
+        return login_first(&here);
     };
-    let reviewer_name = who.clone();
+    let reviewer = who.clone();
     let queue = name.clone();
     let got = blocking(move || {
-        let claims = state
-            .store
-            .claim(&queue, &reviewer_name, 1, Duration::from_secs(600))?;
         let status = state.store.queues(Some(&queue))?.into_iter().next();
-        match claims.first() {
-            Some(c) => {
-                let (doc, history) = state.store.example(&c.key)?;
-                Ok((Some((doc, history)), status))
-            }
-            None => Ok((None, status)),
-        }
+        let held = match state.store.held(&queue, &reviewer)? {
+            // An item whose example left the index is dropped by the next claim.
+            Some(c) => state.store.example(&c.key).ok(),
+            None => None,
+        };
+        Ok((held, status))
     })
     .await;
     match got {
@@ -568,26 +584,69 @@ pub(crate) async fn queue_next(
             Html(page(&format!("queue {}", ctx.name), Some(&who), &body)).into_response()
         }
         Ok((None, status)) => {
-            let s = status.map_or(String::new(), |s| {
+            let s = status.as_ref();
+            let open = s.map_or(0, |s| s.total - s.reviewed - s.claimed);
+            let progress = s.map_or(String::new(), |s| {
                 format!(
-                    "{} of {} reviewed; {} claimed by others",
-                    s.reviewed, s.total, s.claimed
+                    "{} of {} reviewed; {} claimed by others{}",
+                    s.reviewed,
+                    s.total,
+                    s.claimed,
+                    dropped_note(s)
                 )
             });
-            let body = format!(
-                "<h1>queue {} is done</h1><p id=queue-done>nothing left for you: {}</p><p><a href=\"/queues\">all queues</a></p>",
-                e(&name),
-                e(&s)
-            );
-            Html(page("queue done", Some(&who), &body)).into_response()
+            let body = if open > 0 {
+                format!(
+                    "<h1>queue {}</h1><p id=queue-progress>{progress}</p>\
+                     <form method=post action=\"{}\"><button id=claim-next autofocus>review the next item ▸</button></form>\
+                     <p class=muted>the item is yours for 10 minutes; nobody else gets it meanwhile</p>",
+                    e(&name),
+                    e(&here)
+                )
+            } else {
+                format!(
+                    "<h1>queue {} is done</h1><p id=queue-done>nothing left for you: {progress}</p><p><a href=\"/queues\">all queues</a></p>",
+                    e(&name)
+                )
+            };
+            Html(page(&format!("queue {name}"), Some(&who), &body)).into_response()
         }
         Err(err) => error_page(err, Some(&who)),
     }
 }
 
+/// `POST /queue/{name}`: claims the reviewer's next item, then shows it (303 to the queue page).
+pub(crate) async fn queue_claim(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+) -> Response {
+    let here = format!("/queue/{}", enc(&name));
+    let Some(who) = id.shown(&headers) else {
+        return login_first(&here);
+    };
+    let queue = name.clone();
+    let reviewer = who.clone();
+    let claimed = blocking(move || {
+        Ok(state
+            .store
+            .claim(&queue, &reviewer, 1, Duration::from_secs(600))?)
+    })
+    .await;
+    match claimed {
+        Ok(_) => Redirect::to(&here).into_response(),
+        Err(err) => error_page(err, Some(&who)),
+    }
+}
+
 /// `GET /queues`.
-pub(crate) async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let who = reviewer(&headers);
+pub(crate) async fn queues(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    headers: HeaderMap,
+) -> Response {
+    let who = id.shown(&headers);
     match blocking(move || Ok(state.store.queues(None)?)).await {
         Ok(qs) => {
             let mut b = String::from("<h1>queues</h1><table class=hits><thead><tr><th>queue</th><th>query</th><th>reviewed</th><th>claimed</th><th>total</th><th></th></tr></thead><tbody>");
@@ -622,17 +681,40 @@ pub(crate) struct LoginParams {
     reviewer: Option<String>,
 }
 
-/// Only same-site paths (`/x`, not `//host` or `/\host`).
+/// Only same-site paths: `/x`, not `//host` or `/\\host`, and nothing a browser would strip
+/// or reinterpret (control characters, whitespace, backslashes) anywhere in it.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= 2048
+                && !n
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
 
 /// `GET /login`.
-pub(crate) async fn login_form(headers: HeaderMap, Query(p): Query<LoginParams>) -> Response {
-    let who = reviewer(&headers);
+pub(crate) async fn login_form(
+    Extension(id): Extension<Identity>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<LoginParams>,
+) -> Response {
+    let who = id.shown(&headers);
+    if id.0.is_some() {
+        let body = format!(
+            "<h1>Signed in</h1><p>Your access token is <b>{}</b>'s: decisions are recorded under \
+             that name.</p><p><a href=\"{}\">continue</a></p>",
+            e(who.as_deref().unwrap_or("")),
+            e(&safe_next(p.next.as_deref()))
+        );
+        return Html(page("login", who.as_deref(), &body)).into_response();
+    }
     let body = format!(
         "<h1>Who is reviewing?</h1><form method=post action=\"/login\" class=login>\
          <input type=hidden name=next value=\"{}\">\
@@ -644,10 +726,17 @@ pub(crate) async fn login_form(headers: HeaderMap, Query(p): Query<LoginParams>)
     Html(page("login", who.as_deref(), &body)).into_response()
 }
 
-/// `POST /login`: sets the reviewer cookie.
-pub(crate) async fn login(Form(p): Form<LoginParams>) -> Response {
+/// `POST /login`: sets the reviewer cookie (refused when a per-reviewer token says who it is).
+pub(crate) async fn login(
+    Extension(id): Extension<Identity>,
+    ApiForm(p): ApiForm<LoginParams>,
+) -> Response {
+    if id.0.is_some() {
+        let body = "<h1>Signed in</h1><p class=error>your access token says who you are; the name cannot be changed here</p>";
+        return (StatusCode::FORBIDDEN, Html(page("login", None, body))).into_response();
+    }
     let name = p.reviewer.unwrap_or_default().trim().to_string();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if vog_store::check_reviewer(&name).is_err() {
         let body = "<h1>Who is reviewing?</h1><p class=error>give a name of 1 to 64 characters</p><p><a href=\"/login\">try again</a></p>";
         return (StatusCode::BAD_REQUEST, Html(page("login", None, body))).into_response();
     }
@@ -679,6 +768,10 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(Some("/%2F/evil.example")), "/%2F/evil.example");
         assert_eq!(safe_next(None), "/");
     }
 

@@ -22,6 +22,9 @@ pub enum Error {
     /// Input that does not fit (results files, ids, decisions, queue names).
     #[error("{0}")]
     Input(String),
+    /// The request conflicts with the review state: another reviewer holds the example.
+    #[error("{0}")]
+    Conflict(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

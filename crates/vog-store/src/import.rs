@@ -1,7 +1,7 @@
 //! Indexing scoring runs: one document per example per run, ranks and percentiles computed over
 //! the run, review state carried over from the review database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,6 +65,20 @@ pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect())
+}
+
+/// File name endings of the metadata values that `vog serve` shows as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &[".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
+
+/// A metadata value that names an image file relative to the dataset (the only files `vog serve`
+/// hands out), as it is requested: without a leading `./`. `None` for anything else (URLs,
+/// absolute paths, other files).
+pub fn asset_path(value: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    let path = value.trim_start_matches("./");
+    let image = IMAGE_EXTENSIONS.iter().any(|x| lower.ends_with(x));
+    (image && !value.contains("://") && !path.is_empty() && !path.starts_with('/'))
+        .then(|| path.to_string())
 }
 
 /// The example id of a scores.jsonl row (its row number when it has none).
@@ -197,14 +211,18 @@ impl Store {
             }
         }
 
+        // The writer first, then the review state: no sync can move `indexed_seq` past a
+        // decision while the writer is held here, so a decision recorded after this read is
+        // re-indexed by the next sync instead of being lost under the new documents.
+        let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
+            Error::Input("the search index is busy (another process holds its writer)".into())
+        })?;
         let review = self.review_state(&format!("{run}/"))?;
         let schema: Schema = self.index.schema();
         let names = options.class_names.as_deref();
         let name = |c: Option<u64>| c.and_then(|c| names.and_then(|n| n.get(c as usize)).cloned());
         let (mut flagged, mut reviewed) = (0, 0);
-        let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
-            Error::Input("the search index is busy (another process holds its writer)".into())
-        })?;
+        let mut assets: BTreeSet<String> = BTreeSet::new();
         writer.delete_term(Term::from_field_text(self.fields.run, &run));
         for_each_row(&mut |i, r| {
             let id = example_id(r);
@@ -224,6 +242,9 @@ impl Store {
                 for (k, v) in obj.iter().filter(|(_, v)| v.is_number()) {
                     all_scores.insert(k.clone(), json!(v.as_f64()));
                 }
+            }
+            if let Some(meta) = r["meta"].as_object() {
+                assets.extend(meta.values().filter_map(|v| asset_path(v.as_str()?)));
             }
             let is_flagged = r["flagged"].as_bool().unwrap_or(false);
             flagged += usize::from(is_flagged);
@@ -281,17 +302,40 @@ impl Store {
                 }
             }
         }
-        self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
             "INSERT INTO runs (run, dataset, split, score_window, examples, indexed_utc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(run) DO UPDATE SET dataset = ?2, split = ?3, score_window = ?4, examples = ?5, indexed_utc = ?6",
             rusqlite::params![run, dataset, split, score_window, total as i64, vog_core::now_rfc3339()],
         )?;
+        tx.execute("DELETE FROM assets WHERE run = ?1", [&run])?;
+        {
+            let mut ins = tx.prepare("INSERT INTO assets (run, path) VALUES (?1, ?2)")?;
+            for path in &assets {
+                ins.execute(rusqlite::params![run, path])?;
+            }
+        }
+        tx.commit()?;
         Ok(ImportSummary {
             run,
             examples: total,
             flagged,
             reviewed,
         })
+    }
+}
+
+impl Store {
+    /// Whether an indexed example of `run` names `path` in its metadata (as [`asset_path`] gives
+    /// it): the files `vog serve` may hand out. Runs indexed before vog recorded these name none.
+    pub fn names_asset(&self, run: &str, path: &str) -> Result<bool> {
+        let n: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM assets WHERE run = ?1 AND path = ?2",
+            [run, path],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 }
 

@@ -37,7 +37,15 @@ mod store;
 
 pub use error::{Error, Result};
 pub use export::ExportFormat;
-pub use import::{check_run_name, read_class_names, ImportOptions, ImportSummary};
-pub use review::{Claim, Decision, DecisionRecord, QueueStatus, ReviewState, DECISIONS, ORDERS};
-pub use search::{Counts, SearchRequest, SearchResults};
+pub use import::{
+    asset_path, check_run_name, read_class_names, ImportOptions, ImportSummary, IMAGE_EXTENSIONS,
+};
+pub use review::{
+    check_reviewer, Claim, Decision, DecisionRecord, QueueStatus, ReviewState, DECISIONS,
+    MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, ORDERS,
+};
+pub use search::{
+    check_query, Counts, SearchRequest, SearchResults, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_BYTES,
+    MAX_QUERY_DEPTH,
+};
 pub use store::{Store, StoreInfo, FORMAT};

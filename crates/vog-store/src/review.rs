@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tantivy::{TantivyDocument, Term};
 
-use crate::search::{flatten, SearchRequest};
+use rusqlite::OptionalExtension;
+
+use crate::search::SearchRequest;
 use crate::store::now_ms;
 use crate::{Error, Result, Store};
 
@@ -27,7 +29,7 @@ pub const DECISIONS: &[&str] = &[
 ];
 
 /// A decision to record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
     /// The example: `run/id`, or an id that is unique across runs.
     pub example: String,
@@ -39,7 +41,15 @@ pub struct Decision {
     pub label: Option<u64>,
     /// A free-text note.
     pub note: Option<String>,
+    /// Decide even when another reviewer holds the example under an unexpired claim (without
+    /// it, that is refused with [`Error::Conflict`]).
+    pub force: bool,
 }
+
+/// The longest reviewer name, in characters.
+pub const MAX_REVIEWER_CHARS: usize = 64;
+/// The longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 4000;
 
 /// One recorded decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,6 +107,22 @@ pub struct QueueStatus {
     pub reviewed: i64,
     /// Items under an unexpired claim and not yet reviewed.
     pub claimed: i64,
+    /// Items dropped because their example left the index (its run was re-indexed without it).
+    pub dropped: i64,
+}
+
+/// A reviewer name: 1 to [`MAX_REVIEWER_CHARS`] characters, no control characters.
+pub fn check_reviewer(reviewer: &str) -> Result<()> {
+    let n = reviewer.chars().count();
+    if reviewer.trim().is_empty()
+        || n > MAX_REVIEWER_CHARS
+        || reviewer.chars().any(char::is_control)
+    {
+        return Err(Error::Input(format!(
+            "a reviewer name has 1 to {MAX_REVIEWER_CHARS} characters and no control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Orders a queue can be built in.
@@ -105,11 +131,31 @@ pub const ORDERS: &[&str] = &["score-desc", "score-asc", "rank", "row"];
 impl Store {
     /// Latest decision and notes of every key starting with `prefix` (a run: `"run/"`; `""`: all).
     pub fn review_state(&self, prefix: &str) -> Result<HashMap<String, ReviewState>> {
+        self.fold_review_state(
+            "SELECT key, reviewer, decision, label, note FROM decisions
+             WHERE substr(key, 1, length(?1)) = ?1 ORDER BY seq",
+            prefix,
+        )
+    }
+
+    /// Latest decision and notes of every key decided after decision `seq`: what a sync must
+    /// re-index, read without the rest of the table.
+    fn review_state_since(&self, seq: i64) -> Result<HashMap<String, ReviewState>> {
+        self.fold_review_state(
+            "SELECT key, reviewer, decision, label, note FROM decisions
+             WHERE key IN (SELECT key FROM decisions WHERE seq > ?1) ORDER BY seq",
+            seq,
+        )
+    }
+
+    fn fold_review_state(
+        &self,
+        sql: &str,
+        param: impl rusqlite::ToSql,
+    ) -> Result<HashMap<String, ReviewState>> {
         let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT key, reviewer, decision, label, note FROM decisions WHERE substr(key, 1, ?2) = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(rusqlite::params![prefix, prefix.len() as i64], |r| {
+        let mut stmt = db.prepare_cached(sql)?;
+        let rows = stmt.query_map([param], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -189,13 +235,36 @@ impl Store {
                 DECISIONS.join(", ")
             )));
         }
-        if d.reviewer.trim().is_empty() {
-            return Err(Error::Input("a decision needs a reviewer".into()));
+        check_reviewer(&d.reviewer)?;
+        if let Some(note) = &d.note {
+            if note.chars().count() > MAX_NOTE_CHARS {
+                return Err(Error::Input(format!(
+                    "the note has {} characters; the limit is {MAX_NOTE_CHARS}",
+                    note.chars().count()
+                )));
+            }
         }
         let key = self.resolve_key(&d.example)?;
         let at = vog_core::now_rfc3339();
         let mut db = self.db();
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !d.force {
+            let holder: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT claimed_by, queue FROM queue_items
+                     WHERE key = ?1 AND claimed_by IS NOT NULL AND claimed_by <> ?2
+                       AND claimed_until >= ?3
+                     LIMIT 1",
+                    rusqlite::params![key, d.reviewer, now_ms()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((holder, queue)) = holder {
+                return Err(Error::Conflict(format!(
+                    "`{key}` is claimed by `{holder}` in queue `{queue}`; decide it anyway with force"
+                )));
+            }
+        }
         tx.execute(
             "INSERT INTO decisions (key, reviewer, decision, label, note, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![key, d.reviewer, d.decision, d.label.map(|l| l as i64), d.note, at],
@@ -220,9 +289,18 @@ impl Store {
     /// Every decision about an example, oldest first.
     pub fn history(&self, example: &str) -> Result<Vec<DecisionRecord>> {
         let key = self.resolve_key(example)?;
+        Ok(self.histories(&[&key])?.remove(&key).unwrap_or_default())
+    }
+
+    /// The decisions about each of `keys`, oldest first, read in one query.
+    pub(crate) fn histories(&self, keys: &[&str]) -> Result<HashMap<String, Vec<DecisionRecord>>> {
+        let list = serde_json::to_string(keys).expect("strings serialize");
         let db = self.db();
-        let mut stmt = db.prepare("SELECT seq, key, reviewer, decision, label, note, at FROM decisions WHERE key = ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([&key], |r| {
+        let mut stmt = db.prepare_cached(
+            "SELECT seq, key, reviewer, decision, label, note, at FROM decisions
+             WHERE key IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([list], |r| {
             Ok(DecisionRecord {
                 seq: r.get(0)?,
                 key: r.get(1)?,
@@ -233,29 +311,37 @@ impl Store {
                 at: r.get(6)?,
             })
         })?;
-        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        let mut out: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
+        for row in rows {
+            let record = row?;
+            out.entry(record.key.clone()).or_default().push(record);
+        }
+        Ok(out)
     }
 
-    /// Brings the index up to date with the review database. Waits up to `patience` for the index
+    /// The last decision reflected in the index, and the last decision recorded.
+    fn sync_position(&self) -> Result<(i64, i64)> {
+        let db = self.db();
+        let done: i64 = db
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'indexed_seq'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let last: i64 = db.query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
+            r.get(0)
+        })?;
+        Ok((done, last))
+    }
+
+    /// Brings the index up to date with the review database: re-indexes the examples decided
+    /// since the last sync (reading only their decisions). Waits up to `patience` for the index
     /// writer; returns false when another process kept it (that process, or the next one, syncs).
     pub fn sync_index(&self, patience: Duration) -> Result<bool> {
-        let behind = |db: &rusqlite::Connection| -> Result<(i64, i64)> {
-            let done: i64 = db
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'indexed_seq'",
-                    [],
-                    |r| r.get::<_, String>(0),
-                )
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let last: i64 =
-                db.query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
-                    r.get(0)
-                })?;
-            Ok((done, last))
-        };
-        let (done, last) = behind(&self.db())?;
+        let (done, last) = self.sync_position()?;
         if done >= last {
             return Ok(true);
         }
@@ -263,25 +349,21 @@ impl Store {
             return Ok(false);
         };
         // Another process may have synced while we waited for the writer.
-        let (done, last) = behind(&self.db())?;
+        let (done, last) = self.sync_position()?;
         if done >= last {
             return Ok(true);
         }
-        let keys: Vec<String> = {
-            let db = self.db();
-            let mut stmt = db.prepare("SELECT DISTINCT key FROM decisions WHERE seq > ?1")?;
-            let rows = stmt.query_map([done], |r| r.get::<_, String>(0))?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
+        // Decisions committed after this read have a higher seq than `last` and are left to the
+        // next sync.
+        let state: HashMap<String, ReviewState> =
+            self.review_state_since(done)?.into_iter().collect();
         self.refresh()?;
-        let state = self.review_state("")?;
         let schema = self.index.schema();
-        for key in &keys {
-            let Some(doc) = self.document(key)? else {
-                continue;
-            }; // run no longer indexed
-            let mut doc = flatten(doc);
-            if let (Some(s), Some(d)) = (state.get(key), doc.as_object_mut()) {
+        for (key, s) in &state {
+            let Some(mut doc) = self.document(key)? else {
+                continue; // run no longer indexed
+            };
+            if let Some(d) = doc.as_object_mut() {
                 s.apply(d);
             }
             let parsed = TantivyDocument::parse_json(&schema, &doc.to_string())
@@ -290,11 +372,13 @@ impl Store {
             writer.add_document(parsed)?;
         }
         writer.commit()?;
-        drop(writer);
+        // Recorded while the writer is held, so that syncs never move `indexed_seq` backwards.
         self.db().execute(
-            "INSERT INTO meta (key, value) VALUES ('indexed_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            "INSERT INTO meta (key, value) VALUES ('indexed_seq', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
             [last.to_string()],
         )?;
+        drop(writer);
         self.refresh()?;
         Ok(true)
     }
@@ -363,11 +447,10 @@ impl Store {
         n: usize,
         lease: Duration,
     ) -> Result<Vec<Claim>> {
-        if reviewer.trim().is_empty() {
-            return Err(Error::Input("claiming needs a reviewer".into()));
-        }
+        check_reviewer(reviewer)?;
         let now = now_ms();
-        let until = now + lease.as_millis() as i64;
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        self.refresh()?;
         let mut db = self.db();
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists: i64 = tx.query_row(
@@ -378,19 +461,53 @@ impl Store {
         if exists == 0 {
             return Err(Error::Input(format!("no queue `{queue}`")));
         }
-        let picked: Vec<(String, i64)> = {
-            let mut stmt = tx.prepare(
-                "SELECT key, pos FROM queue_items q
-                 WHERE queue = ?1
-                   AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.key = q.key)
-                   AND (claimed_by IS NULL OR claimed_until < ?2 OR claimed_by = ?3)
-                 ORDER BY pos LIMIT ?4",
+        // Items whose example left the index (its run was re-indexed without it) are dropped
+        // from the queue, with a count in its status, instead of being handed out.
+        let mut picked: Vec<(String, i64)> = Vec::new();
+        let mut dropped: Vec<String> = Vec::new();
+        while picked.len() < n {
+            let candidates: Vec<(String, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT key, pos FROM queue_items q
+                     WHERE queue = ?1
+                       AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.key = q.key)
+                       AND (claimed_by IS NULL OR claimed_until < ?2 OR claimed_by = ?3)
+                     ORDER BY pos LIMIT ?4 OFFSET ?5",
+                )?;
+                let want = (n - picked.len()) as i64;
+                let rows = stmt.query_map(
+                    rusqlite::params![queue, now, reviewer, want, picked.len() as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                rows.collect::<std::result::Result<Vec<_>, _>>()?
+            };
+            if candidates.is_empty() {
+                break;
+            }
+            for (key, pos) in candidates {
+                if self.document(&key)?.is_some() {
+                    picked.push((key, pos));
+                } else {
+                    tx.execute(
+                        "DELETE FROM queue_items WHERE queue = ?1 AND key = ?2",
+                        rusqlite::params![queue, key],
+                    )?;
+                    dropped.push(key);
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            tx.execute(
+                "UPDATE queues SET items = items - ?2, dropped = dropped + ?2 WHERE name = ?1",
+                rusqlite::params![queue, dropped.len() as i64],
             )?;
-            let rows = stmt.query_map(rusqlite::params![queue, now, reviewer, n as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
+            tracing::warn!(
+                queue,
+                dropped = dropped.len(),
+                first = %dropped[0],
+                "queue items dropped: their examples are no longer in the index"
+            );
+        }
         {
             let mut upd = tx.prepare("UPDATE queue_items SET claimed_by = ?1, claimed_until = ?2 WHERE queue = ?3 AND key = ?4")?;
             for (k, _) in &picked {
@@ -406,6 +523,28 @@ impl Store {
                 until_ms: until,
             })
             .collect())
+    }
+
+    /// The first unreviewed item `reviewer` holds in `queue` under an unexpired claim, if any.
+    /// Reads only: the lease is not renewed.
+    pub fn held(&self, queue: &str, reviewer: &str) -> Result<Option<Claim>> {
+        let db = self.db();
+        Ok(db
+            .query_row(
+                "SELECT key, pos, claimed_until FROM queue_items q
+                 WHERE queue = ?1 AND claimed_by = ?2 AND claimed_until >= ?3
+                   AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.key = q.key)
+                 ORDER BY pos LIMIT 1",
+                rusqlite::params![queue, reviewer, now_ms()],
+                |r| {
+                    Ok(Claim {
+                        key: r.get(0)?,
+                        position: r.get(1)?,
+                        until_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Puts an item the reviewer holds back at the end of the queue, unclaimed: a skipped item
@@ -427,7 +566,7 @@ impl Store {
     pub fn queues(&self, name: Option<&str>) -> Result<Vec<QueueStatus>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT q.name, q.query, q.items,
+            "SELECT q.name, q.query, q.items, q.dropped,
                 (SELECT COUNT(*) FROM queue_items i WHERE i.queue = q.name AND EXISTS (SELECT 1 FROM decisions d WHERE d.key = i.key)),
                 (SELECT COUNT(*) FROM queue_items i WHERE i.queue = q.name AND i.claimed_until >= ?1
                     AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.key = i.key))
@@ -438,8 +577,9 @@ impl Store {
                 name: r.get(0)?,
                 query: r.get(1)?,
                 total: r.get(2)?,
-                reviewed: r.get(3)?,
-                claimed: r.get(4)?,
+                dropped: r.get(3)?,
+                reviewed: r.get(4)?,
+                claimed: r.get(5)?,
             })
         })?;
         let out = rows.collect::<std::result::Result<Vec<_>, _>>()?;
@@ -452,7 +592,7 @@ impl Store {
     /// The stored document of an example, with its history.
     pub fn example(&self, example: &str) -> Result<(Value, Vec<DecisionRecord>)> {
         let key = self.resolve_key(example)?;
-        let doc = self.document(&key)?.map(flatten).unwrap_or(Value::Null);
+        let doc = self.document(&key)?.unwrap_or(Value::Null);
         Ok((doc, self.history(&key)?))
     }
 }

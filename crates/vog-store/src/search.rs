@@ -8,10 +8,66 @@ use serde_json::Value;
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{Query, QueryParser, QueryParserError};
 use tantivy::schema::document::Document as _;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument};
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument};
 
 use crate::schema::FIELD_NAMES;
 use crate::{Error, Result, Store};
+
+/// The most hits one search returns ([`SearchRequest::limit`]); exports are not bound by it.
+pub const MAX_LIMIT: usize = 10_000;
+/// The most hits a search may skip ([`SearchRequest::offset`]): the index keeps `offset + limit`
+/// candidates while it searches, so deep pages cost memory. Narrow the search, or export.
+pub const MAX_OFFSET: usize = 100_000;
+/// The longest query text, in bytes (the free query and each `where` clause alike).
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// The deepest nesting of parentheses in a query (the parser recurses once per level).
+pub const MAX_QUERY_DEPTH: usize = 32;
+
+/// Checks a query's size and nesting before it reaches the parser: a query longer than
+/// [`MAX_QUERY_BYTES`] or nested deeper than [`MAX_QUERY_DEPTH`] is refused with an error naming
+/// the limit. Parentheses inside quoted phrases do not count.
+pub fn check_query(query: &str) -> Result<()> {
+    let refuse = |message: String| {
+        Err(Error::Query {
+            query: shorten(query),
+            message,
+        })
+    };
+    if query.len() > MAX_QUERY_BYTES {
+        return refuse(format!(
+            "the query is {} bytes long; the limit is {MAX_QUERY_BYTES}",
+            query.len()
+        ));
+    }
+    let (mut depth, mut deepest, mut quoted, mut escaped) = (0usize, 0usize, false, false);
+    for c in query.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '(' if !quoted => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_QUERY_DEPTH {
+        return refuse(format!(
+            "parentheses are nested {deepest} deep; the limit is {MAX_QUERY_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// A query for an error message: its first 200 characters.
+fn shorten(query: &str) -> String {
+    match query.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &query[..i]),
+        None => query.to_string(),
+    }
+}
 
 /// A search: a query in tantivy's syntax, filters that are added to it, sorting and paging.
 #[derive(Debug, Clone, Default)]
@@ -275,10 +331,80 @@ impl SegmentCollector for SegmentCounts {
     }
 }
 
+/// Fields a search may sort by, besides score paths (`scores.…`) and metadata paths (`meta.…`).
+const SORTABLE: &[&str] = &[
+    "score",
+    "vog",
+    "rank",
+    "percentile",
+    "class_rank",
+    "class_percentile",
+    "row",
+    "class",
+    "true_label",
+    "predicted",
+    "new_label",
+];
+
+/// A checked search, ready to run against one searcher.
+pub(crate) struct Prepared {
+    pub query_string: String,
+    pub query: Box<dyn Query>,
+    sort: String,
+    ascending: bool,
+}
+
+impl Prepared {
+    /// The addresses of the `offset..offset + limit` best matches in sort order, with the total
+    /// count and the facet counts. Memory is bounded by `offset + limit` and the matched count.
+    pub fn run(
+        &self,
+        searcher: &Searcher,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(usize, Vec<DocAddress>, Counts)> {
+        // The collector reserves room for `offset + limit` candidates: never more than there are
+        // documents.
+        let documents = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
+        let limit = limit.min(documents.saturating_sub(offset)).max(1);
+        let sort = self.sort.clone();
+        let ascending = self.ascending;
+        let top = TopDocs::with_limit(limit).and_offset(offset).tweak_score(
+            move |reader: &SegmentReader| {
+                let col = SortColumn::open(reader, &sort);
+                move |doc: DocId, _: Score| {
+                    let v = col.get(doc);
+                    // Missing values sort last either way.
+                    match (v, ascending) {
+                        (Some(v), false) => v,
+                        (Some(v), true) => -v,
+                        (None, _) => f64::NEG_INFINITY,
+                    }
+                }
+            },
+        );
+        let (total, hits, counts) = searcher.search(&self.query, &(Count, top, CountCollector))?;
+        Ok((
+            total,
+            hits.into_iter()
+                .map(|(_, a): (f64, DocAddress)| a)
+                .collect(),
+            counts,
+        ))
+    }
+}
+
 impl Store {
     /// Parses a query in tantivy syntax; errors give the position, and unknown fields list the
-    /// known ones.
+    /// known ones. The query's size and nesting are checked first ([`check_query`]).
     pub fn parse_query(&self, query: &str) -> Result<Box<dyn Query>> {
+        check_query(query)?;
+        self.parse_checked(query)
+    }
+
+    /// Parses a query whose parts were checked by [`check_query`] (a request's whole query: the
+    /// checked parts, each wrapped in one pair of parentheses).
+    fn parse_checked(&self, query: &str) -> Result<Box<dyn Query>> {
         let mut parser =
             QueryParser::for_index(&self.index, vec![self.fields.notes, self.fields.id]);
         parser.set_conjunction_by_default();
@@ -298,99 +424,109 @@ impl Store {
                 other => other.to_string(),
             };
             Error::Query {
-                query: query.to_string(),
+                query: shorten(query),
                 message,
             }
         })
     }
 
-    /// Runs a search.
-    pub fn search(&self, req: &SearchRequest) -> Result<SearchResults> {
-        self.sync_index(std::time::Duration::from_millis(200))?;
-        self.refresh()?;
-        // Parse the user's own parts first, so that error positions refer to what they typed.
+    /// Checks a request's text and sort field and parses its query (the user's own parts first,
+    /// so that error positions refer to what they typed).
+    pub(crate) fn prepare(&self, req: &SearchRequest) -> Result<Prepared> {
+        if req.offset > MAX_OFFSET {
+            return Err(Error::Input(format!(
+                "offset {} is over the maximum of {MAX_OFFSET} (narrow the search, or export the set)",
+                req.offset
+            )));
+        }
         for part in req.query.iter().chain(&req.wheres) {
             self.parse_query(part)?;
         }
-        let qs = req.query_string();
-        let query = self.parse_query(&qs)?;
+        for text in [&req.run, &req.split, &req.status, &req.decision]
+            .into_iter()
+            .flatten()
+        {
+            check_query(text)?;
+        }
+        let query_string = req.query_string();
+        let query = self.parse_checked(&query_string)?;
         let sort = req.sort.clone().unwrap_or_else(|| "score".into());
-        let known_numeric = [
-            "score",
-            "vog",
-            "rank",
-            "percentile",
-            "class_rank",
-            "class_percentile",
-            "row",
-            "class",
-            "true_label",
-            "predicted",
-            "new_label",
-        ];
-        if !(known_numeric.contains(&sort.as_str())
+        if !(SORTABLE.contains(&sort.as_str())
             || sort.starts_with("scores.")
             || sort.starts_with("meta."))
         {
             return Err(Error::Input(format!(
-                "cannot sort by `{sort}`; use one of {}, or a score path such as scores.vog_late_norm",
-                known_numeric.join(", ")
+                "cannot sort by `{}`; use one of {}, or a score path such as scores.vog_late_norm",
+                shorten(&sort),
+                SORTABLE.join(", ")
             )));
         }
-        let searcher = self.reader.searcher();
-        let ascending = req.ascending;
-        let limit = req.limit.max(1);
-        let top = TopDocs::with_limit(limit)
-            .and_offset(req.offset)
-            .tweak_score(move |reader: &SegmentReader| {
-                let col = SortColumn::open(reader, &sort);
-                move |doc: DocId, _: Score| {
-                    let v = col.get(doc);
-                    // Missing values sort last either way.
-                    match (v, ascending) {
-                        (Some(v), false) => v,
-                        (Some(v), true) => -v,
-                        (None, _) => f64::NEG_INFINITY,
-                    }
-                }
-            });
-        let (total, hits, counts) = searcher.search(&query, &(Count, top, CountCollector))?;
-        let schema = self.index.schema();
-        let hits = hits
+        Ok(Prepared {
+            query_string,
+            query,
+            sort,
+            ascending: req.ascending,
+        })
+    }
+
+    /// Checks a request as [`Store::search`] and [`Store::export`] would (query size, nesting and
+    /// syntax, sort field, offset) without running it; the limit is not checked.
+    pub fn check_request(&self, req: &SearchRequest) -> Result<()> {
+        self.prepare(req).map(|_| ())
+    }
+
+    /// A searcher over the latest commit, with the index brought up to date with decisions.
+    pub(crate) fn fresh_searcher(&self) -> Result<Searcher> {
+        self.sync_index(std::time::Duration::from_millis(200))?;
+        self.refresh()?;
+        Ok(self.reader.searcher())
+    }
+
+    /// Runs a search. `limit` must be at most [`MAX_LIMIT`] and `offset` at most [`MAX_OFFSET`].
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResults> {
+        if req.limit > MAX_LIMIT {
+            return Err(Error::Input(format!(
+                "limit {} is over the maximum of {MAX_LIMIT} hits per search (page with offset, \
+                 or export the set)",
+                req.limit
+            )));
+        }
+        let prepared = self.prepare(req)?;
+        let searcher = self.fresh_searcher()?;
+        let (total, addresses, counts) = prepared.run(&searcher, req.limit, req.offset)?;
+        let hits = addresses
             .into_iter()
-            .map(|(_, addr): (f64, DocAddress)| {
-                let doc: TantivyDocument = searcher.doc(addr)?;
-                Ok(flatten(
-                    serde_json::from_str(&doc.to_json(&schema)).unwrap_or(Value::Null),
-                ))
-            })
+            .map(|addr| self.stored(&searcher, addr))
             .collect::<Result<Vec<_>>>()?;
         Ok(SearchResults {
-            query: qs,
+            query: prepared.query_string,
             total,
             hits,
             counts,
         })
     }
 
-    /// Keys of every document matching `req`, in its sort order.
+    /// One stored document as JSON, single values unwrapped.
+    pub(crate) fn stored(&self, searcher: &Searcher, addr: DocAddress) -> Result<Value> {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        Ok(flatten(
+            serde_json::from_str(&doc.to_json(&self.index.schema())).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Keys of every document matching `req`, in its sort order (`req.limit` and `offset` are
+    /// ignored).
     pub fn matching_keys(&self, req: &SearchRequest) -> Result<Vec<String>> {
-        let total = self
-            .search(&SearchRequest {
-                limit: 1,
-                ..req.clone()
-            })?
-            .total;
-        let all = self.search(&SearchRequest {
-            limit: total.max(1),
-            offset: 0,
-            ..req.clone()
-        })?;
-        Ok(all
-            .hits
-            .iter()
-            .filter_map(|h| h["key"].as_str().map(String::from))
-            .collect())
+        let prepared = self.prepare(req)?;
+        let searcher = self.fresh_searcher()?;
+        let (_, addresses, _) = prepared.run(&searcher, usize::MAX, 0)?;
+        addresses
+            .into_iter()
+            .map(|addr| {
+                let doc = self.stored(&searcher, addr)?;
+                Ok(doc["key"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
     }
 
     /// The stored document of one key.
@@ -401,12 +537,7 @@ impl Store {
         let hits = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
         match hits.first() {
             None => Ok(None),
-            Some((_, addr)) => {
-                let doc: TantivyDocument = searcher.doc(*addr)?;
-                Ok(Some(
-                    serde_json::from_str(&doc.to_json(&self.index.schema())).unwrap_or(Value::Null),
-                ))
-            }
+            Some((_, addr)) => Ok(Some(self.stored(&searcher, *addr)?)),
         }
     }
 }

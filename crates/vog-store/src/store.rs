@@ -53,7 +53,12 @@ CREATE TABLE IF NOT EXISTS queue_items (
     queue TEXT NOT NULL, pos INTEGER NOT NULL, key TEXT NOT NULL, claimed_by TEXT,
     claimed_until INTEGER, PRIMARY KEY (queue, key));
 CREATE INDEX IF NOT EXISTS queue_items_by_pos ON queue_items(queue, pos);
+CREATE INDEX IF NOT EXISTS queue_items_by_key ON queue_items(key);
+CREATE TABLE IF NOT EXISTS assets (run TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (run, path));
 ";
+
+/// Columns added to tables of format 2 after it was first released: added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("queues", "dropped", "INTEGER NOT NULL DEFAULT 0")];
 
 impl Store {
     /// Opens the store in `dir`, creating it when the directory does not exist or is empty.
@@ -109,6 +114,24 @@ impl Store {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA_SQL)?;
+        for (table, column, definition) in ADDED_COLUMNS {
+            let present: i64 = db.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )?;
+            if present == 0 {
+                let added = db.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ));
+                // Another process opening the store may have added it meanwhile.
+                if let Err(e) = added {
+                    if !e.to_string().contains("duplicate column") {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
         Ok(Store {
             dir: dir.to_path_buf(),
             index,
