@@ -165,10 +165,13 @@ impl InputReader {
     }
 }
 
+/// A run's open dataset reader, with the modification time of the manifest it was opened from.
+type CachedReader = (SystemTime, Arc<Mutex<InputReader>>);
+
 /// Dataset readers kept open per run, replaced when the run's manifest changes (re-indexing).
 #[derive(Default)]
 pub(crate) struct InputCache {
-    readers: Mutex<HashMap<String, (SystemTime, Arc<Mutex<InputReader>>)>>,
+    readers: Mutex<HashMap<String, CachedReader>>,
 }
 
 impl InputCache {
