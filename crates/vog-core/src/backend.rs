@@ -162,6 +162,22 @@ pub fn check_finite(what: &'static str, values: &[f32], row_len: usize) -> Resul
     }
 }
 
+/// The worse of two errors for a self-test or conformance check, where NaN wins: an error that
+/// could not be measured (a NaN or infinite gradient or logit) fails the check. `f64::max` would
+/// drop the NaN and let a broken backend pass.
+pub fn worst_error(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Whether a worst error is within `tolerance` (NaN never is).
+pub fn within_tolerance(worst: f64, tolerance: f64) -> bool {
+    !worst.is_nan() && worst <= tolerance
+}
+
 /// Identity of a backend, shown by `vog` in manifests and listings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendInfo {
@@ -277,6 +293,21 @@ pub trait Model: Send {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_nan_error_is_the_worst_and_never_within_tolerance() {
+        assert_eq!(worst_error(0.1, 0.3), 0.3);
+        assert!(worst_error(0.1, f64::NAN).is_nan());
+        assert!(worst_error(f64::NAN, 0.1).is_nan());
+        let errors = [1e-4, f64::NAN, 2e-4];
+        let worst = errors.iter().fold(0.0, |w, &e| worst_error(w, e));
+        assert!(!within_tolerance(worst, 1e-3), "NaN passed");
+        assert!(!within_tolerance(f64::INFINITY, 1e-3));
+        assert!(within_tolerance(2e-4, 1e-3));
+        // What `f64::max` would have said.
+        assert!(errors.iter().fold(0.0f64, |w, &e| w.max(e)) <= 1e-3);
+    }
+
     use super::*;
 
     fn request<'a>(input: TensorView<'a>) -> GradRequest<'a> {

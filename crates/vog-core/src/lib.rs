@@ -48,8 +48,8 @@ mod vog;
 mod window;
 
 pub use backend::{
-    check_classes, check_finite, BackendInfo, Classes, GradOutput, GradRequest, GradientBackend,
-    Model, ModelInfo, Target,
+    check_classes, check_finite, within_tolerance, worst_error, BackendInfo, Classes, GradOutput,
+    GradRequest, GradientBackend, Model, ModelInfo, Target,
 };
 pub use error::{Error, Result};
 pub use normalize::{ClassStats, ClassSummary};

@@ -13,7 +13,8 @@ use vog_core::{
 use vog_plugin::{
     abi_string, error_from_info, level_from_u32, status, target, OwnedErrorInfo, VogErrorInfo,
     VogGradOutput, VogGradRequest, VogLevel, VogLogger, VogModelInfo, VogPluginInfo,
-    VogPluginVTable, VogStr, ABI_MAJOR, ABI_VERSION, SYMBOL_ABI_VERSION, SYMBOL_VTABLE,
+    VogPluginVTable, VogStr, ABI_1_0_TABLE_SIZE, ABI_MAJOR, ABI_VERSION, SYMBOL_ABI_VERSION,
+    SYMBOL_VTABLE,
 };
 
 use crate::PluginError;
@@ -47,6 +48,36 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>, PluginError> {
     tracing::debug!(path = %canonical.display(), backend = %plugin.info.name, abi = %abi_string(plugin.abi_version), "plugin loaded");
     loaded.insert(canonical, plugin.clone());
     Ok(plugin)
+}
+
+/// Copies a plugin's function table into the host's table type `T`: the first `usize` of the
+/// table is its size; at least [`ABI_1_0_TABLE_SIZE`] bytes are required, and the bytes of `T`
+/// beyond the plugin's table (entries appended by later minor versions, all `Option`s of function
+/// pointers) are zero, that is `None`. A larger table from a newer minor is read up to `T`'s size.
+///
+/// # Safety
+///
+/// `table` must point to a readable table whose first `usize` is its size in bytes, laid out as
+/// `T` up to that size; `T` must be `#[repr(C)]` with a prefix of ABI 1.0's table and only
+/// `Option`s of function pointers (or other types valid when zeroed) after it.
+#[doc(hidden)]
+pub unsafe fn read_table<T>(table: *const u8) -> Result<T, String> {
+    // SAFETY: per the contract, the first field is the table's size.
+    let size = unsafe { std::ptr::read_unaligned(table.cast::<usize>()) };
+    if size < ABI_1_0_TABLE_SIZE || size < std::mem::size_of::<usize>() {
+        return Err(format!(
+            "table has {size} bytes; ABI {} needs at least {ABI_1_0_TABLE_SIZE}",
+            abi_string(ABI_VERSION)
+        ));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    let mut out = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: `n` bytes are readable at `table` (it declares `size` ≥ `n`) and writable in `out`;
+    // the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(table, out.as_mut_ptr().cast::<u8>(), n) };
+    // SAFETY: the first `n` bytes are the plugin's valid fields of `T`'s layout, the rest zeroed
+    // `Option`s (`None`); the size field keeps the plugin's own value.
+    Ok(unsafe { out.assume_init() })
 }
 
 fn open(path: &Path) -> Result<Plugin, PluginError> {
@@ -103,19 +134,11 @@ fn open(path: &Path) -> Result<Plugin, PluginError> {
     if table.is_null() {
         return Err(bad("vog_plugin_vtable returned null".into()));
     }
-    // SAFETY: non-null, and the first field of every ABI-1 table is its size; read it before
-    // trusting the rest of the struct.
-    let size = unsafe { std::ptr::read(table.cast::<usize>()) };
-    if size < std::mem::size_of::<VogPluginVTable>() {
-        return Err(bad(format!(
-            "table has {size} bytes, ABI {} needs {}",
-            abi_string(ABI_VERSION),
-            std::mem::size_of::<VogPluginVTable>()
-        )));
-    }
-    // SAFETY: the table is large enough for every field this host reads, lives in the plugin's
-    // statics, and the library is never unloaded.
-    let vtable: &'static VogPluginVTable = unsafe { &*table };
+    // SAFETY: non-null, and the plugin's table lives in its statics for the life of the process
+    // (the library is never unloaded); `read_table` reads no further than the size it declares.
+    let vtable: &'static VogPluginVTable = Box::leak(Box::new(
+        unsafe { read_table::<VogPluginVTable>(table.cast()) }.map_err(bad)?,
+    ));
     if vtable.abi_version != abi_version {
         return Err(bad(format!(
             "table says ABI {} but vog_plugin_abi_version says {}",
@@ -485,5 +508,109 @@ unsafe extern "C" fn host_log(
         tracing::Level::TRACE => {
             tracing::trace!(target: "vog::plugin", plugin_target = %target, "{message}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn init(_: VogLogger) -> i32 {
+        7
+    }
+    unsafe extern "C" fn info(_: *mut VogPluginInfo) -> i32 {
+        0
+    }
+    unsafe extern "C" fn last_error(_: *mut VogErrorInfo) {}
+    unsafe extern "C" fn self_test(_: *mut VogStr) -> i32 {
+        0
+    }
+    unsafe extern "C" fn create(_: VogStr, _: *mut *mut c_void) -> i32 {
+        0
+    }
+    unsafe extern "C" fn destroy(_: *mut c_void) {}
+    unsafe extern "C" fn load(_: *mut c_void, _: VogStr, _: *mut *mut c_void) -> i32 {
+        0
+    }
+    unsafe extern "C" fn model_info(_: *mut c_void, _: *mut VogModelInfo) -> i32 {
+        0
+    }
+    unsafe extern "C" fn unload(_: *mut c_void) {}
+    unsafe extern "C" fn input_gradients(
+        _: *mut c_void,
+        _: *const VogGradRequest,
+        _: *mut VogGradOutput,
+    ) -> i32 {
+        0
+    }
+    unsafe extern "C" fn free_output(_: *mut VogGradOutput) {}
+    unsafe extern "C" fn extra() -> i32 {
+        42
+    }
+
+    /// A 1.0 table as a plugin built for ABI 1.0 exports it.
+    fn table_1_0(size: usize) -> VogPluginVTable {
+        VogPluginVTable {
+            size,
+            abi_version: ABI_VERSION,
+            init,
+            info,
+            last_error,
+            self_test,
+            create,
+            destroy,
+            load,
+            model_info,
+            unload,
+            input_gradients,
+            free_output,
+        }
+    }
+
+    /// The table of a later minor: 1.0's entries, then an appended one.
+    #[repr(C)]
+    struct Next {
+        base: VogPluginVTable,
+        extra: Option<unsafe extern "C" fn() -> i32>,
+    }
+
+    #[test]
+    fn a_1_0_table_loads_into_a_host_with_an_appended_entry() {
+        assert_eq!(ABI_1_0_TABLE_SIZE, std::mem::size_of::<VogPluginVTable>());
+        let old = table_1_0(ABI_1_0_TABLE_SIZE);
+        // SAFETY: `old` is a 1.0 table declaring its own size; `Next` appends an `Option`.
+        let next = unsafe { read_table::<Next>((&old as *const VogPluginVTable).cast()) }.unwrap();
+        assert!(
+            next.extra.is_none(),
+            "an entry past the plugin's table is absent"
+        );
+        assert_eq!(next.base.size, ABI_1_0_TABLE_SIZE);
+        // SAFETY: `init` is the dummy above, which ignores its logger.
+        assert_eq!(unsafe { (next.base.init)(host_logger()) }, 7);
+    }
+
+    #[test]
+    fn a_newer_table_loads_into_this_host_and_a_short_one_is_refused() {
+        let newer = Next {
+            base: table_1_0(std::mem::size_of::<Next>()),
+            extra: Some(extra),
+        };
+        // SAFETY: `newer` declares its full size; this host reads the 1.0 prefix.
+        let t = unsafe { read_table::<VogPluginVTable>((&newer as *const Next).cast()) }.unwrap();
+        assert_eq!(t.size, std::mem::size_of::<Next>());
+        // SAFETY: `extra` is the dummy above.
+        assert_eq!(unsafe { (newer.extra.unwrap())() }, 42);
+        // The same table, read by a host that knows the appended entry, finds it.
+        // SAFETY: as above.
+        let n = unsafe { read_table::<Next>((&newer as *const Next).cast()) }.unwrap();
+        // SAFETY: `extra` is the dummy above.
+        assert_eq!(unsafe { (n.extra.unwrap())() }, 42);
+        let short = table_1_0(ABI_1_0_TABLE_SIZE - 8);
+        // SAFETY: a readable table that declares a size below 1.0's.
+        let err =
+            unsafe { read_table::<VogPluginVTable>((&short as *const VogPluginVTable).cast()) }
+                .err()
+                .unwrap();
+        assert!(err.contains("needs at least"), "{err}");
     }
 }

@@ -24,8 +24,10 @@
 //!   The host calls it **before anything else** and refuses a plugin whose major differs from its
 //!   own ([`ABI_MAJOR`]).
 //! * `vog_plugin_vtable() -> *const VogPluginVTable`: a static table of functions. Its first
-//!   field is its own size in bytes; later minor versions only **append** fields, so a host reads
-//!   a field only when the plugin's table is large enough to hold it.
+//!   field is its own size in bytes; later minor versions only **append** fields, each an
+//!   `Option` of a function pointer, so a host reads a field only when the plugin's table is large
+//!   enough to hold it and treats the others as absent. A host accepts every table of at least
+//!   [`ABI_1_0_TABLE_SIZE`] bytes.
 //!
 //! Only `#[repr(C)]` plain data, `(pointer, length)` pairs, `extern "C"` function pointers and
 //! opaque `*mut c_void` handles cross the boundary. Never Rust `String`, `Vec`, `&str` or trait
@@ -83,6 +85,12 @@ pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 
 /// Symbol of the ABI version function.
 pub const SYMBOL_ABI_VERSION: &str = "vog_plugin_abi_version";
+
+/// Size in bytes of an ABI 1.0 function table: every entry up to and including `free_output`.
+/// A host accepts any table at least this large; entries appended by later minor versions are
+/// `Option`s that a host treats as absent when the plugin's table ends before them.
+pub const ABI_1_0_TABLE_SIZE: usize =
+    std::mem::offset_of!(VogPluginVTable, free_output) + std::mem::size_of::<usize>();
 /// Symbol of the function table accessor.
 pub const SYMBOL_VTABLE: &str = "vog_plugin_vtable";
 

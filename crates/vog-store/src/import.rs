@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use tantivy::schema::Schema;
 use tantivy::{TantivyDocument, Term};
 
-use crate::review::ReviewState;
+use crate::names::check_run_name;
 use crate::{Error, Result, Store};
 
 /// How to index a results directory.
@@ -32,21 +32,6 @@ pub struct ImportSummary {
     pub flagged: usize,
     /// Examples whose review state was carried over.
     pub reviewed: usize,
-}
-
-/// Checks a run name: letters, digits, `.`, `_`, `-`.
-pub fn check_run_name(run: &str) -> Result<()> {
-    if run.is_empty()
-        || run.starts_with('.')
-        || !run
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        return Err(Error::Input(format!(
-            "run name `{run}`: use letters, digits, `.`, `_` and `-` only, not starting with `.`"
-        )));
-    }
-    Ok(())
 }
 
 /// Reads class names: a text file with one name per line, or a JSON array.
@@ -339,19 +324,6 @@ impl Store {
     }
 }
 
-impl ReviewState {
-    /// Writes the review fields into a document being built.
-    pub(crate) fn apply(&self, d: &mut Map<String, Value>) {
-        d.insert("status".into(), json!("reviewed"));
-        d.insert("decision".into(), json!(self.decision));
-        d.insert("reviewer".into(), json!(self.reviewer));
-        d.insert("notes".into(), json!(self.notes));
-        if let Some(l) = self.label {
-            d.insert("new_label".into(), json!(l));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,9 +333,5 @@ mod tests {
         let (r, p) = rank(&[0.5, 2.0, -1.0, 2.0]);
         assert_eq!(r, vec![3, 1, 4, 2]);
         assert_eq!(p, vec![50.0, 100.0, 25.0, 75.0]);
-        assert!(check_run_name("mnist-test_1.2").is_ok());
-        assert!(check_run_name("a/b").is_err());
-        assert!(check_run_name("..").is_err());
-        assert!(check_run_name(".hidden").is_err());
     }
 }

@@ -30,6 +30,7 @@
 mod error;
 mod export;
 mod import;
+mod names;
 mod review;
 pub mod schema;
 mod search;
@@ -37,9 +38,8 @@ mod store;
 
 pub use error::{Error, Result};
 pub use export::ExportFormat;
-pub use import::{
-    asset_path, check_run_name, read_class_names, ImportOptions, ImportSummary, IMAGE_EXTENSIONS,
-};
+pub use import::{asset_path, read_class_names, ImportOptions, ImportSummary, IMAGE_EXTENSIONS};
+pub use names::check_run_name;
 pub use review::{
     check_reviewer, Claim, Decision, DecisionRecord, QueueStatus, ReviewState, DECISIONS,
     MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, ORDERS,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use tantivy::{TantivyDocument, Term};
 
 use rusqlite::OptionalExtension;
@@ -385,7 +385,7 @@ impl Store {
 
     /// Creates a review queue from a search, in the given order. Returns its size.
     pub fn create_queue(&self, name: &str, req: &SearchRequest, order: &str) -> Result<usize> {
-        crate::import::check_run_name(name).map_err(|_| {
+        crate::names::check_run_name(name).map_err(|_| {
             Error::Input(format!(
                 "queue name `{name}`: use letters, digits, `.`, `_` and `-` only"
             ))
@@ -594,5 +594,18 @@ impl Store {
         let key = self.resolve_key(example)?;
         let doc = self.document(&key)?.unwrap_or(Value::Null);
         Ok((doc, self.history(&key)?))
+    }
+}
+
+impl ReviewState {
+    /// Writes the review fields into a document being built.
+    pub(crate) fn apply(&self, d: &mut Map<String, Value>) {
+        d.insert("status".into(), json!("reviewed"));
+        d.insert("decision".into(), json!(self.decision));
+        d.insert("reviewer".into(), json!(self.reviewer));
+        d.insert("notes".into(), json!(self.notes));
+        if let Some(l) = self.label {
+            d.insert("new_label".into(), json!(l));
+        }
     }
 }

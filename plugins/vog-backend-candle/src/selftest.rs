@@ -94,7 +94,7 @@ fn check(backend: &CandleBackend, path: &Path, row_shape: &[usize], seed: u64) -
                     - score(at(1), class as usize, target))
                     / (2.0 * f64::from(h));
                 let err = (fd - f64::from(out.gradient[r * d + i])).abs() / scale;
-                worst = worst.max(err);
+                worst = vog_core::worst_error(worst, err);
             }
         }
         let again = model.input_gradients(&GradRequest {
@@ -112,7 +112,7 @@ fn check(backend: &CandleBackend, path: &Path, row_shape: &[usize], seed: u64) -
             }
         }
     }
-    if worst > 2e-3 {
+    if !vog_core::within_tolerance(worst, 2e-3) {
         return Err(Error::backend(
             "candle",
             format!(

@@ -246,10 +246,10 @@ impl PluginBackend for LinearBackend {
                         })
                     };
                     let fd = (score(1e-2)? - score(-1e-2)?) / 2e-2;
-                    worst = worst.max((fd - f64::from(g[i])).abs());
+                    worst = vog_core::worst_error(worst, (fd - f64::from(g[i])).abs());
                 }
             }
-            if worst > 1e-3 {
+            if !vog_core::within_tolerance(worst, 1e-3) {
                 return Err(Error::backend(
                     "linear",
                     format!("self-test: gradient off by {worst:.2e}"),

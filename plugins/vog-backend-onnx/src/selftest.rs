@@ -121,11 +121,14 @@ fn check(path: &std::path::Path) -> Result<String> {
                     })
                 };
                 let fd = (score(h)? - score(-h)?) / (2.0 * f64::from(h));
-                worst = worst.max((fd - f64::from(out.gradient[r * 4 + i])).abs() / scale);
+                worst = vog_core::worst_error(
+                    worst,
+                    (fd - f64::from(out.gradient[r * 4 + i])).abs() / scale,
+                );
             }
         }
     }
-    if worst > 2e-3 {
+    if !vog_core::within_tolerance(worst, 2e-3) {
         return Err(Error::backend(
             "onnx",
             format!("self-test: gradients differ from finite differences by {worst:.2e}"),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tch::{CModule, Device, Kind, Tensor};
 use vog_core::{
     BackendInfo, Classes, Error, GradOutput, GradRequest, GradientBackend, Model, Result, Target,
+    TensorView,
 };
 use vog_plugin::PluginBackend;
 
@@ -295,43 +296,72 @@ impl PluginBackend for TorchBackend {
     }
 
     fn self_test() -> Result<String> {
-        // A small network built in libtorch itself: y = W2 tanh(W1 x + b1) + b2, checked against
-        // the closed-form input gradient.
-        let w1 =
-            Tensor::from_slice(&[0.5f32, -1.0, 0.25, 2.0, 1.5, 0.0, -0.5, 0.1]).reshape([2, 4]);
-        let w2 = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 0.3, -1.0, 1.0]).reshape([3, 2]);
-        let x = Tensor::from_slice(&[0.3f32, -0.7, 1.1, 0.2])
-            .reshape([1, 4])
-            .set_requires_grad(true);
-        let h = x.matmul(&w1.tr()).tanh();
-        let y = h.matmul(&w2.tr());
-        let s = y.select(1, 1).sum(Kind::Double);
-        let g = Tensor::f_run_backward(&[&s], &[&x], false, false)
-            .map_err(err)?
-            .remove(0);
-        let got = Vec::<f32>::try_from(&g.view(-1)).map_err(err)?;
-        let hv = Vec::<f32>::try_from(&h.detach().view(-1)).map_err(err)?;
-        let w1v = Vec::<f32>::try_from(&w1.view(-1)).map_err(err)?;
-        let w2v = Vec::<f32>::try_from(&w2.view(-1)).map_err(err)?;
-        let want: Vec<f32> = (0..4)
-            .map(|i| {
-                (0..2)
-                    .map(|j| w2v[2 + j] * (1.0 - hv[j] * hv[j]) * w1v[j * 4 + i])
-                    .sum()
-            })
-            .collect();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        if worst > 1e-6 {
+        // A small network, y = W2 tanh(W1 x), traced into TorchScript and saved, then loaded and
+        // differentiated through this backend's own `load` and `input_gradients`; logits and the
+        // input gradient are checked against the closed form.
+        let (w1v, w2v) = (
+            [0.5f32, -1.0, 0.25, 2.0, 1.5, 0.0, -0.5, 0.1],
+            [1.0f32, -2.0, 0.5, 0.3, -1.0, 1.0],
+        );
+        let w1 = Tensor::from_slice(&w1v).reshape([2, 4]);
+        let w2 = Tensor::from_slice(&w2v).reshape([3, 2]);
+        let example = Tensor::zeros([1, 4], (Kind::Float, Device::Cpu));
+        let module = CModule::create_by_tracing("VogSelfTest", "forward", &[example], &mut |xs| {
+            vec![xs[0].matmul(&w1.tr()).tanh().matmul(&w2.tr())]
+        })
+        .map_err(err)?;
+        let path =
+            std::env::temp_dir().join(format!("vog-torch-selftest-{}.pt", std::process::id()));
+        module.save(&path).map_err(err)?;
+        let checked = (|| {
+            let mut model = Self::from_options("")?.load(&path)?;
+            let x = [0.3f32, -0.7, 1.1, 0.2, -1.2, 0.4, 0.0, 0.9];
+            let out = model.input_gradients(&GradRequest {
+                input: TensorView::new(&[2, 4], &x)?,
+                classes: Classes::Given(&[1, 2]),
+                target: Target::Logit,
+            })?;
+            let mut worst = 0.0f64;
+            for (r, class) in [1usize, 2].into_iter().enumerate() {
+                let xr = &x[r * 4..(r + 1) * 4];
+                let h: Vec<f64> = (0..2)
+                    .map(|j| {
+                        (0..4)
+                            .map(|i| f64::from(w1v[j * 4 + i]) * f64::from(xr[i]))
+                            .sum::<f64>()
+                            .tanh()
+                    })
+                    .collect();
+                for c in 0..3 {
+                    let y: f64 = (0..2).map(|j| f64::from(w2v[c * 2 + j]) * h[j]).sum();
+                    let got = out.logits.get(r * 3 + c).copied().unwrap_or(f32::NAN);
+                    worst = vog_core::worst_error(worst, (f64::from(got) - y).abs());
+                }
+                for i in 0..4 {
+                    let want: f64 = (0..2)
+                        .map(|j| {
+                            f64::from(w2v[class * 2 + j])
+                                * (1.0 - h[j] * h[j])
+                                * f64::from(w1v[j * 4 + i])
+                        })
+                        .sum();
+                    let got = out.gradient.get(r * 4 + i).copied().unwrap_or(f32::NAN);
+                    worst = vog_core::worst_error(worst, (f64::from(got) - want).abs());
+                }
+            }
+            Ok(worst)
+        })();
+        let _ = std::fs::remove_file(&path);
+        let worst = checked?;
+        if !vog_core::within_tolerance(worst, 1e-5) {
             return Err(err(format!(
-                "self-test: autograd differs from the closed form by {worst:e}"
+                "self-test: logits or input gradient differ from the closed form by {worst:e}"
             )));
         }
         Ok(format!(
-            "libtorch loaded (devices: {}); autograd input gradient of a tanh network matches the closed form (max error {worst:.1e})",
+            "libtorch loaded (devices: {}); a traced tanh network saved as TorchScript, loaded and \
+             differentiated by this backend: logits and input gradients match the closed form \
+             (max error {worst:.1e})",
             Self::describe().devices.join(", ")
         ))
     }
@@ -339,3 +369,14 @@ impl PluginBackend for TorchBackend {
 
 #[cfg(feature = "plugin")]
 vog_plugin::export_backend!(TorchBackend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_test_loads_and_differentiates_through_the_backend() {
+        let report = TorchBackend::self_test().unwrap();
+        assert!(report.contains("match the closed form"), "{report}");
+    }
+}
