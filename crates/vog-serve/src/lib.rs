@@ -49,7 +49,7 @@ pub enum Error {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] vog_store::Error),
-    /// Binding or serving failed.
+    /// Binding or serving failed (the cause is the error's source: `{:#}` prints both).
     #[error("{context}")]
     Io {
         /// What was being done.
@@ -222,7 +222,7 @@ pub fn run(config: &ServeConfig) -> Result<(), Error> {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Io {
-                context: format!("binding {}: {source}", config.addr),
+                context: format!("binding {}", config.addr),
                 source,
             })?;
         let local = listener.local_addr().map_err(|source| Error::Io {
@@ -248,7 +248,7 @@ pub fn run(config: &ServeConfig) -> Result<(), Error> {
         )
         .await
         .map_err(|source| Error::Io {
-            context: format!("serving: {source}"),
+            context: "serving".into(),
             source,
         })
     })
