@@ -66,6 +66,17 @@ fi
 # Screenshots from the browser test land here.
 export VOG_TEST_ARTIFACTS="${VOG_TEST_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}"
 
+# rust-toolchain.toml pins the toolchain by version. Where rustup knows that same toolchain only
+# as `stable` (a fresh machine), it is given the version's name too; nothing is downloaded.
+want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$want-"; then
+  have=$(RUSTUP_TOOLCHAIN=stable rustc --version 2>/dev/null | cut -d' ' -f2)
+  if [ "$have" = "$want" ]; then
+    step "naming the installed stable toolchain $want (rust-toolchain.toml)"
+    rustup toolchain link "$want" "$(RUSTUP_TOOLCHAIN=stable rustc --print sysroot)"
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
