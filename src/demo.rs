@@ -127,11 +127,11 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     trainer.fit(&train.x, &train.y, |epoch, t, loss| {
         let path = ckpt_dir.join(format!("epoch_{epoch}.safetensors"));
         t.save(&path)?;
-        let acc = accuracy(&t.predict(&test.x)?, &test.y);
+        let acc = vog_core::accuracy(&t.predict(&test.x)?, 2, &test.y);
         tracing::info!(epoch, loss, test_accuracy = acc, "epoch");
         Ok(())
     })?;
-    let test_acc = accuracy(&trainer.predict(&test.x)?, &test.y);
+    let test_acc = vog_core::accuracy(&trainer.predict(&test.x)?, 2, &test.y);
     writeln!(
         term,
         "test accuracy after training: {:.1}%",
@@ -299,15 +299,6 @@ fn finite(v: f64) -> serde_json::Value {
     } else {
         serde_json::Value::Null
     }
-}
-
-fn accuracy(logits: &[f32], y: &[u32]) -> f64 {
-    let correct = logits
-        .chunks_exact(2)
-        .zip(y)
-        .filter(|(l, &c)| u32::from(l[1] > l[0]) == c)
-        .count();
-    correct as f64 / y.len() as f64
 }
 
 /// The Bayes boundary as a point and a direction.

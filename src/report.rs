@@ -99,7 +99,7 @@ fn from_results(dir: &Path) -> Result<Source> {
         title,
         manifest,
         rows,
-        maps: dir.join("maps"),
+        maps: dir.join(vog_core::manifest::MAPS_DIR),
         window,
         normalized,
         class_names: BTreeMap::new(),
@@ -183,7 +183,7 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
         title: run.clone(),
         manifest,
         rows,
-        maps: store.run_dir(&run).join("maps"),
+        maps: store.run_dir(&run).join(vog_core::manifest::MAPS_DIR),
         window,
         normalized,
         class_names,
@@ -730,7 +730,8 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
 }
 
 fn read_map(maps: &Path, row: usize) -> Option<(Vec<usize>, Vec<f32>)> {
-    let mut a = vog_data::ArrayFile::open_npy(&maps.join(format!("{row}.vog.npy"))).ok()?;
+    let file = vog_core::manifest::map_file(row as u64, vog_core::manifest::MapKind::Vog);
+    let mut a = vog_data::ArrayFile::open_npy(&maps.join(file)).ok()?;
     let shape = a.shape().to_vec();
     let mut data = Vec::new();
     let n = a.rows();

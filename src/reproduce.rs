@@ -26,27 +26,6 @@ use crate::progress::Bar;
 const NOISE: [f64; 3] = [0.0, 0.1, 0.2];
 const SEED: u64 = 2022;
 
-/// splitmix64, as in the trainer: the same stream everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
-
 /// The digits of `DIR/{0..9}.json` (`{"data": [784 floats per digit, …]}`), in digit order.
 fn load_mnist(dir: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
     let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -91,15 +70,6 @@ fn take(x: &[f32], y: &[u32], rows: &[usize]) -> Split {
             .collect(),
         y: rows.iter().map(|&r| y[r]).collect(),
     }
-}
-
-fn accuracy(logits: &[f32], y: &[u32]) -> f64 {
-    let hits = logits
-        .chunks_exact(10)
-        .zip(y)
-        .filter(|(l, &t)| vog_core::RowOutcome::from_logits(l, 0, None).predicted == t)
-        .count();
-    hits as f64 / y.len() as f64
 }
 
 fn write_split(dir: &Path, name: &str, s: &Split, meta: Option<&[Value]>) -> Result<()> {
@@ -150,7 +120,7 @@ fn train(arch: Arch, train: &Split, test: &Split, ckpt: &Path, epochs: usize) ->
      -> vog_core::Result<()> {
         save(&ckpt.join(format!("epoch_{epoch:02}.safetensors")))?;
         if epoch == epochs {
-            acc = accuracy(&predict(&test.x)?, &test.y);
+            acc = vog_core::accuracy(&predict(&test.x)?, 10, &test.y);
         }
         tracing::info!(epoch, loss, model = arch.name(), "trained");
         Ok(())
@@ -287,7 +257,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
             a.mnist.display()
         );
     }
-    let mut rng = Rng(SEED);
+    let mut rng = vog_core::SplitMix64::new(SEED);
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
     let clean = take(&x, &y, &order[..train_n]);
@@ -307,7 +277,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
             y: clean.y.clone(),
         };
         let mut idx: Vec<usize> = (0..train_n).collect();
-        let mut nrng = Rng(SEED ^ u64::from(pct));
+        let mut nrng = vog_core::SplitMix64::new(SEED ^ u64::from(pct));
         nrng.shuffle(&mut idx);
         let flipped = (noise * train_n as f64).round() as usize;
         let mut is_noisy = vec![false; train_n];

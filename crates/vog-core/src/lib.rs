@@ -54,10 +54,10 @@ pub use backend::{
 pub use error::{Error, Result};
 pub use normalize::{ClassStats, ClassSummary};
 pub use reduce::{
-    panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting, LastLoss,
-    MeanMargin, Reducer, RowOutcome,
+    accuracy, panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting,
+    LastLoss, MeanMargin, Reducer, RowOutcome,
 };
-pub use rng::Lcg;
+pub use rng::{Lcg, SplitMix64};
 pub use sort::natural_cmp;
 pub use tensor::{batch_shape_string, Tensor, TensorView};
 pub use time::now_rfc3339;

@@ -25,6 +25,26 @@ pub fn main_window(manifest: &Value) -> Option<String> {
     }
 }
 
+/// The directory of a results directory (and of a store's run) that holds kept maps.
+pub const MAPS_DIR: &str = "maps";
+
+/// What a kept map file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// The per-element VoG map.
+    Vog,
+    /// The last checkpoint's input gradient.
+    Grad,
+}
+
+/// The file name of a kept map: `ROW.vog.npy` or `ROW.grad.npy` (in [`MAPS_DIR`]).
+pub fn map_file(row: u64, kind: MapKind) -> String {
+    match kind {
+        MapKind::Vog => format!("{row}.vog.npy"),
+        MapKind::Grad => format!("{row}.grad.npy"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

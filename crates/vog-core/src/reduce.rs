@@ -23,6 +23,17 @@ pub struct RowOutcome {
     pub correct: Option<bool>,
 }
 
+/// The share of rows whose argmax (first maximum on ties) is the label: `logits` holds
+/// `labels.len()` rows of `classes` values.
+pub fn accuracy(logits: &[f32], classes: usize, labels: &[u32]) -> f64 {
+    let hits = logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(row, &label)| RowOutcome::from_logits(row, 0, None).predicted == label)
+        .count();
+    hits as f64 / labels.len() as f64
+}
+
 impl RowOutcome {
     /// Derives the outcome of one row from its logits.
     pub fn from_logits(logits: &[f32], reference: u32, true_label: Option<u32>) -> Self {

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{OutputConfig, OutputFormat};
 use crate::engine::{ExampleMap, ExampleScore, Manifest, RunResult};
 use crate::{Error, Result};
+use vog_core::manifest::{map_file, MapKind};
 use vog_core::Window;
 
 /// Fails early when the results directory exists and may not be replaced, so that a long run
@@ -60,7 +61,7 @@ pub(crate) struct MapWriter {
 impl MapWriter {
     pub fn new(dir: &Path) -> Self {
         MapWriter {
-            dir: dir.join("maps"),
+            dir: dir.join(vog_core::manifest::MAPS_DIR),
             created: false,
         }
     }
@@ -71,12 +72,12 @@ impl MapWriter {
             self.created = true;
         }
         vog_data::write_npy_f32(
-            &self.dir.join(format!("{}.vog.npy", m.row)),
+            &self.dir.join(map_file(m.row as u64, MapKind::Vog)),
             &m.vog_map_shape,
             &m.vog_map,
         )?;
         vog_data::write_npy_f32(
-            &self.dir.join(format!("{}.grad.npy", m.row)),
+            &self.dir.join(map_file(m.row as u64, MapKind::Grad)),
             &m.gradient_shape,
             &m.gradient,
         )?;

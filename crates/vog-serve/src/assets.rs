@@ -219,14 +219,18 @@ pub(crate) async fn tensor(
                     .map_err(|m| ApiError(StatusCode::NOT_FOUND, m))
             }
             "map" | "grad" => {
-                let ext = if what == "map" { "vog" } else { "grad" };
+                let kind = if what == "map" {
+                    vog_core::manifest::MapKind::Vog
+                } else {
+                    vog_core::manifest::MapKind::Grad
+                };
                 vog_store::check_run_name(&run)
                     .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
                 let path = state
                     .store
                     .run_dir(&run)
-                    .join("maps")
-                    .join(format!("{row}.{ext}.npy"));
+                    .join(vog_core::manifest::MAPS_DIR)
+                    .join(vog_core::manifest::map_file(row as u64, kind));
                 if !path.is_file() {
                     return Err(ApiError(
                         StatusCode::NOT_FOUND,

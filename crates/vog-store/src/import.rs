@@ -276,9 +276,9 @@ impl Store {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         std::fs::copy(&manifest_path, run_dir.join("run.json"))
             .map_err(|e| Error::io(&manifest_path, e))?;
-        let maps = results.join("maps");
+        let maps = results.join(vog_core::manifest::MAPS_DIR);
         if maps.is_dir() {
-            let dst = run_dir.join("maps");
+            let dst = run_dir.join(vog_core::manifest::MAPS_DIR);
             std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
             for entry in std::fs::read_dir(&maps).map_err(|e| Error::io(&maps, e))? {
                 let p = entry.map_err(|e| Error::io(&maps, e))?.path();

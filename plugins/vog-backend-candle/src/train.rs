@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use vog_core::{Error, Result};
+use vog_core::{Error, Result, SplitMix64};
 
 use crate::Activation;
 
@@ -63,12 +63,10 @@ fn train_loop(
         ..Default::default()
     };
     let mut opt = AdamW::new(vars, params).map_err(err)?;
-    let mut rng = Rng(s.seed ^ 0x5eed);
+    let mut rng = SplitMix64::new(s.seed ^ 0x5eed);
     let mut order: Vec<usize> = (0..n).collect();
     for epoch in 1..=s.epochs {
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        rng.shuffle(&mut order);
         let mut total = 0.0;
         for chunk in order.chunks(s.batch_size.max(1)) {
             let xb: Vec<f32> = chunk
@@ -91,7 +89,7 @@ fn train_loop(
 }
 
 /// PyTorch's default initialisation for conv and linear layers: uniform ±1/√fan_in.
-fn init(rng: &mut Rng, shape: &[usize], fan_in: usize) -> Result<Var> {
+fn init(rng: &mut SplitMix64, shape: &[usize], fan_in: usize) -> Result<Var> {
     let bound = 1.0 / (fan_in as f64).sqrt();
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n)
@@ -147,7 +145,7 @@ impl CnnTrainer {
             classes,
             ..
         } = config;
-        let mut rng = Rng(config.seed);
+        let mut rng = SplitMix64::new(config.seed);
         let mut layers = Vec::new();
         for (idx, w_shape, fan_in) in [
             (0, vec![c1, 1, 3, 3], 9),
@@ -250,22 +248,6 @@ fn err(e: candle_core::Error) -> Error {
     Error::backend("candle", e)
 }
 
-/// splitmix64: a tiny deterministic generator, so runs are identical everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl MlpTrainer {
     /// Initialises weights like PyTorch's `nn.Linear` (uniform ±1/√fan_in).
     pub fn new(config: TrainConfig) -> Result<Self> {
@@ -275,7 +257,7 @@ impl MlpTrainer {
             ));
         }
         let device = Device::Cpu;
-        let mut rng = Rng(config.seed);
+        let mut rng = SplitMix64::new(config.seed);
         let mut weights = Vec::new();
         for pair in config.sizes.windows(2) {
             let (fan_in, fan_out) = (pair[0], pair[1]);
