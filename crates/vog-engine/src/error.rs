@@ -9,6 +9,10 @@ pub enum Error {
     /// Inputs do not fit together (data versus model, labels versus classes, ids versus rows).
     #[error("{0}")]
     Input(String),
+    /// A thread of the scoring pipeline could not start or stopped without its own error (a bug
+    /// or an exhausted resource, never bad input).
+    #[error("{0}")]
+    Pipeline(String),
     /// A dataset, label, id or metadata file could not be read.
     #[error(transparent)]
     Data(#[from] vog_data::Error),

@@ -28,15 +28,17 @@ pub mod evaluate;
 pub mod merge;
 mod output;
 pub mod plan;
+mod results;
 mod select;
 pub mod spill;
 pub mod stats;
 
 pub use config::{ByteSize, Config, LabelMode, Shard};
-pub use engine::{
-    score, score_to_dir, CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource,
-    Manifest, Progress, RunResult, ScoringSummary, Silent, Timings, Written,
-};
+pub use engine::{score, score_to_dir, Written};
 pub use error::{Error, Result};
 pub use output::{check_output_dir, write_results};
 pub use plan::{WorkOrder, WorkPlan};
+pub use results::{
+    CheckpointRecord, ClassEntry, DataSummary, ExampleScore, GradientSource, Manifest, Progress,
+    RunResult, ScoringSummary, Silent, Timings,
+};

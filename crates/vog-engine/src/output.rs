@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::config::{OutputConfig, OutputFormat};
-use crate::engine::{ExampleMap, ExampleScore, Manifest, RunResult};
+use crate::results::{ExampleMap, ExampleScore, Manifest, RunResult};
 use crate::{Error, Result};
 use vog_core::manifest::{map_file, MapKind};
 use vog_core::Window;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use vog_core::ClassStats;
 
 use crate::config::FlagConfig;
-use crate::engine::ExampleScore;
+use crate::results::ExampleScore;
 use crate::Result;
 
 /// Running totals of the scored examples: what normalization, selection and the results' columns

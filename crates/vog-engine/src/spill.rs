@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::OutputConfig;
-use crate::engine::ExampleScore;
+use crate::results::ExampleScore;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"VOGSPIL\x02";
