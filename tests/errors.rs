@@ -304,3 +304,21 @@ fn missing_data_file_is_named() {
     );
     fails_with(dir.path(), &cfg, &["nope.npy", "No such file"]);
 }
+
+#[test]
+fn an_io_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["score", "-c", "missing.toml"],
+        vec!["index", "no-such-results", "-s", "store"],
+    ] {
+        let out = crate::util::run(&args, dir.path());
+        assert!(!out.status.success());
+        let text = crate::util::text(&out);
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {text}"
+        );
+    }
+}

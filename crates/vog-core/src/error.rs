@@ -6,13 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (shown in the message; not a `source()`, so `{:#}` prints it once).
+        error: std::io::Error,
     },
     /// A checkpoint file exists but cannot be used (truncated, corrupt, missing tensors).
     #[error("checkpoint {path}: {message}")]

@@ -29,13 +29,12 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] vog_core::Error),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (shown in the message; not a `source()`, so `{:#}` prints it once).
+        error: std::io::Error,
     },
 }
 
@@ -46,7 +45,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -31,7 +31,10 @@ impl OwnedErrorInfo {
             ..Default::default()
         };
         match e {
-            Error::Io { path, source } => OwnedErrorInfo {
+            Error::Io {
+                path,
+                error: source,
+            } => OwnedErrorInfo {
                 status: status::IO,
                 message: source.to_string(),
                 subject: path.display().to_string(),
@@ -110,7 +113,7 @@ pub fn error_from_info(info: OwnedErrorInfo, name: &str, path: &str) -> Error {
     match code {
         status::IO => Error::Io {
             path: PathBuf::from(subject),
-            source: std::io::Error::other(message),
+            error: std::io::Error::other(message),
         },
         status::CHECKPOINT => Error::Checkpoint {
             path: PathBuf::from(subject),
@@ -176,7 +179,7 @@ mod tests {
         }
         let io = Error::Io {
             path: "x.bin".into(),
-            source: std::io::Error::other("denied"),
+            error: std::io::Error::other("denied"),
         };
         assert_eq!(
             error_from_info(OwnedErrorInfo::from_error(&io), "p", "/x/p.so").to_string(),

@@ -26,20 +26,19 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (shown in the message; not a `source()`, so `{:#}` prints it once).
+        error: std::io::Error,
     },
     /// The search index failed.
     #[error("search index: {0}")]
-    Index(#[from] tantivy::TantivyError),
+    Index(tantivy::TantivyError),
     /// The review database failed.
     #[error("review database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
 }
 
 /// Result alias of the store.
@@ -49,7 +48,36 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
+    }
+}
+
+// The index and database errors are shown in the message and not exposed as `source()`, so that
+// `{:#}` (anyhow's chain) prints them once.
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Error::Index(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_printed_once() {
+        let io = Error::io("/x/run.json", std::io::Error::other("denied"));
+        assert_eq!(io.to_string(), "/x/run.json: denied");
+        assert!(std::error::Error::source(&io).is_none());
+        let db = Error::from(rusqlite::Error::InvalidQuery);
+        assert!(db.to_string().starts_with("review database: "));
+        assert!(std::error::Error::source(&db).is_none());
     }
 }

@@ -136,7 +136,7 @@ pub fn run() -> Result<String> {
     ));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
         path: dir.clone(),
-        source: e,
+        error: e,
     })?;
     let scratch = Scratch(dir);
 

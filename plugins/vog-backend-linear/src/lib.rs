@@ -73,7 +73,7 @@ impl LinearModel {
     fn read(path: &Path, temperature: f64) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         let ck: Checkpoint = serde_json::from_str(&text)
             .map_err(|e| Error::checkpoint(path, format!("not a linear checkpoint: {e}")))?;
@@ -214,7 +214,7 @@ impl PluginBackend for LinearBackend {
         let ck = r#"{"weight": [[0.5, -1.0, 0.25, 2.0], [1.5, 0.0, -0.5, 0.1], [-1.0, 1.0, 1.0, -0.3]], "bias": [0.1, -0.2, 0.3]}"#;
         std::fs::write(&path, ck).map_err(|e| Error::Io {
             path: path.clone(),
-            source: e,
+            error: e,
         })?;
         let result = (|| {
             let backend = LinearBackend::from_options("temperature = 2.0")?;

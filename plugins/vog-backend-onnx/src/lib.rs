@@ -153,7 +153,7 @@ fn gradient_graph(
     for f in &external {
         let data = std::fs::read(f).map_err(|e| Error::Io {
             path: f.clone(),
-            source: e,
+            error: e,
         })?;
         h.update(&data);
     }
@@ -222,7 +222,7 @@ impl GradientBackend for OnnxBackend {
         }
         let bytes = std::fs::read(checkpoint).map_err(|e| Error::Io {
             path: checkpoint.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         // Build the logit graph now, so that a corrupt model or an unsupported op is reported at
         // load time; the probability graph is built on first use.

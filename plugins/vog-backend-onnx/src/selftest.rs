@@ -76,7 +76,7 @@ pub fn run() -> Result<String> {
     let path = std::env::temp_dir().join(format!("vog-onnx-selftest-{}.onnx", std::process::id()));
     std::fs::write(&path, vog_onnx::encode_model(&tiny_mlp())).map_err(|e| Error::Io {
         path: path.clone(),
-        source: e,
+        error: e,
     })?;
     let result = check(&path);
     let _ = std::fs::remove_file(&path);
