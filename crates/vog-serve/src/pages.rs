@@ -547,9 +547,18 @@ fn dropped_note(s: &QueueStatus) -> String {
     )
 }
 
-/// Where a page without a reviewer sends the user: the login form, then back.
-fn login_first(next: &str) -> Response {
-    Redirect::to(&format!("/login?next={}", enc(next))).into_response()
+/// The queue page's path and the reviewer; without a reviewer, the redirect to the login form
+/// (and back).
+fn queue_reviewer(
+    id: &Identity,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<(String, String), Redirect> {
+    let here = format!("/queue/{}", enc(name));
+    match id.shown(headers) {
+        Some(who) => Ok((here, who)),
+        None => Err(Redirect::to(&format!("/login?next={}", enc(&here)))),
+    }
 }
 
 /// `GET /queue/{name}`: the item the reviewer holds in the queue, in queue mode; without one, the
@@ -561,9 +570,9 @@ pub(crate) async fn queue_page(
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
 ) -> Response {
-    let here = format!("/queue/{}", enc(&name));
-    let Some(who) = id.shown(&headers) else {
-        return login_first(&here);
+    let (here, who) = match queue_reviewer(&id, &headers, &name) {
+        Ok(found) => found,
+        Err(login) => return login.into_response(),
     };
     let reviewer = who.clone();
     let queue = name.clone();
@@ -622,9 +631,9 @@ pub(crate) async fn queue_claim(
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
 ) -> Response {
-    let here = format!("/queue/{}", enc(&name));
-    let Some(who) = id.shown(&headers) else {
-        return login_first(&here);
+    let (here, who) = match queue_reviewer(&id, &headers, &name) {
+        Ok(found) => found,
+        Err(login) => return login.into_response(),
     };
     let queue = name.clone();
     let reviewer = who.clone();

@@ -93,11 +93,8 @@ const CSV_FIXED: &[&str] = &[
 /// time.
 const PAGE: usize = 256;
 
-fn csv_error(e: csv::Error) -> Error {
-    Error::Input(format!("writing the export: {e}"))
-}
-
-fn write_error(e: std::io::Error) -> Error {
+/// A failure while writing an export (CSV, JSON or I/O), as one kind of error.
+fn write_error(e: impl std::fmt::Display) -> Error {
     Error::Input(format!("writing the export: {e}"))
 }
 
@@ -145,8 +142,7 @@ impl Store {
                                 serde_json::to_value(history).unwrap_or(Value::Null),
                             );
                         }
-                        serde_json::to_writer(&mut *out, &doc)
-                            .map_err(|e| Error::Input(format!("writing the export: {e}")))?;
+                        serde_json::to_writer(&mut *out, &doc).map_err(write_error)?;
                         out.write_all(b"\n").map_err(write_error)?;
                         n += 1;
                     }
@@ -175,7 +171,7 @@ impl Store {
                     .chain(score_keys.iter().cloned())
                     .chain(meta_keys.iter().map(|k| format!("meta.{k}")))
                     .map(csv_text);
-                w.write_record(header).map_err(csv_error)?;
+                w.write_record(header).map_err(write_error)?;
                 for page in pages() {
                     for h in page? {
                         let row = CSV_FIXED
@@ -183,7 +179,7 @@ impl Store {
                             .map(|f| csv_cell(&h[*f]))
                             .chain(score_keys.iter().map(|k| csv_cell(&h["scores"][k])))
                             .chain(meta_keys.iter().map(|k| csv_cell(&h["meta"][k])));
-                        w.write_record(row).map_err(csv_error)?;
+                        w.write_record(row).map_err(write_error)?;
                         n += 1;
                     }
                 }
@@ -192,7 +188,7 @@ impl Store {
             ExportFormat::Relabel => {
                 let mut w = csv::Writer::from_writer(&mut *out);
                 w.write_record(["run", "id", "row", "old_label", "new_label"])
-                    .map_err(csv_error)?;
+                    .map_err(write_error)?;
                 for page in pages() {
                     for h in page?
                         .iter()
@@ -200,7 +196,7 @@ impl Store {
                     {
                         let row = ["run", "id", "row", "true_label", "new_label"]
                             .map(|f| csv_cell(&h[f]));
-                        w.write_record(&row).map_err(csv_error)?;
+                        w.write_record(&row).map_err(write_error)?;
                         n += 1;
                     }
                 }
@@ -213,7 +209,7 @@ impl Store {
                         out.write_all(if n == 0 { b"\n" } else { b",\n" })
                             .map_err(write_error)?;
                         serde_json::to_writer_pretty(&mut *out, &label_studio_task(&h))
-                            .map_err(|e| Error::Input(format!("writing the export: {e}")))?;
+                            .map_err(write_error)?;
                         n += 1;
                     }
                 }

@@ -355,8 +355,7 @@ impl Store {
         }
         // Decisions committed after this read have a higher seq than `last` and are left to the
         // next sync.
-        let state: HashMap<String, ReviewState> =
-            self.review_state_since(done)?.into_iter().collect();
+        let state = self.review_state_since(done)?;
         self.refresh()?;
         let schema = self.index.schema();
         for (key, s) in &state {
@@ -593,7 +592,8 @@ impl Store {
     pub fn example(&self, example: &str) -> Result<(Value, Vec<DecisionRecord>)> {
         let key = self.resolve_key(example)?;
         let doc = self.document(&key)?.unwrap_or(Value::Null);
-        Ok((doc, self.history(&key)?))
+        let history = self.histories(&[&key])?.remove(&key).unwrap_or_default();
+        Ok((doc, history))
     }
 }
 
