@@ -3,7 +3,7 @@
 //!
 //! ONNX Runtime's standard builds have no training API, so [`gradient_model`] rewrites an
 //! inference graph into one that also computes `∂ score_c / ∂ input` by reverse-mode
-//! differentiation over standard ONNX ops. The rules per op are in `grad.rs`; an op on the path
+//! differentiation over standard ONNX ops. The rules per op are in `grad/rules/`; an op on the path
 //! from the input to the output without a rule is an error naming every such node, never a silently
 //! wrong gradient.
 //!

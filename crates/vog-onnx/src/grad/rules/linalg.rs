@@ -1,0 +1,84 @@
+//! Rules for linear algebra: `Gemm` (every combination of `transA`/`transB`, and its bias `C`)
+//! and `MatMul` (operands of rank 2 or more, batched and broadcast). Each operand's gradient is
+//! a product of the incoming gradient with the other operand, transposed as the forward product
+//! requires.
+
+use super::context::{Ctx, Grads};
+use crate::grad::builder::Builder;
+use crate::graph::{attr_f, attr_i, make_f, make_i, make_ints};
+
+/// `Gemm`: `A`, `B` and `C`, for every combination of `transA` and `transB`.
+pub(super) fn gemm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (n, g) = (c.n, &c.g);
+    let alpha = attr_f(n, "alpha").unwrap_or(1.0);
+    let beta = attr_f(n, "beta").unwrap_or(1.0);
+    let (ta, tb) = (
+        attr_i(n, "transA").unwrap_or(0),
+        attr_i(n, "transB").unwrap_or(0),
+    );
+    let gemm = |b: &mut Builder<'_>, p: &str, q: &str, t1: i64, t2: i64| {
+        b.op(
+            "Gemm",
+            &[p, q],
+            vec![
+                make_f("alpha", alpha),
+                make_i("transA", t1),
+                make_i("transB", t2),
+            ],
+        )
+    };
+    let mut out = vec![None, None, None];
+    if c.need(0) {
+        out[0] = Some(match (ta, tb) {
+            (0, 0) => gemm(b, g, c.x(1), 0, 1),
+            (0, _) => gemm(b, g, c.x(1), 0, 0),
+            (_, 0) => gemm(b, c.x(1), g, 0, 1),
+            _ => gemm(b, c.x(1), g, 1, 1),
+        });
+    }
+    if c.need(1) {
+        out[1] = Some(match (ta, tb) {
+            (0, 0) => gemm(b, c.x(0), g, 1, 0),
+            (0, _) => gemm(b, g, c.x(0), 1, 0),
+            (_, 0) => gemm(b, c.x(0), g, 0, 0),
+            _ => gemm(b, g, c.x(0), 1, 1),
+        });
+    }
+    if c.need(2) {
+        let bt = b.scalar_like(beta, g);
+        let gb = b.op("Mul", &[g, &bt], vec![]);
+        out[2] = Some(b.unb(&gb, c.x(2)));
+    }
+    Ok(out)
+}
+
+/// `MatMul`: both operands, summed over the batch axes they were broadcast along.
+pub(super) fn matmul(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let g = &c.g;
+    // The gradient of each operand transposes the last two axes of the other one, so it
+    // needs that operand's rank (≥ 2; vectors are not supported).
+    let ranks = &b.ranks;
+    let (ra, rb) = (
+        ranks.get(c.x(0)).copied().filter(|&r| r >= 2),
+        ranks.get(c.x(1)).copied().filter(|&r| r >= 2),
+    );
+    let swap = |r: usize| {
+        let mut p: Vec<i64> = (0..r as i64).collect();
+        p.swap(r - 1, r - 2);
+        vec![make_ints("perm", p)]
+    };
+    let mut out = vec![None, None];
+    if c.need(0) {
+        let rb = rb.ok_or(())?;
+        let bt = b.op("Transpose", &[c.x(1)], swap(rb));
+        let t = b.op("MatMul", &[g, &bt], vec![]);
+        out[0] = Some(b.unb(&t, c.x(0)));
+    }
+    if c.need(1) {
+        let ra = ra.ok_or(())?;
+        let at = b.op("Transpose", &[c.x(0)], swap(ra));
+        let t = b.op("MatMul", &[&at, g], vec![]);
+        out[1] = Some(b.unb(&t, c.x(1)));
+    }
+    Ok(out)
+}

@@ -1,0 +1,102 @@
+//! Rules for ops that normalize along axes: `Softmax` and `LogSoftmax` (from their output),
+//! `BatchNormalization` in inference mode (a per-channel scale) and `LayerNormalization` (by its
+//! input, recomputing the statistics). Further normalizations (instance, group, Lp) belong here.
+
+use super::context::{one_input, Ctx, Grads};
+use crate::grad::builder::Builder;
+use crate::graph::{attr_f, attr_i, make_i, make_t, tensor_i64};
+
+/// `Softmax`: `y·(g − Σ g·y)`; `LogSoftmax`: `g − exp(y)·Σ g`, both along `axis`.
+pub(super) fn softmax(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    if c.opset < 13 {
+        return Err(());
+    }
+    let (g, y) = (&c.g, c.y());
+    let axis = attr_i(c.n, "axis").unwrap_or(-1);
+    let axes = b.i64s(&[axis]);
+    let d = if c.n.op_type == "Softmax" {
+        let gy_ = b.op("Mul", &[g, y], vec![]);
+        let s = b.op("ReduceSum", &[&gy_, &axes], vec![make_i("keepdims", 1)]);
+        let diff = b.op("Sub", &[g, &s], vec![]);
+        b.op("Mul", &[y, &diff], vec![])
+    } else {
+        let s = b.op("ReduceSum", &[g, &axes], vec![make_i("keepdims", 1)]);
+        let e = b.op("Exp", &[y], vec![]);
+        let es = b.op("Mul", &[&e, &s], vec![]);
+        b.op("Sub", &[g, &es], vec![])
+    };
+    one_input(d)
+}
+
+/// `BatchNormalization` in inference mode: `g·scale/√(var + ε)`, per channel.
+pub(super) fn batch_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    if attr_i(c.n, "training_mode").unwrap_or(0) != 0 {
+        return Err(());
+    }
+    let g = &c.g;
+    let eps = attr_f(c.n, "epsilon").unwrap_or(1e-5);
+    let e = b.scalar_like(eps, c.x(4));
+    let ve = b.op("Add", &[c.x(4), &e], vec![]);
+    let sd = b.op("Sqrt", &[&ve], vec![]);
+    let scale = b.op("Div", &[c.x(1), &sd], vec![]);
+    let scale = b.op("CastLike", &[&scale, g], vec![]);
+    // [C] → [1, C, 1, …] for the rank of x.
+    let sx = b.shape(c.x(0));
+    let rank = b.shape(&sx);
+    let two = b.i64s(&[2]);
+    let rest = b.op("Sub", &[&rank, &two], vec![]);
+    let ones = b.op(
+        "ConstantOfShape",
+        &[&rest],
+        vec![make_t("value", tensor_i64("", vec![1], vec![1]))],
+    );
+    let lead = b.i64s(&[1, -1]);
+    let shape = b.op("Concat", &[&lead, &ones], vec![make_i("axis", 0)]);
+    let scale = b.op("Reshape", &[&scale, &shape], vec![]);
+    one_input(b.op("Mul", &[g, &scale], vec![]))
+}
+
+/// `LayerNormalization`, by its input: with `x̂` the normalized input, `r = 1/σ` and
+/// `h = g·scale`, `r·(h − mean(h) − x̂·mean(h·x̂))` over the normalized axes.
+pub(super) fn layer_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let axis = attr_i(c.n, "axis").unwrap_or(-1);
+    let eps = attr_f(c.n, "epsilon").unwrap_or(1e-5);
+    let xs = c.x(0);
+    let axes = if axis < 0 {
+        b.i64s(&(axis..0).collect::<Vec<_>>())
+    } else {
+        let sx = b.shape(xs);
+        let rank = b.size(&sx);
+        let start = b.i64_scalar(axis);
+        let step = b.i64_scalar(1);
+        b.op("Range", &[&start, &rank, &step], vec![])
+    };
+    let red =
+        |b: &mut Builder<'_>, t: &str| b.op("ReduceSum", &[t, &axes], vec![make_i("keepdims", 1)]);
+    let sum_x = red(b, xs);
+    let nx = b.size(xs);
+    let nr = b.size(&sum_x);
+    let cnt = b.op("Div", &[&nx, &nr], vec![]);
+    let cnt = b.op("CastLike", &[&cnt, xs], vec![]);
+    let mean = |b: &mut Builder<'_>, t: &str| {
+        let s = red(b, t);
+        b.op("Div", &[&s, &cnt], vec![])
+    };
+    let mu = b.op("Div", &[&sum_x, &cnt], vec![]);
+    let d = b.op("Sub", &[xs, &mu], vec![]);
+    let d2 = b.op("Mul", &[&d, &d], vec![]);
+    let var = mean(b, &d2);
+    let e = b.scalar_like(eps, xs);
+    let ve = b.op("Add", &[&var, &e], vec![]);
+    let sd = b.op("Sqrt", &[&ve], vec![]);
+    let r = b.op("Reciprocal", &[&sd], vec![]);
+    let xh = b.op("Mul", &[&d, &r], vec![]);
+    let h = b.op("Mul", &[&c.g, c.x(1)], vec![]);
+    let mh = mean(b, &h);
+    let hx = b.op("Mul", &[&h, &xh], vec![]);
+    let mhx = mean(b, &hx);
+    let t1 = b.op("Sub", &[&h, &mh], vec![]);
+    let t2 = b.op("Mul", &[&xh, &mhx], vec![]);
+    let t3 = b.op("Sub", &[&t1, &t2], vec![]);
+    one_input(b.op("Mul", &[&r, &t3], vec![]))
+}
