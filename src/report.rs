@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
-use serde_json::Value;
+use vog_results::{Manifest, MapKind, ResultsDir, ScoreRow};
 use vog_serve::html::escape as e;
 
 use crate::cli::ReportArgs;
@@ -34,7 +34,7 @@ struct Row {
 /// A run, read from a results directory or from a store.
 struct Source {
     title: String,
-    manifest: Value,
+    manifest: Manifest,
     rows: Vec<Row>,
     maps: PathBuf,
     window: String,
@@ -43,52 +43,37 @@ struct Source {
 }
 
 /// The run's main window (`all` for a manifest without windows).
-fn main_window(manifest: &Value) -> String {
-    vog_core::manifest::main_window(manifest).unwrap_or_else(|| "all".into())
+fn main_window(manifest: &Manifest) -> String {
+    manifest.main_window().unwrap_or("all").to_string()
 }
 
-fn read_manifest(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a vog manifest", path.display()))
+impl Row {
+    fn from_score_row(r: &ScoreRow, window: &str) -> Row {
+        let raw = r.column(&format!("vog_{window}")).unwrap_or(f64::NAN);
+        Row {
+            id: r.id.clone(),
+            row: r.row as usize,
+            class: r.label_used.map(u64::from),
+            true_label: r.true_label.map(u64::from),
+            predicted: r.predicted.map(u64::from),
+            score: r.ranking_score(window).unwrap_or(raw),
+            raw,
+            confidence: r.column("confidence"),
+            variability: r.column("variability"),
+            has_map: r.has_map,
+        }
+    }
 }
 
 fn from_results(dir: &Path) -> Result<Source> {
-    let manifest = read_manifest(&dir.join("run.json"))?;
-    let window = main_window(&manifest);
-    let path = dir.join("scores.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (the report needs scores.jsonl: score with output.formats including \"jsonl\")",
-            path.display()
-        )
-    })?;
+    let results = ResultsDir::open(dir)?;
+    let window = main_window(results.manifest());
     let mut rows = Vec::new();
     let mut normalized = false;
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let r: Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        let raw = r["vog"][&window].as_f64().unwrap_or(f64::NAN);
-        let norm = r["vog_norm"][&window].as_f64();
-        normalized |= norm.is_some();
-        rows.push(Row {
-            id: r["id"]
-                .as_str()
-                .map_or_else(|| r["id"].to_string(), String::from),
-            row: r["row"].as_u64().unwrap_or(i as u64) as usize,
-            class: r["label_used"].as_u64(),
-            true_label: r["true_label"].as_u64(),
-            predicted: r["predicted"].as_u64(),
-            score: norm.unwrap_or(raw),
-            raw,
-            confidence: r["scores"]["confidence"].as_f64(),
-            variability: r["scores"]["variability"].as_f64(),
-            has_map: r["has_map"].as_bool() == Some(true),
-        });
+    for r in results.rows()? {
+        let r = r?;
+        normalized |= r.column(&format!("vog_{window}_norm")).is_some();
+        rows.push(Row::from_score_row(&r, &window));
     }
     let title = dir
         .canonicalize()
@@ -97,9 +82,9 @@ fn from_results(dir: &Path) -> Result<Source> {
         .unwrap_or_else(|| dir.display().to_string());
     Ok(Source {
         title,
-        manifest,
+        manifest: results.into_manifest(),
         rows,
-        maps: dir.join(vog_core::manifest::MAPS_DIR),
+        maps: dir.join(vog_results::MAPS_DIR),
         window,
         normalized,
         class_names: BTreeMap::new(),
@@ -115,7 +100,7 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
             let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
                 .with_context(|| format!("reading {}", runs_dir.display()))?
                 .filter_map(|d| d.ok())
-                .filter(|d| d.path().join("run.json").is_file())
+                .filter(|d| d.path().join(vog_results::RUN_JSON).is_file())
                 .map(|d| d.file_name().to_string_lossy().into_owned())
                 .collect();
             names.sort();
@@ -131,7 +116,7 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
         }
     };
     vog_store::check_run_name(&run)?;
-    let manifest = read_manifest(&store.run_dir(&run).join("run.json"))?;
+    let manifest = ResultsDir::open(&store.run_dir(&run))?.into_manifest();
     let window = main_window(&manifest);
     let total = store
         .search(&vog_store::SearchRequest {
@@ -183,7 +168,7 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
         title: run.clone(),
         manifest,
         rows,
-        maps: store.run_dir(&run).join(vog_core::manifest::MAPS_DIR),
+        maps: store.run_dir(&run).join(vog_results::MAPS_DIR),
         window,
         normalized,
         class_names,
@@ -429,9 +414,9 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
     );
 
     // Summary.
-    let flagged = m["flagged"].as_u64().unwrap_or(0);
-    let k = m["checkpoints"].as_array().map_or(0, Vec::len);
-    let windows = vog_core::manifest::window_names(m);
+    let flagged = m.flagged;
+    let k = m.checkpoints.len();
+    let windows = m.window_names();
     let errors = rows
         .iter()
         .filter(|r| matches!((r.true_label, r.predicted), (Some(t), Some(p)) if t != p))
@@ -446,10 +431,14 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
         rows.len(),
         by_class.len(),
         e(&windows.join(", ")),
-        e(m["scoring"]["labels"].as_str().unwrap_or("-")),
-        e(m["scoring"]["target"].as_str().unwrap_or("-")),
-        e(m["backend"]["name"].as_str().unwrap_or("stored gradients")),
-        e(m["data"]["path"].as_str().unwrap_or("-")),
+        e(m.scoring.labels.map_or("-", |l| l.as_str())),
+        e(m.scoring.target.map_or("-", |t| t.as_str())),
+        e(m.backend.as_ref().map_or("stored gradients", |b| b.name.as_str())),
+        e(&m
+            .data
+            .path
+            .as_ref()
+            .map_or_else(|| "-".into(), |p| p.display().to_string())),
         if labelled {
             format!(
                 "<tr><th>error rate (last checkpoint)</th><td>{:.2}%</td></tr>",
@@ -730,7 +719,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
 }
 
 fn read_map(maps: &Path, row: usize) -> Option<(Vec<usize>, Vec<f32>)> {
-    let file = vog_core::manifest::map_file(row as u64, vog_core::manifest::MapKind::Vog);
+    let file = vog_results::map_file(row as u64, MapKind::Vog);
     let mut a = vog_data::ArrayFile::open_npy(&maps.join(file)).ok()?;
     let shape = a.shape().to_vec();
     let mut data = Vec::new();

@@ -33,7 +33,7 @@ pub(crate) fn results(
         "config": {"data": {"metadata": data.join("meta.jsonl")}},
         "scoring": {"windows": [{"name": "all", "start": 0, "end": 3}]}
     });
-    std::fs::write(res.join("run.json"), manifest.to_string()).unwrap();
+    std::fs::write(res.join("run.json"), crate::util::manifest(manifest)).unwrap();
     let images = [
         "img/thumb.png",
         "./img/thumb.png",
@@ -58,7 +58,7 @@ pub(crate) fn results(
             "scores": {"margin_mean": -(i as f64)},
             "meta": {"image": images[i % images.len()], "caption": caption, "camera": if i % 2 == 0 { "a" } else { "b" }},
         });
-        writeln!(f, "{line}").unwrap();
+        writeln!(f, "{}", crate::util::score_line(line)).unwrap();
     }
     f.flush().unwrap();
     res

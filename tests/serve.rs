@@ -344,7 +344,7 @@ fn eight_annotators_claim_each_item_once_and_lose_no_decision() {
         "data": {"path": "/data/many.npy", "split": "test"},
         "scoring": {"windows": [{"name": "all", "start": 0, "end": 3}]}
     });
-    std::fs::write(res.join("run.json"), manifest.to_string()).unwrap();
+    std::fs::write(res.join("run.json"), crate::util::manifest(manifest)).unwrap();
     let mut f = std::fs::File::create(res.join("scores.jsonl")).unwrap();
     for i in 0..n {
         let line = json!({
@@ -352,7 +352,7 @@ fn eight_annotators_claim_each_item_once_and_lose_no_decision() {
             "label_used": i % 10, "predicted": i % 10, "vog": {"all": i as f64},
             "vog_norm": {"all": i as f64 / n as f64}, "scores": {}, "meta": {},
         });
-        writeln!(f, "{line}").unwrap();
+        writeln!(f, "{}", crate::util::score_line(line)).unwrap();
     }
     drop(f);
     let out = run(&["index", "many", "-s", "store", "-q"], dir.path());

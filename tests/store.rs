@@ -20,7 +20,7 @@ fn synthetic_results(dir: &Path, n: usize) -> PathBuf {
         "data": {"path": "/data/synthetic.npy", "split": "test"},
         "scoring": {"windows": [{"name": "all", "start": 0, "end": 3}, {"name": "late", "start": 2, "end": 3}]}
     });
-    std::fs::write(res.join("run.json"), manifest.to_string()).unwrap();
+    std::fs::write(res.join("run.json"), crate::util::manifest(manifest)).unwrap();
     let mut f = std::fs::File::create(res.join("scores.jsonl")).unwrap();
     for i in 0..n {
         let class = i % 4;
@@ -31,7 +31,7 @@ fn synthetic_results(dir: &Path, n: usize) -> PathBuf {
             "scores": {"margin_mean": i as f64 * 0.5},
             "meta": {"camera": if i % 3 == 0 { "b" } else { "a" }, "iso": (i * 10) as i64},
         });
-        writeln!(f, "{line}").unwrap();
+        writeln!(f, "{}", crate::util::score_line(line)).unwrap();
     }
     res
 }

@@ -204,3 +204,54 @@ fn build_plugins() -> std::collections::HashMap<String, PathBuf> {
     }
     libs
 }
+
+/// Merges `overrides` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut Value, overrides: Value) {
+    match (base, overrides) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The `run.json` of a hand-made results directory: a complete manifest of the current results
+/// format (no backend, no checkpoints, window `all`), with `overrides` merged in.
+pub fn manifest(overrides: Value) -> String {
+    let mut m = serde_json::json!({
+        "format": vog_results::FORMAT,
+        "tool": {"name": "vog", "version": "0.1.0"},
+        "created_utc": "2026-01-01T00:00:00Z",
+        "source": "backend",
+        "backend": null,
+        "backend_library": null,
+        "config": {},
+        "data": {"path": null, "rows": 0, "example_shape": [], "model_input_shape": [],
+                 "labels": null, "split": null, "metadata_missing": 0},
+        "checkpoints": [],
+        "scoring": {"labels": "true", "target": "logit", "channels": "mean", "vog_map_shape": [],
+                    "windows": [{"name": "all", "start": 0, "end": 3}], "num_classes": null,
+                    "batch_size": 1},
+        "classes": {},
+        "flagged": 0,
+        "maps": 0,
+        "warnings": [],
+        "timings": {"load_s": 0.0, "hash_s": 0.0, "score_s": 0.0, "backend_s": 0.0, "reload_s": 0.0}
+    });
+    merge(&mut m, overrides);
+    m.to_string()
+}
+
+/// A line of a hand-made `scores.jsonl`: `partial`'s fields, every other field of a row at its
+/// "nothing known" value (no labels, no panel scores, not flagged, no metadata).
+pub fn score_line(partial: Value) -> String {
+    let mut row = serde_json::json!({
+        "flagged": false, "has_map": false, "id": "", "label_used": null, "meta": {},
+        "predicted": null, "row": 0, "scores": {}, "split": null, "true_label": null,
+        "vog": {}, "vog_norm": {},
+    });
+    merge(&mut row, partial);
+    row.to_string()
+}

@@ -37,7 +37,6 @@
 mod backend;
 mod error;
 mod kernels;
-pub mod manifest;
 mod normalize;
 mod reduce;
 mod rng;

@@ -394,32 +394,7 @@ impl std::fmt::Display for ByteSize {
     }
 }
 
-/// Which class's score is differentiated, per example.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LabelMode {
-    /// `true` when the dataset has labels, else `predicted`.
-    #[default]
-    Auto,
-    /// The dataset's labels.
-    True,
-    /// The last checkpoint's argmax, held fixed across checkpoints (label-free, test-time mode).
-    Predicted,
-    /// Each checkpoint's own argmax.
-    PredictedEach,
-}
-
-impl LabelMode {
-    /// The name used in configuration files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LabelMode::Auto => "auto",
-            LabelMode::True => "true",
-            LabelMode::Predicted => "predicted",
-            LabelMode::PredictedEach => "predicted-each",
-        }
-    }
-}
+pub use vog_results::LabelMode;
 
 /// `[scoring]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

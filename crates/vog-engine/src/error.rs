@@ -25,6 +25,9 @@ pub enum Error {
         #[source]
         source: vog_core::Error,
     },
+    /// A results directory could not be read (merge, evaluate).
+    #[error(transparent)]
+    Results(#[from] vog_results::Error),
     /// A core error without more context.
     #[error(transparent)]
     Core(#[from] vog_core::Error),

@@ -12,11 +12,11 @@
 //! VoG, losses, EL2N, variability and forgetting as they are, margins, confidence and
 //! correctness negated. Examples whose score is undefined (NaN) are left out of that score.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
+use vog_results::{ResultsDir, ScoreRow};
 
 use crate::stats::average_ranks;
 use crate::{Error, Result};
@@ -123,7 +123,7 @@ pub struct Evaluation {
 /// Which examples are bad.
 #[derive(Debug, Clone)]
 pub enum BadFlag {
-    /// A field of each row: `meta.is_noisy`, or a bare name looked up in `meta`.
+    /// A field of each row: `meta.is_noisy`, `flagged`, or a bare name looked up in `meta`.
     Column(String),
     /// Example ids, one per line.
     Ids(std::path::PathBuf),
@@ -142,37 +142,26 @@ fn truthy(v: &Value) -> Option<bool> {
     }
 }
 
-fn lookup<'a>(row: &'a Value, path: &str) -> &'a Value {
-    let direct = path.split('.').fold(row, |v, k| &v[k]);
-    if direct.is_null() && !path.contains('.') {
-        &row["meta"][path]
-    } else {
-        direct
+/// The flag `path` names in a row: `meta.KEY`, a top-level field (`flagged`, `has_map`), or a
+/// bare name looked up in `meta`. `Null` when the row has none.
+fn lookup(row: &ScoreRow, path: &str) -> Value {
+    match path {
+        "flagged" => Value::Bool(row.flagged),
+        "has_map" => Value::Bool(row.has_map),
+        _ => {
+            let key = path.strip_prefix("meta.").unwrap_or(path);
+            row.meta.get(key).cloned().unwrap_or(Value::Null)
+        }
     }
 }
 
-/// Reads one score from a row of `scores.jsonl`.
-type Getter = Box<dyn Fn(&Value) -> Option<f64>>;
-
 /// Evaluates every score of a results directory (`scores.jsonl`) against `flag`.
 pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<Evaluation> {
-    let path = results.join("scores.jsonl");
-    let file = std::fs::File::open(&path).map_err(|e| {
-        Error::Input(format!(
-            "{}: {e} (evaluate reads scores.jsonl: score with output.formats including \"jsonl\")",
-            path.display()
-        ))
-    })?;
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(&path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| Error::Input(format!("{} line {}: {e}", path.display(), i + 1)))?;
-        rows.push(v);
-    }
+    let run = ResultsDir::open(results)?;
+    let path = run.file(vog_results::SCORES_JSONL);
+    let rows = run
+        .rows()?
+        .collect::<vog_results::Result<Vec<ScoreRow>>>()?;
     if rows.is_empty() {
         return Err(Error::Input(format!("{}: no examples", path.display())));
     }
@@ -181,12 +170,12 @@ pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<
             let mut bad = Vec::with_capacity(rows.len());
             for (i, r) in rows.iter().enumerate() {
                 let v = lookup(r, col);
-                bad.push(truthy(v).ok_or_else(|| {
+                bad.push(truthy(&v).ok_or_else(|| {
                     Error::Input(format!(
                         "{}: example {} (id `{}`): `{col}` is {}, not a true/false flag",
                         path.display(),
                         i,
-                        r["id"].as_str().unwrap_or("?"),
+                        r.id,
                         if v.is_null() {
                             "missing".to_string()
                         } else {
@@ -204,10 +193,7 @@ pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .collect();
-            let bad: Vec<bool> = rows
-                .iter()
-                .map(|r| ids.contains(r["id"].as_str().unwrap_or_default()))
-                .collect();
+            let bad: Vec<bool> = rows.iter().map(|r| ids.contains(r.id.as_str())).collect();
             let found = bad.iter().filter(|&&b| b).count();
             if found < ids.len() {
                 return Err(Error::Input(format!(
@@ -228,36 +214,15 @@ pub fn evaluate_results(results: &Path, flag: &BadFlag, ks: &[usize]) -> Result<
             rows.len()
         )));
     }
-    // Every numeric score: VoG windows (raw and normalized), then the panel and other columns.
-    let mut names: Vec<(String, Getter)> = Vec::new();
-    let first = &rows[0];
-    for (kind, suffix) in [("vog", ""), ("vog_norm", "_norm")] {
-        if let Some(obj) = first[kind].as_object() {
-            for w in obj.keys() {
-                let (k, w2) = (kind.to_string(), w.clone());
-                names.push((
-                    format!("vog_{w}{suffix}"),
-                    Box::new(move |r: &Value| r[&k][&w2].as_f64()),
-                ));
-            }
-        }
-    }
-    if let Some(obj) = first["scores"].as_object() {
-        for c in obj.keys() {
-            let c2 = c.clone();
-            names.push((
-                c.clone(),
-                Box::new(move |r: &Value| r["scores"][&c2].as_f64()),
-            ));
-        }
-    }
+    // Every score column: VoG windows (raw and normalized), then the panel.
+    let names: Vec<String> = rows[0].columns().map(|(name, _)| name).collect();
     let mut out = Vec::new();
-    for (name, get) in &names {
+    for name in &names {
         let lower = LOWER_IS_HARDER.contains(&name.as_str());
         let mut s = Vec::new();
         let mut b = Vec::new();
         for (r, &is_bad) in rows.iter().zip(&bad) {
-            if let Some(v) = get(r).filter(|v| v.is_finite()) {
+            if let Some(v) = r.column(name).filter(|v| v.is_finite()) {
                 // `+ 0.0` turns a negated zero into zero, so ties stay ties in the ordering.
                 s.push(if lower { -v + 0.0 } else { v });
                 b.push(is_bad);

@@ -20,18 +20,26 @@
 #![deny(missing_docs)]
 
 mod affinity;
+mod backend_pass;
 pub mod config;
+mod decide;
 pub mod discover;
 mod engine;
 mod error;
 pub mod evaluate;
+mod inputs;
+mod maps;
 pub mod merge;
 mod output;
+mod pipeline;
 pub mod plan;
+mod prepare;
 mod results;
 mod select;
+mod sink;
 pub mod spill;
 pub mod stats;
+mod stored;
 
 pub use config::{ByteSize, Config, LabelMode, Shard};
 pub use engine::{score, score_to_dir, Written};

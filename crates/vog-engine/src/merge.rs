@@ -7,14 +7,14 @@
 //! statistics and one row, whatever the number of examples.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-use vog_core::{ClassStats, ClassSummary};
+use vog_core::ClassStats;
+use vog_results::{ClassEntry, Manifest, MergedFrom, ResultsDir, SCORES_CSV, SCORES_JSONL};
 
 use crate::config::OutputConfig;
-use crate::output::{fmt_f64, num, write_dir_atomically};
+use crate::output::{defined, fmt_f64, write_dir_atomically};
 use crate::{Error, Result};
 
 /// What a merge did.
@@ -29,39 +29,36 @@ pub struct MergeSummary {
 }
 
 struct ShardRun {
-    dir: PathBuf,
-    manifest: Value,
+    results: ResultsDir,
     index: usize,
     count: usize,
     rows: [usize; 2],
 }
 
-fn read_manifest(dir: &Path) -> Result<Value> {
-    let path = dir.join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: not a vog manifest: {e}", path.display())))
+impl ShardRun {
+    fn dir(&self) -> &Path {
+        self.results.path()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        self.results.manifest()
+    }
 }
 
 fn shard_of(dir: &Path) -> Result<ShardRun> {
-    let manifest = read_manifest(dir)?;
-    let s = &manifest["config"]["shard"];
-    let (Some(index), Some(count)) = (s["index"].as_u64(), s["count"].as_u64()) else {
+    let results = ResultsDir::open(dir)?;
+    let m = results.manifest();
+    let Some((index, count)) = m.shard() else {
         return Err(Error::Input(format!(
             "{}: not a shard (scored without --shard)",
             dir.display()
         )));
     };
-    let r = &manifest["data"]["shard_rows"];
-    let rows = [
-        r[0].as_u64().unwrap_or(0) as usize,
-        r[1].as_u64().unwrap_or(0) as usize,
-    ];
+    let rows = m.data.shard_rows.unwrap_or([0, 0]);
     Ok(ShardRun {
-        dir: dir.to_path_buf(),
-        manifest,
-        index: index as usize,
-        count: count as usize,
+        results,
+        index,
+        count,
         rows,
     })
 }
@@ -75,51 +72,46 @@ fn check(shards: &mut [ShardRun]) -> Result<()> {
         if s.count != n {
             return Err(Error::Input(format!(
                 "{} is shard {}/{} but {} is shard {}/{}: not the same split",
-                s.dir.display(),
+                s.dir().display(),
                 s.index,
                 s.count,
-                first.dir.display(),
+                first.dir().display(),
                 first.index,
                 first.count
             )));
         }
         // Same checkpoints (by content), data, windows, labels and target.
-        for (what, pick) in [
+        let (a, b) = (first.manifest(), s.manifest());
+        let differs = [
             (
                 "checkpoints",
-                &(|m: &Value| {
-                    Value::Array(
-                        m["checkpoints"]
-                            .as_array()
-                            .map(|c| c.iter().map(|c| c["sha256"].clone()).collect())
-                            .unwrap_or_default(),
-                    )
-                }) as &dyn Fn(&Value) -> Value,
+                a.checkpoints
+                    .iter()
+                    .map(|c| &c.sha256)
+                    .ne(b.checkpoints.iter().map(|c| &c.sha256)),
             ),
-            ("data", &|m: &Value| {
-                json!([m["data"]["path"], m["data"]["rows"]])
-            }),
-            ("windows", &|m: &Value| m["scoring"]["windows"].clone()),
-            ("labels and target", &|m: &Value| {
-                json!([
-                    m["scoring"]["labels"],
-                    m["scoring"]["target"],
-                    m["scoring"]["second_target"]
-                ])
-            }),
-        ] {
-            if pick(&s.manifest) != pick(&first.manifest) {
-                return Err(Error::Input(format!(
-                    "{} and {} differ in their {what}: shards of one run must share them",
-                    first.dir.display(),
-                    s.dir.display()
-                )));
-            }
+            (
+                "data",
+                (&a.data.path, a.data.rows) != (&b.data.path, b.data.rows),
+            ),
+            ("windows", a.scoring.windows != b.scoring.windows),
+            (
+                "labels and target",
+                (a.scoring.labels, a.scoring.target, a.scoring.second_target)
+                    != (b.scoring.labels, b.scoring.target, b.scoring.second_target),
+            ),
+        ];
+        if let Some((what, _)) = differs.iter().find(|d| d.1) {
+            return Err(Error::Input(format!(
+                "{} and {} differ in their {what}: shards of one run must share them",
+                first.dir().display(),
+                s.dir().display()
+            )));
         }
     }
     let mut seen = vec![Vec::new(); n];
     for s in shards.iter() {
-        seen[s.index].push(s.dir.display().to_string());
+        seen[s.index].push(s.dir().display().to_string());
     }
     if let Some((i, dirs)) = seen.iter().enumerate().find(|(_, d)| d.len() > 1) {
         return Err(Error::Input(format!(
@@ -144,7 +136,7 @@ fn check(shards: &mut [ShardRun]) -> Result<()> {
         if s.rows[0] != next {
             return Err(Error::Input(format!(
                 "{}: rows {}..{} do not follow row {next}",
-                s.dir.display(),
+                s.dir().display(),
                 s.rows[0],
                 s.rows[1]
             )));
@@ -155,29 +147,17 @@ fn check(shards: &mut [ShardRun]) -> Result<()> {
 }
 
 /// Merged per-window class statistics from the shards' manifests.
-fn merged_stats(shards: &[ShardRun]) -> Result<BTreeMap<String, ClassStats>> {
+fn merged_stats(shards: &[ShardRun]) -> BTreeMap<String, ClassStats> {
     let mut out: BTreeMap<String, ClassStats> = BTreeMap::new();
     for s in shards {
-        let Some(classes) = s.manifest["classes"].as_object() else {
-            continue;
-        };
-        for (window, entries) in classes {
-            let summaries = entries.as_array().into_iter().flatten().filter_map(|e| {
-                Some((
-                    e["class"].as_u64()? as u32,
-                    ClassSummary {
-                        count: e["count"].as_u64()?,
-                        mean: e["mean"].as_f64()?,
-                        std: e["std"].as_f64()?,
-                    },
-                ))
-            });
+        for (window, entries) in &s.manifest().classes {
+            let summaries = entries.iter().map(|e| (e.class, e.summary));
             out.entry(window.clone())
                 .or_default()
                 .merge(&ClassStats::from_summaries(summaries));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Merges shard results into `out` (scores.jsonl and scores.csv when every shard has them, and
@@ -191,39 +171,36 @@ pub fn merge_shards(dirs: &[PathBuf], out: &OutputConfig) -> Result<MergeSummary
         .map(|d| shard_of(d))
         .collect::<Result<Vec<_>>>()?;
     check(&mut shards)?;
-    let stats = merged_stats(&shards)?;
-    let windows = vog_core::manifest::window_names(&shards[0].manifest);
+    let stats = merged_stats(&shards);
+    let windows: Vec<String> = shards[0]
+        .manifest()
+        .window_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     let normalize = |window: &str, class: Option<u64>, raw: Option<f64>| -> Option<f64> {
         let (c, v) = (class?, raw?);
         Some(stats.get(window)?.normalize(c as u32, v))
     };
-    let has = |file: &str| shards.iter().all(|s| s.dir.join(file).is_file());
-    if !has("scores.jsonl") && !has("scores.csv") {
+    let has = |file: &str| shards.iter().all(|s| s.results.has(file));
+    if !has(SCORES_JSONL) && !has(SCORES_CSV) {
         return Err(Error::Input(
             "the shards have neither scores.jsonl nor scores.csv in common".into(),
         ));
     }
     let mut examples = 0usize;
     let dir = write_dir_atomically(out, |tmp| {
-        if has("scores.jsonl") {
-            let path = tmp.join("scores.jsonl");
+        if has(SCORES_JSONL) {
+            let path = tmp.join(SCORES_JSONL);
             let mut w =
                 BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
             for s in &shards {
-                let src = s.dir.join("scores.jsonl");
-                let file = std::fs::File::open(&src).map_err(|e| Error::io(&src, e))?;
-                for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                    let line = line.map_err(|e| Error::io(&src, e))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let mut r: Value = serde_json::from_str(&line).map_err(|e| {
-                        Error::Input(format!("{} line {}: {e}", src.display(), i + 1))
-                    })?;
-                    let class = r["label_used"].as_u64();
+                for r in s.results.rows()? {
+                    let mut r = r?;
+                    let class = r.label_used.map(u64::from);
                     for wn in &windows {
-                        let v = normalize(wn, class, r["vog"][wn].as_f64());
-                        r["vog_norm"][wn] = v.map_or(Value::Null, num);
+                        let v = normalize(wn, class, r.vog.get(wn).copied().flatten());
+                        r.vog_norm.insert(wn.clone(), v.and_then(defined));
                     }
                     serde_json::to_writer(&mut w, &r)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
@@ -233,14 +210,12 @@ pub fn merge_shards(dirs: &[PathBuf], out: &OutputConfig) -> Result<MergeSummary
             }
             w.flush().map_err(|e| Error::io(&path, e))?;
         }
-        if has("scores.csv") {
-            examples = merge_csv(&shards, &windows, &normalize, &tmp.join("scores.csv"))?;
+        if has(SCORES_CSV) {
+            examples = merge_csv(&shards, &windows, &normalize, &tmp.join(SCORES_CSV))?;
         }
-        let manifest = merged_manifest(&shards, &stats, dirs);
-        let p = tmp.join("run.json");
-        let text = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
-        std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
+        merged_manifest(&shards, &stats, dirs)
+            .write(tmp)
+            .map_err(Error::from)
     })?;
     Ok(MergeSummary {
         dir,
@@ -262,7 +237,7 @@ fn merge_csv(
     let csv_err = |p: &Path, e: csv::Error| Error::Input(format!("{}: {e}", p.display()));
     let mut columns: Vec<String> = Vec::new();
     for s in shards {
-        let src = s.dir.join("scores.csv");
+        let src = s.results.file(SCORES_CSV);
         let mut r = csv::Reader::from_path(&src).map_err(|e| csv_err(&src, e))?;
         for h in r.headers().map_err(|e| csv_err(&src, e))? {
             if !columns.iter().any(|c| c == h) {
@@ -274,7 +249,7 @@ fn merge_csv(
     w.write_record(&columns).map_err(|e| csv_err(path, e))?;
     let mut rows = 0;
     for s in shards {
-        let src = s.dir.join("scores.csv");
+        let src = s.results.file(SCORES_CSV);
         let mut r = csv::Reader::from_path(&src).map_err(|e| csv_err(&src, e))?;
         let header: Vec<String> = r
             .headers()
@@ -308,60 +283,48 @@ fn merged_manifest(
     shards: &[ShardRun],
     stats: &BTreeMap<String, ClassStats>,
     dirs: &[PathBuf],
-) -> Value {
-    let mut m = shards[0].manifest.clone();
-    if let Some(c) = m["config"].as_object_mut() {
+) -> Manifest {
+    let mut m = shards[0].manifest().clone();
+    if let Some(c) = m.config.as_object_mut() {
         c.remove("shard");
     }
-    if let Some(d) = m["data"].as_object_mut() {
-        d.remove("shard_rows");
-    }
-    m["classes"] = stats
+    m.data.shard_rows = None;
+    m.classes = stats
         .iter()
         .map(|(w, s)| {
-            let entries: Vec<Value> = s
+            let entries = s
                 .summaries()
                 .into_iter()
-                .map(|(class, x)| json!({"class": class, "count": x.count, "mean": x.mean, "std": x.std}))
+                .map(|(class, summary)| ClassEntry { class, summary })
                 .collect();
-            (w.clone(), Value::Array(entries))
+            (w.clone(), entries)
         })
-        .collect::<serde_json::Map<String, Value>>()
-        .into();
-    let mut timings = serde_json::Map::new();
-    for s in shards {
-        if let Some(t) = s.manifest["timings"].as_object() {
-            for (k, v) in t {
-                let sum = timings.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-                    + v.as_f64().unwrap_or(0.0);
-                timings.insert(k.clone(), json!(sum));
-            }
-        }
-    }
-    m["timings"] = Value::Object(timings);
-    let mut warnings: Vec<Value> = Vec::new();
-    for s in shards {
-        for w in s.manifest["warnings"].as_array().into_iter().flatten() {
-            // Shard-local degenerate-class notes no longer hold for the whole run.
-            let text = w.as_str().unwrap_or_default();
-            if !text.contains("normalized VoG is set to 0") && !warnings.contains(w) {
-                warnings.push(w.clone());
-            }
+        .collect();
+    m.timings = shards
+        .iter()
+        .fold(Default::default(), |t: vog_results::Timings, s| {
+            t.add(&s.manifest().timings)
+        });
+    let mut warnings: Vec<String> = Vec::new();
+    for w in shards.iter().flat_map(|s| &s.manifest().warnings) {
+        // Shard-local degenerate-class notes no longer hold for the whole run.
+        if !w.contains("normalized VoG is set to 0") && !warnings.contains(w) {
+            warnings.push(w.clone());
         }
     }
     for (window, s) in stats {
         for (class, x) in s.degenerate_classes() {
-            warnings.push(json!(format!(
+            warnings.push(format!(
                 "window `{window}`: class {class} has {} example(s) and std {:.3e}; its normalized VoG is set to 0",
                 x.count, x.std
-            )));
+            ));
         }
     }
-    m["warnings"] = Value::Array(warnings);
-    m["created_utc"] = json!(vog_core::now_rfc3339());
-    m["merged_from"] = json!({
-        "shards": shards.len(),
-        "dirs": dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+    m.warnings = warnings;
+    m.created_utc = vog_core::now_rfc3339();
+    m.merged_from = Some(MergedFrom {
+        shards: shards.len(),
+        dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
     });
     m
 }

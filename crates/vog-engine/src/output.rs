@@ -4,13 +4,13 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::config::{OutputConfig, OutputFormat};
 use crate::results::{ExampleMap, ExampleScore, Manifest, RunResult};
 use crate::{Error, Result};
-use vog_core::manifest::{map_file, MapKind};
 use vog_core::Window;
+use vog_results::{map_file, MapKind, ScoreRow, Trajectory, SCORES_CSV, SCORES_JSONL};
 
 /// Fails early when the results directory exists and may not be replaced, so that a long run
 /// does not end in a refusal.
@@ -61,7 +61,7 @@ pub(crate) struct MapWriter {
 impl MapWriter {
     pub fn new(dir: &Path) -> Self {
         MapWriter {
-            dir: dir.join(vog_core::manifest::MAPS_DIR),
+            dir: dir.join(vog_results::MAPS_DIR),
             created: false,
         }
     }
@@ -87,10 +87,8 @@ impl MapWriter {
 
 /// Writes `run.json` into `dir`.
 pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let text = serde_json::to_string_pretty(manifest)
-        .map_err(|e| Error::Input(format!("cannot encode run.json: {e}")))?;
-    let p = dir.join("run.json");
-    std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
+    let p = dir.join(vog_results::RUN_JSON);
+    std::fs::write(&p, manifest.to_json()).map_err(|e| Error::io(&p, e))
 }
 
 /// Fills a hidden sibling of `out.dir` with `fill`, then renames it into place (replacing an
@@ -128,8 +126,9 @@ pub(crate) fn write_dir_atomically(
     Ok(dir.clone())
 }
 
-pub(crate) fn num(v: f64) -> Value {
-    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+/// A score as rows hold it: `None` when undefined (NaN or infinite).
+pub(crate) fn defined(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 fn meta_keys(result: &RunResult) -> Vec<String> {
@@ -154,6 +153,45 @@ pub(crate) fn fmt_f64(v: f64) -> String {
         v.to_string()
     } else {
         String::new()
+    }
+}
+
+/// The line of `scores.jsonl` of one example (`windows` and `extra_columns` name its scores).
+pub(crate) fn score_row(
+    e: &ExampleScore,
+    windows: &[String],
+    extra_columns: &[String],
+    split: Option<String>,
+) -> ScoreRow {
+    ScoreRow {
+        checkpoints: (!e.trajectory.is_empty()).then(|| Trajectory {
+            margin: e.trajectory.iter().map(|t| defined(t.1)).collect(),
+            predicted: e.trajectory.iter().map(|t| t.0).collect(),
+        }),
+        flagged: e.flagged,
+        has_map: e.has_map,
+        id: e.id.clone(),
+        label_used: e.label_used,
+        meta: e.meta.clone(),
+        predicted: e.predicted,
+        row: e.row as u64,
+        scores: extra_columns
+            .iter()
+            .cloned()
+            .zip(e.extra.iter().map(|&v| defined(v)))
+            .collect(),
+        split,
+        true_label: e.true_label,
+        vog: windows
+            .iter()
+            .cloned()
+            .zip(e.vog.iter().map(|&v| defined(v)))
+            .collect(),
+        vog_norm: windows
+            .iter()
+            .cloned()
+            .zip(e.vog_norm.iter().map(|v| v.and_then(defined)))
+            .collect(),
     }
 }
 
@@ -196,10 +234,10 @@ impl RowWriter {
         for f in formats {
             match f {
                 OutputFormat::Csv if w.csv.is_none() => {
-                    let (path, file) = create("scores.csv")?;
+                    let (path, file) = create(SCORES_CSV)?;
                     w.csv = Some((path, csv::Writer::from_writer(file)));
                 }
-                OutputFormat::Jsonl if w.jsonl.is_none() => w.jsonl = Some(create("scores.jsonl")?),
+                OutputFormat::Jsonl if w.jsonl.is_none() => w.jsonl = Some(create(SCORES_JSONL)?),
                 _ => {}
             }
         }
@@ -256,44 +294,7 @@ impl RowWriter {
                 .map_err(|err| Error::Input(format!("{}: {err}", path.display())))?;
         }
         if let Some((path, w)) = self.jsonl.as_mut() {
-            let vog: Map<String, Value> = self
-                .windows
-                .iter()
-                .zip(&e.vog)
-                .map(|(w, &v)| (w.clone(), num(v)))
-                .collect();
-            let vog_norm: Map<String, Value> = self
-                .windows
-                .iter()
-                .zip(&e.vog_norm)
-                .map(|(w, v)| (w.clone(), v.map_or(Value::Null, num)))
-                .collect();
-            let scores: Map<String, Value> = self
-                .extra_columns
-                .iter()
-                .zip(&e.extra)
-                .map(|(c, &v)| (c.clone(), num(v)))
-                .collect();
-            let mut line = json!({
-                "id": e.id,
-                "row": e.row,
-                "split": self.split,
-                "true_label": e.true_label,
-                "label_used": e.label_used,
-                "predicted": e.predicted,
-                "vog": vog,
-                "vog_norm": vog_norm,
-                "scores": scores,
-                "flagged": e.flagged,
-                "has_map": e.has_map,
-                "meta": e.meta,
-            });
-            if !e.trajectory.is_empty() {
-                line["checkpoints"] = json!({
-                    "predicted": e.trajectory.iter().map(|t| t.0).collect::<Vec<_>>(),
-                    "margin": e.trajectory.iter().map(|t| num(t.1)).collect::<Vec<_>>(),
-                });
-            }
+            let line = score_row(e, &self.windows, &self.extra_columns, self.split.clone());
             serde_json::to_writer(&mut *w, &line)
                 .map_err(|err| Error::Input(format!("{}: {err}", path.display())))?;
             w.write_all(b"\n").map_err(|err| Error::io(&*path, err))?;

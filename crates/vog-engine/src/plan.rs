@@ -20,7 +20,6 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
 use vog_core::{ChannelReduce, VogAccumulator, Window};
 
 use crate::config::Config;
@@ -39,39 +38,7 @@ const AUTO_VALUES_SPATIAL: usize = 1 << 16;
 /// Classes assumed when the model does not say (for logits' memory).
 const ASSUMED_CLASSES: usize = 1000;
 
-/// How checkpoints and examples are visited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkOrder {
-    /// Every checkpoint loaded; batches stream through all of them.
-    Resident,
-    /// Chunks of examples; one checkpoint loaded at a time, once per chunk.
-    Chunked,
-}
-
-impl WorkOrder {
-    /// The name written to manifests and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkOrder::Resident => "resident",
-            WorkOrder::Chunked => "chunked",
-        }
-    }
-}
-
-/// The work order as recorded in `run.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkSummary {
-    /// Resident or chunked.
-    pub order: WorkOrder,
-    /// Examples per chunk (one batch when resident).
-    pub chunk_rows: usize,
-    /// The budget, in bytes, when one was given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_budget: Option<u64>,
-    /// The estimate the order was chosen from, in bytes.
-    pub estimated_bytes: u64,
-}
+pub use vog_results::{WorkOrder, WorkSummary};
 
 /// Batch size and work order of one pass.
 #[derive(Debug, Clone)]

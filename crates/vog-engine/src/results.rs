@@ -3,14 +3,10 @@
 //! (`output`), the selection (`select`) and the spill read them, so they live apart from the
 //! scoring loop.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use serde::Serialize;
-use vog_core::{BackendInfo, ClassSummary, Window};
+use vog_core::Window;
 use vog_data::Record;
 
-use crate::config::{Config, LabelMode};
+use crate::config::Config;
 
 /// Receives progress of a long run (the CLI draws a bar; libraries stay silent).
 pub trait Progress: Sync {
@@ -73,137 +69,12 @@ pub struct ExampleMap {
     pub gradient_shape: Vec<usize>,
 }
 
-/// One checkpoint as recorded in the manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckpointRecord {
-    /// Position in training order (0-based).
-    pub position: usize,
-    /// The file or directory.
-    pub path: PathBuf,
-    /// Size in bytes (sum of files for a directory).
-    pub bytes: u64,
-    /// SHA-256 of the file (of the concatenated files, in order, for a directory).
-    pub sha256: String,
-}
+/// The manifest the engine writes: `run.json` with the configuration as run, typed.
+pub type Manifest = vog_results::Manifest<Config>;
 
-/// Where gradients came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GradientSource {
-    /// Computed by a backend from checkpoints.
-    Backend,
-    /// Read from stored `.npy` files.
-    StoredGradients,
-}
-
-/// Summary of the data scored.
-#[derive(Debug, Clone, Serialize)]
-pub struct DataSummary {
-    /// Examples file (absent for stored gradients).
-    pub path: Option<PathBuf>,
-    /// Number of examples.
-    pub rows: usize,
-    /// Shape of one example as stored.
-    pub example_shape: Vec<usize>,
-    /// Shape of one example as given to the model (after `input_shape`).
-    pub model_input_shape: Vec<usize>,
-    /// Labels file or column, if any.
-    pub labels: Option<String>,
-    /// Split name.
-    pub split: Option<String>,
-    /// Examples whose id found no metadata record.
-    pub metadata_missing: usize,
-    /// The rows `[start, end)` this run scored, when it is one shard of a larger run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard_rows: Option<[usize; 2]>,
-}
-
-/// How scoring was done.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoringSummary {
-    /// Label mode after resolving `auto`; `null` when stored gradients come without labels.
-    pub labels: Option<LabelMode>,
-    /// Logit or probability (`null` for stored gradients).
-    pub target: Option<vog_core::Target>,
-    /// The target of the second VoG (windows `WINDOW_TARGET`), when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub second_target: Option<vog_core::Target>,
-    /// Checkpoint position (1-based) of `el2n`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub el2n_checkpoint: Option<usize>,
-    /// Channel reduction.
-    pub channels: vog_core::ChannelReduce,
-    /// Shape of the per-element statistics (the VoG map).
-    pub vog_map_shape: Vec<usize>,
-    /// Windows scored.
-    pub windows: Vec<Window>,
-    /// Number of classes the model produces.
-    pub num_classes: Option<usize>,
-    /// Examples per pass.
-    pub batch_size: usize,
-    /// How checkpoints and examples were visited (absent for stored gradients).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub work_order: Option<crate::plan::WorkSummary>,
-}
-
-/// Class statistics of one window, as used for normalization.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassEntry {
-    /// Class index.
-    pub class: u32,
-    /// Count, mean and std of the raw VoG.
-    #[serde(flatten)]
-    pub summary: ClassSummary,
-}
-
-/// Seconds spent per phase.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timings {
-    /// Opening data and loading checkpoints.
-    pub load_s: f64,
-    /// Hashing checkpoint files for the manifest.
-    pub hash_s: f64,
-    /// The scoring loop.
-    pub score_s: f64,
-    /// Time inside backend calls (part of `score_s`).
-    pub backend_s: f64,
-    /// Loading checkpoints again, once per chunk, in the chunked work order (part of `score_s`).
-    pub reload_s: f64,
-}
-
-/// Everything `run.json` records about a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Manifest {
-    /// `vog` and its version.
-    pub tool: BTreeMap<String, String>,
-    /// When the run finished (UTC, RFC 3339).
-    pub created_utc: String,
-    /// Backend or stored gradients.
-    pub source: GradientSource,
-    /// The backend, when one was used.
-    pub backend: Option<BackendInfo>,
-    /// The plugin library the backend came from (`null` for a built-in backend).
-    pub backend_library: Option<PathBuf>,
-    /// The configuration as run (CLI overrides applied).
-    pub config: Config,
-    /// The data.
-    pub data: DataSummary,
-    /// Checkpoints in training order.
-    pub checkpoints: Vec<CheckpointRecord>,
-    /// Scoring settings.
-    pub scoring: ScoringSummary,
-    /// Per-window class statistics.
-    pub classes: BTreeMap<String, Vec<ClassEntry>>,
-    /// Examples flagged by the `[flag]` policy.
-    pub flagged: usize,
-    /// Flagged examples whose VoG map and last gradient were kept (`maps/ROW.vog.npy`,
-    /// `maps/ROW.grad.npy`).
-    pub maps: usize,
-    /// Warnings raised during the run.
-    pub warnings: Vec<String>,
-    /// Time per phase.
-    pub timings: Timings,
-}
+pub use vog_results::{
+    CheckpointRecord, ClassEntry, DataSummary, GradientSource, ScoringSummary, Timings,
+};
 
 /// The result of a scoring run.
 #[derive(Debug, Clone)]

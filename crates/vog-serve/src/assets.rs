@@ -19,7 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::Value;
+use vog_results::{Manifest, MapKind, ResultsDir};
 
 use crate::api::ApiPath;
 use crate::{blocking, ApiError, AppState};
@@ -57,25 +57,15 @@ pub fn layout_of(shape: &[usize]) -> &'static str {
 }
 
 /// The run's manifest, as copied into the store.
-pub(crate) fn manifest(state: &AppState, run: &str) -> Result<Value, ApiError> {
+pub(crate) fn manifest(state: &AppState, run: &str) -> Result<Manifest, ApiError> {
     vog_store::check_run_name(run).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let path = state.store.run_dir(run).join("run.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}", path.display()),
-        )
-    })
-}
-
-fn str_list(v: &Value) -> Option<Vec<String>> {
-    v.as_array().map(|a| {
-        a.iter()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect()
-    })
+    match ResultsDir::open(&state.store.run_dir(run)) {
+        Ok(r) => Ok(r.into_manifest()),
+        Err(e @ vog_results::Error::Io { .. }) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 /// The input data of a run, opened once from its manifest (`run.json`) and read row by row.
@@ -90,19 +80,18 @@ pub struct InputReader {
 
 impl InputReader {
     /// Opens the data file the manifest names; the error says which file and why.
-    pub fn open(manifest: &Value) -> Result<Self, String> {
-        let d = &manifest["config"]["data"];
-        let path = manifest["data"]["path"]
-            .as_str()
-            .or(d["path"].as_str())
-            .map(PathBuf::from)
+    pub fn open(manifest: &Manifest) -> Result<Self, String> {
+        let d = manifest.input();
+        let path = d
+            .path
+            .clone()
             .ok_or("this run was scored from stored gradients: it has no input data")?;
         let gone = |e: vog_data::Error| e.to_string();
-        let format = d["format"].as_str().and_then(vog_data::Format::from_name);
+        let format = d.format.as_deref().and_then(vog_data::Format::from_name);
         let csv = vog_data::CsvColumns {
-            label: d["label_column"].as_str().map(String::from),
-            id: d["id_column"].as_str().map(String::from),
-            features: str_list(&d["features"]),
+            label: d.label_column.clone(),
+            id: d.id_column.clone(),
+            features: d.features.clone(),
         };
         let is_csv = match format {
             Some(f) => f == vog_data::Format::Csv,
@@ -114,15 +103,11 @@ impl InputReader {
             features = Some(t.feature_names().to_vec());
             Box::new(t)
         } else {
-            vog_data::open_examples(&path, format, d["key"].as_str(), &csv).map_err(gone)?
+            vog_data::open_examples(&path, format, d.key.as_deref(), &csv).map_err(gone)?
         };
         let mut shape = source.row_shape().to_vec();
         // Flat rows that the model saw as images (data.input_shape) are drawn as images.
-        if let Some(s) = d["input_shape"].as_array() {
-            let s: Vec<usize> = s
-                .iter()
-                .filter_map(|v| v.as_u64().map(|v| v as usize))
-                .collect();
+        if let Some(s) = d.input_shape {
             if layout_of(&shape) == "table"
                 && layout_of(&s) == "image"
                 && s.iter().product::<usize>() == shape.iter().product::<usize>()
@@ -179,7 +164,7 @@ impl InputCache {
     fn reader(&self, state: &AppState, run: &str) -> Result<Arc<Mutex<InputReader>>, ApiError> {
         vog_store::check_run_name(run)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let path = state.store.run_dir(run).join("run.json");
+        let path = state.store.run_dir(run).join(vog_results::RUN_JSON);
         let changed = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("run `{run}`: {e}")))?;
@@ -220,17 +205,17 @@ pub(crate) async fn tensor(
             }
             "map" | "grad" => {
                 let kind = if what == "map" {
-                    vog_core::manifest::MapKind::Vog
+                    MapKind::Vog
                 } else {
-                    vog_core::manifest::MapKind::Grad
+                    MapKind::Grad
                 };
                 vog_store::check_run_name(&run)
                     .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
                 let path = state
                     .store
                     .run_dir(&run)
-                    .join(vog_core::manifest::MAPS_DIR)
-                    .join(vog_core::manifest::map_file(row as u64, kind));
+                    .join(vog_results::MAPS_DIR)
+                    .join(vog_results::map_file(row as u64, kind));
                 if !path.is_file() {
                     return Err(ApiError(
                         StatusCode::NOT_FOUND,
@@ -381,18 +366,11 @@ fn asset_root(state: &AppState, run: &str) -> Result<PathBuf, ApiError> {
     if let Some(root) = &state.assets {
         return Ok(root.to_path_buf());
     }
-    let m = manifest(state, run)?;
-    let d = &m["config"]["data"];
-    d["metadata"]
-        .as_str()
-        .or(m["data"]["path"].as_str())
-        .or(d["path"].as_str())
-        .map(|p| {
-            Path::new(p)
-                .parent()
-                .unwrap_or(Path::new("."))
-                .to_path_buf()
-        })
+    let d = manifest(state, run)?.input();
+    d.metadata
+        .as_deref()
+        .or(d.path.as_deref())
+        .map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf())
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "this run has no dataset".into()))
 }
 

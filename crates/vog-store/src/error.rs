@@ -33,6 +33,9 @@ pub enum Error {
         /// The I/O error (shown in the message; not a `source()`, so `{:#}` prints it once).
         error: std::io::Error,
     },
+    /// A results directory could not be read.
+    #[error(transparent)]
+    Results(#[from] vog_results::Error),
     /// The search index failed.
     #[error("search index: {0}")]
     Index(tantivy::TantivyError),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tantivy::schema::Schema;
 use tantivy::{TantivyDocument, Term};
+use vog_results::{ResultsDir, ScoreRow};
 
 use crate::names::check_run_name;
 use crate::{Error, Result, Store};
@@ -66,15 +67,6 @@ pub fn asset_path(value: &str) -> Option<String> {
         .then(|| path.to_string())
 }
 
-/// The example id of a scores.jsonl row (its row number when it has none).
-fn example_id(r: &Value) -> String {
-    match &r["id"] {
-        Value::String(s) => s.clone(),
-        Value::Null => r["row"].to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// Ranks (1 = highest) and percentiles (100 = highest) of `values`.
 fn rank(values: &[f64]) -> (Vec<u64>, Vec<f64>) {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -103,72 +95,50 @@ impl Store {
                 .unwrap_or_else(|| "run".into()),
         };
         check_run_name(&run)?;
-        let manifest_path = results.join("run.json");
-        let manifest: Value = serde_json::from_str(
-            &std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?,
-        )
-        .map_err(|e| {
-            Error::Input(format!(
-                "{}: not a vog manifest: {e}",
-                manifest_path.display()
-            ))
-        })?;
-        let scores_path = results.join("scores.jsonl");
+        let results = ResultsDir::open(results)?;
+        let manifest = results.manifest();
+        let scores_path = results.file(vog_results::SCORES_JSONL);
         // Two streaming passes over scores.jsonl: ranks first (a few numbers per example), then
         // documents straight into the index writer, so memory does not hold every row.
-        let for_each_row = |f: &mut dyn FnMut(usize, &Value) -> Result<()>| -> Result<usize> {
-            let file = std::fs::File::open(&scores_path).map_err(|e| {
-                Error::Input(format!(
-                    "{}: {e} (index needs scores.jsonl; score with output.formats including \"jsonl\")",
-                    scores_path.display()
-                ))
-            })?;
+        let for_each_row = |f: &mut dyn FnMut(usize, &ScoreRow) -> Result<()>| -> Result<usize> {
             let mut n = 0;
-            for (line_no, line) in
-                std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate()
-            {
-                let line = line.map_err(|e| Error::io(&scores_path, e))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: Value = serde_json::from_str(&line).map_err(|e| {
-                    Error::Input(format!(
-                        "{} line {}: {e}",
-                        scores_path.display(),
-                        line_no + 1
-                    ))
-                })?;
-                f(n, &v)?;
+            for row in results.rows()? {
+                f(n, &row?)?;
                 n += 1;
             }
             Ok(n)
         };
 
-        let dataset = manifest["data"]["path"]
-            .as_str()
-            .and_then(|p| {
-                Path::new(p)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-            })
+        let dataset = manifest
+            .data
+            .path
+            .as_deref()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "stored-gradients".into());
-        let split = manifest["data"]["split"].as_str().unwrap_or("").to_string();
-        let score_window = vog_core::manifest::main_window(&manifest)
-            .ok_or_else(|| Error::Input(format!("{}: no windows", manifest_path.display())))?;
+        let split = manifest.data.split.clone().unwrap_or_default();
+        let score_window = manifest
+            .main_window()
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: no windows",
+                    results.file(vog_results::RUN_JSON).display()
+                ))
+            })?
+            .to_string();
 
         // The ranking score: normalized VoG of the score window, raw VoG without labels.
-        let score_of = |r: &Value| -> (f64, f64) {
-            let raw = r["vog"][&score_window].as_f64().unwrap_or(f64::NAN);
-            let norm = r["vog_norm"][&score_window].as_f64();
-            (norm.unwrap_or(raw), raw)
+        let score_of = |r: &ScoreRow| -> (f64, f64) {
+            let raw = r.vog.get(&score_window).copied().flatten();
+            let score = r.ranking_score(&score_window);
+            (score.unwrap_or(f64::NAN), raw.unwrap_or(f64::NAN))
         };
         let mut scores: Vec<f64> = Vec::new();
         let mut classes: Vec<Option<u64>> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let total = for_each_row(&mut |i, r| {
             scores.push(score_of(r).0);
-            classes.push(r["label_used"].as_u64());
-            let id = example_id(r);
+            classes.push(r.label_used.map(u64::from));
+            let id = r.id.clone();
             if let Some(prev) = seen.insert(id.clone(), i) {
                 return Err(Error::Input(format!(
                     "{}: id `{id}` appears for examples {} and {}; ids must be unique within a run",
@@ -210,48 +180,34 @@ impl Store {
         let mut assets: BTreeSet<String> = BTreeSet::new();
         writer.delete_term(Term::from_field_text(self.fields.run, &run));
         for_each_row(&mut |i, r| {
-            let id = example_id(r);
+            let id = &r.id;
             let key = format!("{run}/{id}");
             let (score, raw) = score_of(r);
-            let mut all_scores = Map::new();
-            for (kind, suffix) in [("vog", ""), ("vog_norm", "_norm")] {
-                if let Some(obj) = r[kind].as_object() {
-                    for (w, v) in obj {
-                        if v.is_number() {
-                            all_scores.insert(format!("vog_{w}{suffix}"), json!(v.as_f64()));
-                        }
-                    }
-                }
-            }
-            if let Some(obj) = r["scores"].as_object() {
-                for (k, v) in obj.iter().filter(|(_, v)| v.is_number()) {
-                    all_scores.insert(k.clone(), json!(v.as_f64()));
-                }
-            }
-            if let Some(meta) = r["meta"].as_object() {
-                assets.extend(meta.values().filter_map(|v| asset_path(v.as_str()?)));
-            }
-            let is_flagged = r["flagged"].as_bool().unwrap_or(false);
-            flagged += usize::from(is_flagged);
+            let all_scores: Map<String, Value> = r
+                .columns()
+                .filter_map(|(name, v)| Some((name, json!(v?))))
+                .collect();
+            assets.extend(r.meta.values().filter_map(|v| asset_path(v.as_str()?)));
+            flagged += usize::from(r.flagged);
             let mut doc = json!({
                 "key": key, "run": run, "dataset": dataset, "split": split, "id": id,
-                "row": r["row"].as_u64().unwrap_or(i as u64),
+                "row": r.row,
                 "score": score, "vog": raw, "rank": ranks[i], "percentile": pcts[i],
                 "class_rank": class_rank[i], "class_percentile": class_pct[i],
-                "flagged": is_flagged, "has_map": r["has_map"].as_bool().unwrap_or(false),
-                "scores": all_scores, "meta": r["meta"].as_object().cloned().unwrap_or_default(),
+                "flagged": r.flagged, "has_map": r.has_map,
+                "scores": all_scores, "meta": r.meta,
                 "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
             });
             let d = doc.as_object_mut().expect("object");
-            if let Some(c) = r["checkpoints"].as_object() {
-                d.insert("checkpoints".into(), Value::Object(c.clone()));
+            if let Some(c) = &r.checkpoints {
+                d.insert("checkpoints".into(), json!(c));
             }
-            for (field, src, name_field) in [
-                ("class", "label_used", "class_name"),
-                ("true_label", "true_label", "true_name"),
-                ("predicted", "predicted", "predicted_name"),
+            for (field, value, name_field) in [
+                ("class", r.label_used, "class_name"),
+                ("true_label", r.true_label, "true_name"),
+                ("predicted", r.predicted, "predicted_name"),
             ] {
-                if let Some(c) = r[src].as_u64() {
+                if let Some(c) = value.map(u64::from) {
                     d.insert(field.into(), json!(c));
                     if let Some(n) = name(Some(c)) {
                         d.insert(name_field.into(), json!(n));
@@ -274,11 +230,12 @@ impl Store {
 
         let run_dir = self.run_dir(&run);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-        std::fs::copy(&manifest_path, run_dir.join("run.json"))
+        let manifest_path = results.file(vog_results::RUN_JSON);
+        std::fs::copy(&manifest_path, run_dir.join(vog_results::RUN_JSON))
             .map_err(|e| Error::io(&manifest_path, e))?;
-        let maps = results.join(vog_core::manifest::MAPS_DIR);
+        let maps = results.file(vog_results::MAPS_DIR);
         if maps.is_dir() {
-            let dst = run_dir.join(vog_core::manifest::MAPS_DIR);
+            let dst = run_dir.join(vog_results::MAPS_DIR);
             std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
             for entry in std::fs::read_dir(&maps).map_err(|e| Error::io(&maps, e))? {
                 let p = entry.map_err(|e| Error::io(&maps, e))?.path();

@@ -3,7 +3,7 @@
 
     python tests/data/evaluate/make_expected.py
 
-Writes scores.jsonl (a results file as `vog score` writes it: 240 examples, 15% flagged
+Writes run.json and scores.jsonl (a results directory as `vog score` writes it: 240 examples, 15% flagged
 `meta.is_noisy`, VoG windows and panel scores that find them to varying degrees, integer scores
 with many ties, a score undefined for some examples), bad_ids.txt (the same examples by id) and
 expected.json: per score, AUROC (sklearn.metrics.roc_auc_score), AUPRC
@@ -53,6 +53,27 @@ with open(HERE / "scores.jsonl", "w") as f:
             "meta": {"is_noisy": bool(noisy[i]), "camera": "ab"[i % 2]},
         }
         f.write(json.dumps(row) + "\n")
+manifest = {
+    "format": 1,
+    "tool": {"name": "vog", "version": "0.1.0"},
+    "created_utc": "2026-01-01T00:00:00Z",
+    "source": "backend",
+    "backend": None,
+    "backend_library": None,
+    "config": {},
+    "data": {"path": None, "rows": N, "example_shape": [2], "model_input_shape": [2], "labels": None,
+             "split": "test", "metadata_missing": 0},
+    "checkpoints": [],
+    "scoring": {"labels": "true", "target": "logit", "channels": "mean", "vog_map_shape": [2],
+                "windows": [{"name": "all", "start": 0, "end": 4}, {"name": "late", "start": 2, "end": 4}],
+                "num_classes": 3, "batch_size": 64},
+    "classes": {},
+    "flagged": 0,
+    "maps": 0,
+    "warnings": [],
+    "timings": {"load_s": 0.0, "hash_s": 0.0, "score_s": 0.0, "backend_s": 0.0, "reload_s": 0.0},
+}
+(HERE / "run.json").write_text(json.dumps(manifest, indent=2) + "\n")
 (HERE / "bad_ids.txt").write_text("".join(f"ex{i:03d}\n" for i in np.flatnonzero(noisy)))
 
 expected = {"examples": N, "bad": int(noisy.sum()), "scores": {}}
