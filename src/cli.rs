@@ -86,7 +86,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub run: Option<String>,
     /// Highest- and lowest-VoG examples shown per class, each way.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = vog_report::DEFAULT_PER_CLASS)]
     pub per_class: usize,
 }
 

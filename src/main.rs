@@ -2,13 +2,9 @@
 
 mod backends;
 mod cli;
-mod demo;
 mod progress;
-mod report;
-mod reproduce;
 mod score;
 mod store_cmd;
-mod svg;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -64,7 +60,7 @@ fn run() -> anyhow::Result<ExitCode> {
     init_logging(args.verbose, args.quiet);
     match args.command {
         cli::Command::Score(a) => score::run(*a, args.quiet),
-        cli::Command::Demo(a) => demo::run(a, args.quiet),
+        cli::Command::Demo(a) => demo(a, args.quiet),
         cli::Command::Backends(a) => backends::run(a),
         cli::Command::OnnxGrad(a) => onnx_grad(a),
         cli::Command::Index(a) => store_cmd::run_index(a),
@@ -75,10 +71,53 @@ fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Export(a) => store_cmd::run_export(a),
         cli::Command::Evaluate(a) => evaluate(a),
         cli::Command::Merge(a) => score::merge(a, args.quiet),
-        cli::Command::Report(a) => report::run(a),
-        cli::Command::Reproduce(a) => reproduce::run(a, args.quiet),
+        cli::Command::Report(a) => report(a),
+        cli::Command::Reproduce(a) => reproduce(a, args.quiet),
         cli::Command::Serve(a) => serve(a),
     }
+}
+
+/// `vog demo`.
+fn demo(a: cli::DemoArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let options = vog_experiments::DemoOptions {
+        out: a.out,
+        seed: a.seed,
+        epochs: a.epochs,
+        overwrite: a.overwrite,
+    };
+    if quiet {
+        vog_experiments::demo::run(&options, &mut std::io::sink())?;
+    } else {
+        vog_experiments::demo::run(&options, &mut std::io::stdout().lock())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vog reproduce`.
+fn reproduce(a: cli::ReproduceArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let options = vog_experiments::ReproduceOptions {
+        mnist: a.mnist,
+        work: a.work,
+        out: a.out,
+        train: a.train,
+        mlp_epochs: a.mlp_epochs,
+        cnn_epochs: a.cnn_epochs,
+    };
+    let say = |msg: String| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    };
+    vog_experiments::reproduce::run(&options, &progress::Bar::new(quiet), &say)?;
+    println!("results: {}", options.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vog report`.
+fn report(a: cli::ReportArgs) -> anyhow::Result<ExitCode> {
+    vog_report::Report::open(&a.input, a.run.as_deref())?.write(a.per_class, &a.out)?;
+    println!("report: {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `vog serve`.

@@ -89,3 +89,45 @@ fn report_errors_name_the_input() {
     assert!(text(&out).contains("nowhere"), "{}", text(&out));
     assert!(!dir.path().join("r.html").exists());
 }
+
+#[test]
+fn the_server_renders_a_runs_report_that_can_load_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = image_store(dir.path());
+    let s = crate::serve::serve(&store, &[]);
+    let a = crate::serve::agent();
+    let mut r = a.get(format!("{}/report/cnn", s.base)).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let policy = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(policy.starts_with("default-src 'none'"), "{policy}");
+    assert!(!policy.contains("script-src"), "{policy}");
+    let html = r.body_mut().read_to_string().unwrap();
+    for id in SECTIONS {
+        assert!(html.contains(&format!("<section id={id}>")), "no {id}");
+    }
+    assert!(html.contains("class=heat"));
+    assert!(!html.contains("<script"));
+    // The same page `vog report` writes from the store, but for the time it was generated.
+    let out = run(
+        &["report", store.to_str().unwrap(), "-o", "cli.html"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let cli = std::fs::read_to_string(dir.path().join("cli.html")).unwrap();
+    let body = |h: &str| h[h.find("<section id=summary>").unwrap()..].to_string();
+    assert_eq!(body(&html), body(&cli));
+
+    for (path, status) in [
+        ("/report/nope", 404),
+        ("/report/..%2Fstore", 400),
+        ("/report/a%00b", 400),
+    ] {
+        let (got, text) = crate::serve::get(&a, &format!("{}{path}", s.base));
+        assert_eq!(got, status, "{path}: {text}");
+    }
+}

@@ -648,3 +648,51 @@ fn exports_the_filtered_set_with_decisions() {
         .unwrap()
         .contains("ex0005,5,1,2"));
 }
+
+#[test]
+fn a_run_larger_than_one_search_page_is_reported_whole() {
+    let n = vog_store::MAX_LIMIT + 37;
+    let dir = tempfile::tempdir().unwrap();
+    let res = synthetic_results(dir.path(), n);
+    let store = Store::open_or_create(&dir.path().join("audit")).unwrap();
+    let opts = vog_store::ImportOptions {
+        run: Some("big".into()),
+        class_names: None,
+    };
+    store.index_results(&res, &opts).unwrap();
+    // One search page cannot hold the run...
+    let all = SearchRequest {
+        run: Some("big".into()),
+        limit: n,
+        ..Default::default()
+    };
+    assert!(store.search(&all).is_err());
+    // ...but every example is visited, in the requested order, and the report shows them all.
+    let mut rows = Vec::new();
+    let visited = store
+        .for_each_match(
+            &SearchRequest {
+                sort: Some("row".into()),
+                ascending: true,
+                ..all
+            },
+            |h| {
+                rows.push(h["row"].as_u64().unwrap());
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(visited, n);
+    assert_eq!(rows, (0..n as u64).collect::<Vec<_>>());
+    drop(store);
+    let out = run(
+        &["report", "audit", "--run", "big", "-o", "big.html"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let html = std::fs::read_to_string(dir.path().join("big.html")).unwrap();
+    assert!(
+        html.contains(&format!("<tr><th>examples</th><td>{n}</td></tr>")),
+        "the summary does not count every example"
+    );
+}

@@ -23,12 +23,14 @@
 
 mod discover;
 mod plugin;
+mod registry;
 
 pub use discover::{
     discover, find, library_file_name, looks_like_path, name_from_file, search_dirs,
     PLUGIN_PATH_ENV,
 };
 pub use plugin::{load, ExternBackend, Plugin};
+pub use registry::{BuiltIn, Registry, Source};
 
 use std::path::PathBuf;
 
@@ -44,6 +46,17 @@ pub enum PluginError {
         file: String,
         /// The directories searched, in order.
         searched: String,
+    },
+    /// A backend name that is neither built in nor a plugin in any search directory.
+    #[error(
+        "{not_found}; built-in backends: {built_ins}. Put the plugin in one of those directories, \
+         set VOG_PLUGIN_PATH or [plugins] dirs, or pass --backend PATH"
+    )]
+    Unknown {
+        /// The failed search.
+        not_found: Box<PluginError>,
+        /// The built-in backends' names.
+        built_ins: String,
     },
     /// The file is missing or is not a loadable shared library.
     #[error("plugin {path}: cannot load the library: {message}")]

@@ -22,6 +22,7 @@ pub mod guard;
 pub mod html;
 mod net;
 mod pages;
+mod report;
 mod stream;
 
 use std::net::SocketAddr;
@@ -146,6 +147,7 @@ pub fn app(store: Arc<Store>, config: &ServeConfig, bound: SocketAddr) -> Router
             get(pages::queue_page).post(pages::queue_claim),
         )
         .route("/example/{*key}", get(pages::example))
+        .route("/report/{run}", get(report::report))
         .route("/asset/{run}/{*path}", get(assets::asset))
         .route("/static/app.js", get(pages::script))
         .route("/static/app.css", get(pages::style))

@@ -99,6 +99,29 @@ fn write_error(e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
+    /// Calls `each` with every example matching `req` (in its sort order, skipping
+    /// `req.offset`, at most `req.limit` of them; a limit of 0 means every match), one page of
+    /// documents in memory at a time, from one snapshot of the index; returns how many. Unlike
+    /// [`Store::search`], the number of matches is not capped.
+    pub fn for_each_match(
+        &self,
+        req: &SearchRequest,
+        mut each: impl FnMut(Value) -> Result<()>,
+    ) -> Result<usize> {
+        let prepared = self.prepare(req)?;
+        let searcher = self.fresh_searcher()?;
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit
+        };
+        let (_, addresses, _) = prepared.run(&searcher, limit, req.offset)?;
+        for &a in &addresses {
+            each(self.stored(&searcher, a)?)?;
+        }
+        Ok(addresses.len())
+    }
+
     /// Writes the examples matching `req` (in its sort order, skipping `req.offset`, at most
     /// `req.limit` of them; a limit of 0 means every match) to `out`; returns how many.
     ///

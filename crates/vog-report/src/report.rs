@@ -6,14 +6,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 use vog_results::{Manifest, MapKind, ResultsDir, ScoreRow};
-use vog_serve::html::escape as e;
 
-use crate::cli::ReportArgs;
+use crate::html::escape as e;
+use crate::png::{data_uri, heat_png, image_dims, input_png};
+use crate::{Error, Result};
 
 /// One example, as the report needs it.
 #[derive(Debug, Clone)]
@@ -31,8 +29,8 @@ struct Row {
     has_map: bool,
 }
 
-/// A run, read from a results directory or from a store.
-struct Source {
+/// A run, read from a results directory or from a store, ready to render.
+pub struct Report {
     title: String,
     manifest: Manifest,
     rows: Vec<Row>,
@@ -65,7 +63,68 @@ impl Row {
     }
 }
 
-fn from_results(dir: &Path) -> Result<Source> {
+impl Report {
+    /// Reads a results directory (a results directory or an audit store), whichever `input` is;
+    /// `run` chooses a run of a store that holds several.
+    pub fn open(input: &Path, run: Option<&str>) -> Result<Report> {
+        let report = if input.join("store.json").is_file() {
+            Report::from_store_dir(input, run)?
+        } else if input.join(vog_results::SCORES_JSONL).is_file()
+            || input.join(vog_results::RUN_JSON).is_file()
+        {
+            Report::from_results(input)?
+        } else {
+            return Err(Error::Input(format!(
+                "{}: neither a results directory (scores.jsonl, run.json) nor an audit store (store.json)",
+                input.display()
+            )));
+        };
+        if report.rows.is_empty() {
+            return Err(Error::Input(format!("{}: no examples", input.display())));
+        }
+        Ok(report)
+    }
+
+    /// The HTML page (self-contained: inline SVG and PNG data URIs), with the `per_class`
+    /// highest- and lowest-scored examples of each class.
+    pub fn render(&self, per_class: usize) -> Result<String> {
+        render(self, per_class)
+    }
+
+    /// Renders the page into `out`, through a temporary file: a failure leaves nothing.
+    pub fn write(&self, per_class: usize, out: &Path) -> Result<()> {
+        let html = self.render(per_class)?;
+        let tmp = out.with_extension("html.partial");
+        std::fs::write(&tmp, html).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(out, e)
+        })
+    }
+
+    /// The run of a results directory written by `vog score` or `vog merge`.
+    pub fn from_results(dir: &Path) -> Result<Report> {
+        from_results(dir)
+    }
+
+    /// A run of an audit store in directory `dir` (`run` may be left out when the store holds
+    /// one).
+    pub fn from_store_dir(dir: &Path, run: Option<&str>) -> Result<Report> {
+        let store = vog_store::Store::open(dir)?;
+        let run = match run {
+            Some(r) => r.to_string(),
+            None => only_run(dir)?,
+        };
+        Report::from_store(&store, &run)
+    }
+
+    /// Run `run` of an open audit store.
+    pub fn from_store(store: &vog_store::Store, run: &str) -> Result<Report> {
+        from_store(store, run)
+    }
+}
+
+fn from_results(dir: &Path) -> Result<Report> {
     let results = ResultsDir::open(dir)?;
     let window = main_window(results.manifest());
     let mut rows = Vec::new();
@@ -80,7 +139,7 @@ fn from_results(dir: &Path) -> Result<Source> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    Ok(Source {
+    Ok(Report {
         title,
         manifest: results.into_manifest(),
         rows,
@@ -91,52 +150,54 @@ fn from_results(dir: &Path) -> Result<Source> {
     })
 }
 
-fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
-    let store = vog_store::Store::open(dir)?;
-    let run = match run {
-        Some(r) => r.to_string(),
-        None => {
-            let runs_dir = dir.join("runs");
-            let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
-                .with_context(|| format!("reading {}", runs_dir.display()))?
-                .filter_map(|d| d.ok())
-                .filter(|d| d.path().join(vog_results::RUN_JSON).is_file())
-                .map(|d| d.file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            match names.len() {
-                1 => names.remove(0),
-                0 => bail!("{}: the store holds no runs", dir.display()),
-                _ => bail!(
-                    "{}: the store holds several runs ({}); choose one with --run",
-                    dir.display(),
-                    names.join(", ")
-                ),
-            }
-        }
-    };
+/// The one run of the store in `dir`.
+fn only_run(dir: &Path) -> Result<String> {
+    let runs_dir = dir.join("runs");
+    let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
+        .map_err(|e| Error::io(&runs_dir, e))?
+        .filter_map(|d| d.ok())
+        .filter(|d| d.path().join(vog_results::RUN_JSON).is_file())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        0 => Err(Error::Input(format!(
+            "{}: the store holds no runs",
+            dir.display()
+        ))),
+        _ => Err(Error::Input(format!(
+            "{}: the store holds several runs ({}); choose one with --run",
+            dir.display(),
+            names.join(", ")
+        ))),
+    }
+}
+
+fn from_store(store: &vog_store::Store, run: &str) -> Result<Report> {
+    let run = run.to_string();
     vog_store::check_run_name(&run)?;
     let manifest = ResultsDir::open(&store.run_dir(&run))?.into_manifest();
     let window = main_window(&manifest);
-    let total = store
-        .search(&vog_store::SearchRequest {
+    let mut hits = Vec::new();
+    store.for_each_match(
+        &vog_store::SearchRequest {
             run: Some(run.clone()),
-            limit: 1,
-            ..Default::default()
-        })?
-        .total;
-    if total == 0 {
-        bail!("{}: no run `{run}` in the store", dir.display());
-    }
-    let hits = store
-        .search(&vog_store::SearchRequest {
-            run: Some(run.clone()),
-            limit: total,
             sort: Some("row".into()),
             ascending: true,
             ..Default::default()
-        })?
-        .hits;
+        },
+        |h| {
+            hits.push(h);
+            Ok(())
+        },
+    )?;
+    if hits.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no run `{run}` in the store",
+            store.dir().display()
+        )));
+    }
     let mut class_names = BTreeMap::new();
     let mut normalized = false;
     let rows = hits
@@ -164,7 +225,7 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
             }
         })
         .collect();
-    Ok(Source {
+    Ok(Report {
         title: run.clone(),
         manifest,
         rows,
@@ -173,109 +234,6 @@ fn from_store(dir: &Path, run: Option<&str>) -> Result<Source> {
         normalized,
         class_names,
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// PNG (8-bit RGB or RGBA, zlib via flate2) for thumbnails and heat maps.
-
-fn png(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, if channels == 4 { 6 } else { 2 }, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    for y in 0..height {
-        let line = &pixels[y * width * channels..(y + 1) * width * channels];
-        z.write_all(&[0]).expect("in memory");
-        z.write_all(line).expect("in memory");
-    }
-    chunk(&mut out, b"IDAT", &z.finish().expect("in memory"));
-    chunk(&mut out, b"IEND", &[]);
-    out
-}
-
-fn data_uri(png: &[u8]) -> String {
-    format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png)
-    )
-}
-
-/// `[H,W]`, `[C,H,W]` or `[H,W,C]` → (h, w, c, value at (channel, y, x)).
-fn image_dims(shape: &[usize]) -> Option<(usize, usize, usize, bool)> {
-    match *shape {
-        [h, w] => Some((h, w, 1, true)),
-        [c, h, w] if c == 1 || c == 3 => Some((h, w, c, true)),
-        [h, w, c] if c == 1 || c == 3 => Some((h, w, c, false)),
-        _ => None,
-    }
-}
-
-fn at(data: &[f32], dims: (usize, usize, usize, bool), k: usize, y: usize, x: usize) -> f32 {
-    let (h, w, c, chw) = dims;
-    if chw {
-        data[(k * h + y) * w + x]
-    } else {
-        data[(y * w + x) * c + k]
-    }
-}
-
-fn input_png(data: &[f32], dims: (usize, usize, usize, bool), gray: bool) -> Vec<u8> {
-    let (h, w, c, _) = dims;
-    let (lo, hi) = data
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, u), &v| {
-            (l.min(v), u.max(v))
-        });
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let mut px = Vec::with_capacity(h * w * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let rgb: Vec<f32> = (0..3)
-                .map(|k| (at(data, dims, if c == 3 { k } else { 0 }, y, x) - lo) / span)
-                .collect();
-            let g = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2];
-            for v in rgb {
-                px.push((255.0 * if gray { g } else { v }).round() as u8);
-            }
-        }
-    }
-    png(w, h, 3, &px)
-}
-
-fn hot(t: f32) -> [u8; 3] {
-    let c = |v: f32| (255.0 * v.clamp(0.0, 1.0)).round() as u8;
-    [c(3.0 * t), c(3.0 * t - 1.0), c(3.0 * t - 2.0)]
-}
-
-fn heat_png(data: &[f32], dims: (usize, usize, usize, bool)) -> Vec<u8> {
-    let (h, w, c, _) = dims;
-    let mut v = vec![0f32; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            v[y * w + x] = (0..c).map(|k| at(data, dims, k, y, x).abs()).sum::<f32>() / c as f32;
-        }
-    }
-    let hi = v.iter().copied().fold(0.0f32, f32::max);
-    let mut px = Vec::with_capacity(h * w * 4);
-    for &a in &v {
-        let t = if hi > 0.0 { a / hi } else { 0.0 };
-        px.extend_from_slice(&hot(t));
-        px.push((255.0 * t.sqrt()).round() as u8);
-    }
-    png(w, h, 4, &px)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,37 +311,14 @@ td:first-child,th:first-child{text-align:left}.multiples{display:flex;flex-wrap:
 .thumb img{width:84px;height:84px;image-rendering:pixelated;display:block}.thumb img.heat{position:absolute;left:0;top:0;opacity:.65}\
 .muted{color:#667}.legend{font-size:12px;color:#445}";
 
-fn class_label(src: &Source, c: u64) -> String {
+fn class_label(src: &Report, c: u64) -> String {
     match src.class_names.get(&c) {
         Some(n) => format!("{c} ({n})"),
         None => c.to_string(),
     }
 }
 
-pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let src = if a.input.join("store.json").is_file() {
-        from_store(&a.input, a.run.as_deref())?
-    } else if a.input.join("scores.jsonl").is_file() || a.input.join("run.json").is_file() {
-        from_results(&a.input)?
-    } else {
-        bail!(
-            "{}: neither a results directory (scores.jsonl, run.json) nor an audit store (store.json)",
-            a.input.display()
-        );
-    };
-    if src.rows.is_empty() {
-        bail!("{}: no examples", a.input.display());
-    }
-    let html = render(&src, a.per_class)?;
-    let out = &a.out;
-    let tmp = out.with_extension("html.partial");
-    std::fs::write(&tmp, html).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    println!("report: {}", out.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn render(src: &Source, per_class: usize) -> Result<String> {
+fn render(src: &Report, per_class: usize) -> Result<String> {
     let m = &src.manifest;
     let rows = &src.rows;
     let score_name = if src.normalized {
@@ -640,7 +575,7 @@ fn render(src: &Source, per_class: usize) -> Result<String> {
     // Examples per class.
     b.push_str("<section id=examples><h2>Highest- and lowest-VoG examples per class</h2>");
     // The data file is opened once; thumbnails are read from it only for image data.
-    let mut images = vog_serve::assets::InputReader::open(m)
+    let mut images = crate::input::InputReader::open(m)
         .ok()
         .filter(|r| r.layout() == "image");
     match images {
@@ -731,14 +666,6 @@ fn read_map(maps: &Path, row: usize) -> Option<(Vec<usize>, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn png_is_well_formed() {
-        let p = png(2, 1, 3, &[255, 0, 0, 0, 0, 255]);
-        assert!(p.starts_with(b"\x89PNG\r\n\x1a\n"));
-        assert_eq!(&p[12..16], b"IHDR");
-        assert!(p.ends_with(&[0xAE, 0x42, 0x60, 0x82]), "IEND CRC");
-    }
 
     #[test]
     fn quantiles_interpolate() {

@@ -1,4 +1,4 @@
-//! `vog demo`: the paper's toy experiment, end to end and offline.
+//! The paper's toy experiment (`vog demo`), end to end and offline.
 //!
 //! Two isotropic Gaussian clusters in 2-d, a one-hidden-layer ReLU MLP trained with candle for a
 //! few epochs (one checkpoint each), then VoG through the real scoring pipeline on the train and
@@ -7,22 +7,19 @@
 //! distance to it is known exactly; the demo reports the Spearman correlation between VoG and
 //! that distance. Points near the boundary should be the hard ones (negative correlation).
 
-use std::process::ExitCode;
-
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rand_distr::{Distribution, Normal};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use vog_backend_candle::train::{MlpTrainer, TrainConfig};
 use vog_backend_candle::{Activation, CandleBackend};
 use vog_core::Target;
 use vog_engine::stats::spearman;
-use vog_engine::{score, write_results, Config, LabelMode, RunResult};
-
-use crate::cli::DemoArgs;
-use crate::progress::Bar;
+use vog_engine::{score, write_results, Config, LabelMode, RunResult, Silent};
+use vog_report::svg;
 
 /// Cluster means and spread.
 const MEANS: [[f64; 2]; 2] = [[-1.2, -0.8], [1.2, 0.8]];
@@ -33,8 +30,11 @@ const HIDDEN: usize = 16;
 
 /// One split of the toy data.
 pub struct Split {
+    /// `train` or `test`.
     pub name: &'static str,
+    /// Points, row-major `[n, 2]`.
     pub x: Vec<f32>,
+    /// Their clusters (the labels).
     pub y: Vec<u32>,
 }
 
@@ -78,6 +78,64 @@ pub fn make_data(seed: u64) -> (Split, Split) {
     )
 }
 
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where checkpoints, data, results and the plot go.
+    pub out: PathBuf,
+    /// Seed for data, initialisation and shuffling.
+    pub seed: u64,
+    /// Training epochs (one checkpoint each).
+    pub epochs: usize,
+    /// Replace an existing demo directory.
+    pub overwrite: bool,
+}
+
+/// What the demo found: `summary.json` (fields in the order the file has them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemoSummary {
+    /// Spearman correlations with the distance to the boundary, per split, target and window.
+    pub correlations: Vec<Correlation>,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Cluster means.
+    pub means: [[f64; 2]; 2],
+    /// Points in all.
+    pub points: usize,
+    /// Wall time of the demo.
+    pub seconds: f64,
+    /// The seed.
+    pub seed: u64,
+    /// Cluster spread.
+    pub sigma: f64,
+    /// Test accuracy of the last checkpoint.
+    pub test_accuracy: f64,
+    /// Training points.
+    pub train: usize,
+}
+
+/// The Spearman correlation of VoG with the distance to the Bayes boundary in one setting
+/// (`None` when undefined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correlation {
+    /// p-value of the class-normalized VoG's correlation.
+    pub p_normalized: Option<f64>,
+    /// p-value of the raw VoG's correlation.
+    pub p_raw: Option<f64>,
+    /// Class-normalized VoG.
+    pub spearman_normalized: Option<f64>,
+    /// Raw VoG.
+    pub spearman_raw: Option<f64>,
+    /// `train` or `test`.
+    pub split: String,
+    /// `logit` or `probability`.
+    pub target: String,
+    /// The window.
+    pub window: String,
+}
+
 struct Scored {
     split: &'static str,
     target: Target,
@@ -85,7 +143,8 @@ struct Scored {
     distance: Vec<f64>,
 }
 
-pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
+/// Runs the demo into `a.out`, narrating to `term`; writes `summary.json` there and returns it.
+pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
     let started = std::time::Instant::now();
     if a.epochs < 2 {
         bail!("--epochs must be at least 2: VoG needs two checkpoints or more");
@@ -116,9 +175,6 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         learning_rate: 0.01,
         seed: a.seed,
     })?;
-    let mut stdout = std::io::stdout().lock();
-    let mut sink = std::io::sink();
-    let term: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
     writeln!(term,
         "training a 2-{HIDDEN}-2 ReLU MLP on {} points for {} epochs (candle, one checkpoint per epoch)",
         train.y.len(),
@@ -164,7 +220,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
                 out.join("results")
                     .join(format!("{}-{}", split.name, target.as_str()));
             let backend = CandleBackend::from_options(&config.backend_options_toml())?;
-            let result = score(&config, Some(&backend), &Bar::new(true))?;
+            let result = score(&config, Some(&backend), &Silent)?;
             write_results(&result, &config.output)?;
             scored.push(Scored {
                 split: split.name,
@@ -209,11 +265,15 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
                     p
                 )?;
             }
-            summary.push(json!({
-                "split": s.split, "target": s.target.as_str(), "window": w.name,
-                "spearman_normalized": finite(rho), "p_normalized": finite(p),
-                "spearman_raw": finite(rho_raw), "p_raw": finite(p_raw),
-            }));
+            summary.push(Correlation {
+                p_normalized: finite(p),
+                p_raw: finite(p_raw),
+                spearman_normalized: finite(rho),
+                spearman_raw: finite(rho_raw),
+                split: s.split.into(),
+                target: s.target.as_str().into(),
+                window: w.name.clone(),
+            });
         }
     }
 
@@ -249,14 +309,14 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     }
 
     let plot = out.join("demo.svg");
-    let panels: Vec<crate::svg::Panel> = [Target::Logit, Target::Probability]
+    let panels: Vec<svg::Panel> = [Target::Logit, Target::Probability]
         .iter()
         .map(|&t| {
             let s = scored
                 .iter()
                 .find(|s| s.split == "train" && s.target == t)
                 .expect("scored");
-            crate::svg::Panel {
+            svg::Panel {
                 title: format!("train, {} target", t.as_str()),
                 points: train
                     .x
@@ -273,13 +333,20 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
             }
         })
         .collect();
-    crate::svg::write_scatter(&plot, &panels, boundary_line(), "class-normalized VoG")?;
+    svg::write_scatter(&plot, &panels, boundary_line(), "class-normalized VoG")?;
     let summary_path = out.join("summary.json");
-    let doc = json!({
-        "seed": a.seed, "epochs": a.epochs, "points": POINTS, "train": TRAIN, "hidden": HIDDEN,
-        "means": MEANS, "sigma": SIGMA, "test_accuracy": test_acc, "correlations": summary,
-        "seconds": started.elapsed().as_secs_f64(),
-    });
+    let doc = DemoSummary {
+        correlations: summary,
+        epochs: a.epochs,
+        hidden: HIDDEN,
+        means: MEANS,
+        points: POINTS,
+        seconds: started.elapsed().as_secs_f64(),
+        seed: a.seed,
+        sigma: SIGMA,
+        test_accuracy: test_acc,
+        train: TRAIN,
+    };
     std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", summary_path.display()))?;
     writeln!(
@@ -290,15 +357,11 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         summary_path.display(),
         started.elapsed().as_secs_f64()
     )?;
-    Ok(ExitCode::SUCCESS)
+    Ok(doc)
 }
 
-fn finite(v: f64) -> serde_json::Value {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        serde_json::Value::Null
-    }
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 /// The Bayes boundary as a point and a direction.

