@@ -318,8 +318,20 @@ fn class_label(src: &Report, c: u64) -> String {
     }
 }
 
+/// What every section of the page reads.
+struct Page<'a> {
+    src: &'a Report,
+    /// Rows by class (`u64::MAX`: no class).
+    by_class: BTreeMap<u64, Vec<&'a Row>>,
+    /// Whether rows have both a label and a prediction (error rates can be shown).
+    labelled: bool,
+    /// What the score is, in words.
+    score_name: String,
+    /// The score axis every chart shares.
+    axis: (f64, f64),
+}
+
 fn render(src: &Report, per_class: usize) -> Result<String> {
-    let m = &src.manifest;
     let rows = &src.rows;
     let score_name = if src.normalized {
         format!("class-normalized VoG ({})", src.window)
@@ -348,7 +360,42 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
         e(&score_name)
     );
 
-    // Summary.
+    // One score axis for every chart: the 0.5th to 99.5th percentile.
+    let mut all: Vec<f64> = rows
+        .iter()
+        .map(|r| r.score)
+        .filter(|v| v.is_finite())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let (lo, hi) = (quantile(&all, 0.005), quantile(&all, 0.995));
+    let axis = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    };
+    let page = Page {
+        src,
+        by_class,
+        labelled,
+        score_name,
+        axis,
+    };
+    summary(&page, &mut b);
+    distributions(&page, &mut b);
+    deciles(&page, &mut b);
+    datamap(&page, &mut b);
+    examples(&page, &mut b, per_class);
+    b.push_str("</section></body></html>\n");
+    Ok(b)
+}
+
+/// The run at a glance: counts, settings, and per class the raw VoG, the highest score and the error rate.
+fn summary(p: &Page<'_>, b: &mut String) {
+    let src = p.src;
+    let m = &p.src.manifest;
+    let rows = &p.src.rows;
+    let by_class = &p.by_class;
+    let labelled = p.labelled;
     let flagged = m.flagged;
     let k = m.checkpoints.len();
     let windows = m.window_names();
@@ -388,7 +435,7 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
         b.push_str("<th>error rate</th>");
     }
     b.push_str("</tr></thead><tbody>");
-    for (c, members) in &by_class {
+    for (c, members) in by_class {
         let raw: Vec<f64> = members
             .iter()
             .map(|r| r.raw)
@@ -426,26 +473,20 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
         b.push_str("</tr>");
     }
     b.push_str("</tbody></table></section>");
+}
 
-    // Distributions.
-    let mut all: Vec<f64> = rows
-        .iter()
-        .map(|r| r.score)
-        .filter(|v| v.is_finite())
-        .collect();
-    all.sort_by(f64::total_cmp);
-    let (lo, hi) = (quantile(&all, 0.005), quantile(&all, 0.995));
-    let (lo, hi) = if hi > lo {
-        (lo, hi)
-    } else {
-        (lo - 1.0, lo + 1.0)
-    };
+/// Per class, a histogram of the score on one shared axis.
+fn distributions(p: &Page<'_>, b: &mut String) {
+    let src = p.src;
+    let by_class = &p.by_class;
+    let score_name = &p.score_name;
+    let (lo, hi) = p.axis;
     let _ = write!(
         b,
         "<section id=distributions><h2>Score distributions per class</h2><p class=legend>{}; shared axis {lo:.2} … {hi:.2} (0.5th–99.5th percentile; outside values in the end bins)</p><div class=multiples>",
-        e(&score_name)
+        e(score_name)
     );
-    for (c, members) in &by_class {
+    for (c, members) in by_class {
         let v: Vec<f64> = members.iter().map(|r| r.score).collect();
         let name = if *c == u64::MAX {
             "(none)".to_string()
@@ -461,8 +502,13 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
         );
     }
     b.push_str("</div></section>");
+}
 
-    // Error rate by decile.
+/// The error rate of the last checkpoint in each decile of the score (labelled runs).
+fn deciles(p: &Page<'_>, b: &mut String) {
+    let rows = &p.src.rows;
+    let labelled = p.labelled;
+    let score_name = &p.score_name;
     b.push_str("<section id=deciles><h2>Error rate by VoG decile</h2>");
     if labelled {
         let mut order: Vec<&Row> = rows.iter().filter(|r| r.score.is_finite()).collect();
@@ -515,14 +561,19 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
             b,
             "<text x=20 y={} class=tick>decile of {} (1 = lowest, 10 = highest); error: last checkpoint's prediction ≠ label</text></svg>",
             h + 34.0,
-            e(&score_name)
+            e(score_name)
         );
     } else {
         b.push_str("<p class=muted>No true labels with predictions in this run: the error rate by decile needs both.</p>");
     }
     b.push_str("</section>");
+}
 
-    // Data map.
+/// Confidence against variability across checkpoints, each example coloured by its score.
+fn datamap(p: &Page<'_>, b: &mut String) {
+    let rows = &p.src.rows;
+    let (lo, hi) = p.axis;
+    let score_name = &p.score_name;
     b.push_str("<section id=datamap><h2>Data map</h2>");
     let points: Vec<&Row> = rows
         .iter()
@@ -542,7 +593,7 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
             b,
             "<p class=legend>confidence (mean probability of the label over checkpoints) against variability (its std); colour: {} from blue (low) to red (high){}</p>\
              <svg width={w} height={h} viewBox=\"0 0 {w} {h}\"><rect x={pad} y=10 width={} height={} fill=none stroke=\"#ccd\"/>",
-            e(&score_name),
+            e(score_name),
             if step > 1 { format!("; every {step}th example of {}", points.len()) } else { String::new() },
             w - pad - 10.0,
             h - pad - 10.0
@@ -571,8 +622,13 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
         );
     }
     b.push_str("</section>");
+}
 
-    // Examples per class.
+/// The highest- and lowest-scored examples of each class, with their inputs and VoG heat maps.
+fn examples(p: &Page<'_>, b: &mut String, per_class: usize) {
+    let src = p.src;
+    let m = &p.src.manifest;
+    let by_class = &p.by_class;
     b.push_str("<section id=examples><h2>Highest- and lowest-VoG examples per class</h2>");
     // The data file is opened once; thumbnails are read from it only for image data.
     let mut images = crate::input::InputReader::open(m)
@@ -589,7 +645,7 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
             );
         }
     }
-    for (c, members) in &by_class {
+    for (c, members) in by_class {
         let mut sorted = members.clone();
         sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
         let name = if *c == u64::MAX {
@@ -649,8 +705,6 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
             b.push_str("</div>");
         }
     }
-    b.push_str("</section></body></html>\n");
-    Ok(b)
 }
 
 fn read_map(maps: &Path, row: usize) -> Option<(Vec<usize>, Vec<f32>)> {
