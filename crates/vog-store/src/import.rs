@@ -97,18 +97,6 @@ impl Store {
         check_run_name(&run)?;
         let results = ResultsDir::open(results)?;
         let manifest = results.manifest();
-        let scores_path = results.file(vog_results::SCORES_JSONL);
-        // Two streaming passes over scores.jsonl: ranks first (a few numbers per example), then
-        // documents straight into the index writer, so memory does not hold every row.
-        let for_each_row = |f: &mut dyn FnMut(usize, &ScoreRow) -> Result<()>| -> Result<usize> {
-            let mut n = 0;
-            for row in results.rows()? {
-                f(n, &row?)?;
-                n += 1;
-            }
-            Ok(n)
-        };
-
         let dataset = manifest
             .data
             .path
@@ -116,7 +104,7 @@ impl Store {
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "stored-gradients".into());
         let split = manifest.data.split.clone().unwrap_or_default();
-        let score_window = manifest
+        let window = manifest
             .main_window()
             .ok_or_else(|| {
                 Error::Input(format!(
@@ -125,96 +113,68 @@ impl Store {
                 ))
             })?
             .to_string();
-
-        // The ranking score: normalized VoG of the score window, raw VoG without labels.
-        let score_of = |r: &ScoreRow| -> (f64, f64) {
-            let raw = r.vog.get(&score_window).copied().flatten();
-            let score = r.ranking_score(&score_window);
-            (score.unwrap_or(f64::NAN), raw.unwrap_or(f64::NAN))
+        // Two streaming passes over scores.jsonl: ranks first (a few numbers per example), then
+        // documents straight into the index writer, so memory does not hold every row.
+        let ranks = Ranks::of(&results, &window)?;
+        let run_doc = RunDoc {
+            run: &run,
+            dataset: &dataset,
+            split: &split,
+            window: &window,
+            class_names: options.class_names.as_deref(),
         };
-        let mut scores: Vec<f64> = Vec::new();
-        let mut classes: Vec<Option<u64>> = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let total = for_each_row(&mut |i, r| {
-            scores.push(score_of(r).0);
-            classes.push(r.label_used.map(u64::from));
-            let id = r.id.clone();
-            if let Some(prev) = seen.insert(id.clone(), i) {
-                return Err(Error::Input(format!(
-                    "{}: id `{id}` appears for examples {} and {}; ids must be unique within a run",
-                    scores_path.display(),
-                    prev,
-                    i
-                )));
-            }
-            Ok(())
-        })?;
-        drop(seen);
-        let (ranks, pcts) = rank(&scores);
-        let mut by_class: BTreeMap<Option<u64>, Vec<usize>> = BTreeMap::new();
-        for (i, c) in classes.iter().enumerate() {
-            by_class.entry(*c).or_default().push(i);
-        }
-        let mut class_rank = vec![0u64; total];
-        let mut class_pct = vec![0f64; total];
-        for members in by_class.values() {
-            let vals: Vec<f64> = members.iter().map(|&i| scores[i]).collect();
-            let (r, p) = rank(&vals);
-            for (k, &i) in members.iter().enumerate() {
-                class_rank[i] = r[k];
-                class_pct[i] = p[k];
+        let (flagged, reviewed, assets) = self.write_documents(&results, &run_doc, &ranks)?;
+        self.copy_run_files(&results, &run)?;
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO runs (run, dataset, split, score_window, examples, indexed_utc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(run) DO UPDATE SET dataset = ?2, split = ?3, score_window = ?4, examples = ?5, indexed_utc = ?6",
+            rusqlite::params![run, dataset, split, window, ranks.total as i64, vog_core::now_rfc3339()],
+        )?;
+        tx.execute("DELETE FROM assets WHERE run = ?1", [&run])?;
+        {
+            let mut ins = tx.prepare("INSERT INTO assets (run, path) VALUES (?1, ?2)")?;
+            for path in &assets {
+                ins.execute(rusqlite::params![run, path])?;
             }
         }
+        tx.commit()?;
+        Ok(ImportSummary {
+            run,
+            examples: ranks.total,
+            flagged,
+            reviewed,
+        })
+    }
 
+    /// Replaces the run's documents with one per row of `results` (the review state applied)
+    /// and commits; returns the flagged and reviewed counts and the asset paths the rows name.
+    fn write_documents(
+        &self,
+        results: &ResultsDir,
+        run: &RunDoc<'_>,
+        ranks: &Ranks,
+    ) -> Result<(usize, usize, BTreeSet<String>)> {
         // The writer first, then the review state: no sync can move `indexed_seq` past a
         // decision while the writer is held here, so a decision recorded after this read is
         // re-indexed by the next sync instead of being lost under the new documents.
         let mut writer = self.writer(Duration::from_secs(120))?.ok_or_else(|| {
             Error::Input("the search index is busy (another process holds its writer)".into())
         })?;
-        let review = self.review_state(&format!("{run}/"))?;
+        let review = self.review_state(&format!("{}/", run.run))?;
         let schema: Schema = self.index.schema();
-        let names = options.class_names.as_deref();
-        let name = |c: Option<u64>| c.and_then(|c| names.and_then(|n| n.get(c as usize)).cloned());
+        let scores_path = results.file(vog_results::SCORES_JSONL);
         let (mut flagged, mut reviewed) = (0, 0);
         let mut assets: BTreeSet<String> = BTreeSet::new();
-        writer.delete_term(Term::from_field_text(self.fields.run, &run));
-        for_each_row(&mut |i, r| {
-            let id = &r.id;
-            let key = format!("{run}/{id}");
-            let (score, raw) = score_of(r);
-            let all_scores: Map<String, Value> = r
-                .columns()
-                .filter_map(|(name, v)| Some((name, json!(v?))))
-                .collect();
+        writer.delete_term(Term::from_field_text(self.fields.run, run.run));
+        for (i, r) in results.rows()?.enumerate() {
+            let r = r?;
             assets.extend(r.meta.values().filter_map(|v| asset_path(v.as_str()?)));
             flagged += usize::from(r.flagged);
-            let mut doc = json!({
-                "key": key, "run": run, "dataset": dataset, "split": split, "id": id,
-                "row": r.row,
-                "score": score, "vog": raw, "rank": ranks[i], "percentile": pcts[i],
-                "class_rank": class_rank[i], "class_percentile": class_pct[i],
-                "flagged": r.flagged, "has_map": r.has_map,
-                "scores": all_scores, "meta": r.meta,
-                "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
-            });
+            let mut doc = run.document(&r, ranks, i);
             let d = doc.as_object_mut().expect("object");
-            if let Some(c) = &r.checkpoints {
-                d.insert("checkpoints".into(), json!(c));
-            }
-            for (field, value, name_field) in [
-                ("class", r.label_used, "class_name"),
-                ("true_label", r.true_label, "true_name"),
-                ("predicted", r.predicted, "predicted_name"),
-            ] {
-                if let Some(c) = value.map(u64::from) {
-                    d.insert(field.into(), json!(c));
-                    if let Some(n) = name(Some(c)) {
-                        d.insert(name_field.into(), json!(n));
-                    }
-                }
-            }
-            if let Some(state) = review.get(&key) {
+            if let Some(state) = review.get(&format!("{}/{}", run.run, r.id)) {
                 state.apply(d);
                 reviewed += 1;
             }
@@ -222,13 +182,16 @@ impl Store {
             let parsed = TantivyDocument::parse_json(&schema, &text)
                 .map_err(|e| Error::Input(format!("{} example {i}: {e}", scores_path.display())))?;
             writer.add_document(parsed)?;
-            Ok(())
-        })?;
+        }
         writer.commit()?;
         drop(writer);
         self.refresh()?;
+        Ok((flagged, reviewed, assets))
+    }
 
-        let run_dir = self.run_dir(&run);
+    /// Copies the run's manifest and kept maps into the store (`runs/RUN/`).
+    fn copy_run_files(&self, results: &ResultsDir, run: &str) -> Result<()> {
+        let run_dir = self.run_dir(run);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         let manifest_path = results.file(vog_results::RUN_JSON);
         std::fs::copy(&manifest_path, run_dir.join(vog_results::RUN_JSON))
@@ -244,27 +207,120 @@ impl Store {
                 }
             }
         }
-        let mut db = self.db();
-        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO runs (run, dataset, split, score_window, examples, indexed_utc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(run) DO UPDATE SET dataset = ?2, split = ?3, score_window = ?4, examples = ?5, indexed_utc = ?6",
-            rusqlite::params![run, dataset, split, score_window, total as i64, vog_core::now_rfc3339()],
-        )?;
-        tx.execute("DELETE FROM assets WHERE run = ?1", [&run])?;
-        {
-            let mut ins = tx.prepare("INSERT INTO assets (run, path) VALUES (?1, ?2)")?;
-            for path in &assets {
-                ins.execute(rusqlite::params![run, path])?;
+        Ok(())
+    }
+}
+
+/// The ranking score of a row: class-normalized VoG of `window`, raw VoG without a class.
+fn ranking_score(r: &ScoreRow, window: &str) -> f64 {
+    r.ranking_score(window).unwrap_or(f64::NAN)
+}
+
+/// Every row's rank and percentile over the run and within its class (first pass).
+struct Ranks {
+    total: usize,
+    rank: Vec<u64>,
+    percentile: Vec<f64>,
+    class_rank: Vec<u64>,
+    class_percentile: Vec<f64>,
+}
+
+impl Ranks {
+    /// Reads a few numbers per row of `results`, refusing an id that appears twice.
+    fn of(results: &ResultsDir, window: &str) -> Result<Ranks> {
+        let mut scores: Vec<f64> = Vec::new();
+        let mut classes: Vec<Option<u32>> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, r) in results.rows()?.enumerate() {
+            let r = r?;
+            scores.push(ranking_score(&r, window));
+            classes.push(r.label_used);
+            if let Some(prev) = seen.insert(r.id.clone(), i) {
+                return Err(Error::Input(format!(
+                    "{}: id `{}` appears for examples {} and {}; ids must be unique within a run",
+                    results.file(vog_results::SCORES_JSONL).display(),
+                    r.id,
+                    prev,
+                    i
+                )));
             }
         }
-        tx.commit()?;
-        Ok(ImportSummary {
-            run,
-            examples: total,
-            flagged,
-            reviewed,
+        let total = scores.len();
+        let (rank_all, pct_all) = rank(&scores);
+        let mut by_class: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
+        for (i, c) in classes.iter().enumerate() {
+            by_class.entry(*c).or_default().push(i);
+        }
+        let mut class_rank = vec![0u64; total];
+        let mut class_percentile = vec![0f64; total];
+        for members in by_class.values() {
+            let vals: Vec<f64> = members.iter().map(|&i| scores[i]).collect();
+            let (r, p) = rank(&vals);
+            for (k, &i) in members.iter().enumerate() {
+                class_rank[i] = r[k];
+                class_percentile[i] = p[k];
+            }
+        }
+        Ok(Ranks {
+            total,
+            rank: rank_all,
+            percentile: pct_all,
+            class_rank,
+            class_percentile,
         })
+    }
+}
+
+/// What every document of a run shares.
+struct RunDoc<'a> {
+    run: &'a str,
+    dataset: &'a str,
+    split: &'a str,
+    window: &'a str,
+    class_names: Option<&'a [String]>,
+}
+
+impl RunDoc<'_> {
+    /// The index document of row `i`, unreviewed.
+    fn document(&self, r: &ScoreRow, ranks: &Ranks, i: usize) -> Value {
+        let raw = r
+            .vog
+            .get(self.window)
+            .copied()
+            .flatten()
+            .unwrap_or(f64::NAN);
+        let all_scores: Map<String, Value> = r
+            .columns()
+            .filter_map(|(name, v)| Some((name, json!(v?))))
+            .collect();
+        let mut doc = json!({
+            "key": format!("{}/{}", self.run, r.id), "run": self.run, "dataset": self.dataset,
+            "split": self.split, "id": r.id, "row": r.row,
+            "score": ranking_score(r, self.window), "vog": raw,
+            "rank": ranks.rank[i], "percentile": ranks.percentile[i],
+            "class_rank": ranks.class_rank[i], "class_percentile": ranks.class_percentile[i],
+            "flagged": r.flagged, "has_map": r.has_map,
+            "scores": all_scores, "meta": r.meta,
+            "status": "unreviewed", "decision": "", "reviewer": "", "notes": "",
+        });
+        let d = doc.as_object_mut().expect("object");
+        if let Some(c) = &r.checkpoints {
+            d.insert("checkpoints".into(), json!(c));
+        }
+        let name = |c: u32| self.class_names.and_then(|n| n.get(c as usize)).cloned();
+        for (field, value, name_field) in [
+            ("class", r.label_used, "class_name"),
+            ("true_label", r.true_label, "true_name"),
+            ("predicted", r.predicted, "predicted_name"),
+        ] {
+            if let Some(c) = value {
+                d.insert(field.into(), json!(c));
+                if let Some(n) = name(c) {
+                    d.insert(name_field.into(), json!(n));
+                }
+            }
+        }
+        doc
     }
 }
 
