@@ -8,7 +8,7 @@
 //! that distance. Points near the boundary should be the hard ones (negative correlation).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
@@ -146,6 +146,45 @@ struct Scored {
 /// Runs the demo into `a.out`, narrating to `term`; writes `summary.json` there and returns it.
 pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
     let started = std::time::Instant::now();
+    let (ckpt_dir, data_dir) = prepare(a)?;
+    let out = &a.out;
+    let (train, test) = make_data(a.seed);
+    let test_acc = train_model(a, &ckpt_dir, &train, &test, term)?;
+    let scored = score_splits(out, &data_dir, &ckpt_dir, [&train, &test])?;
+    let summary = correlations(&scored, term)?;
+    print_hardest(&scored, &train, term)?;
+    let plot = out.join("demo.svg");
+    let panels = panels(&scored, &train);
+    svg::write_scatter(&plot, &panels, boundary_line(), "class-normalized VoG")?;
+    let summary_path = out.join("summary.json");
+    let doc = DemoSummary {
+        correlations: summary,
+        epochs: a.epochs,
+        hidden: HIDDEN,
+        means: MEANS,
+        points: POINTS,
+        seconds: started.elapsed().as_secs_f64(),
+        seed: a.seed,
+        sigma: SIGMA,
+        test_accuracy: test_acc,
+        train: TRAIN,
+    };
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    writeln!(
+        term,
+        "\nplot: {}\nresults: {}\nsummary: {}\n(done in {:.1} s)",
+        plot.display(),
+        out.join("results").display(),
+        summary_path.display(),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(doc)
+}
+
+/// Checks the options and makes the demo's directories (replacing an old demo with
+/// `overwrite`); returns the checkpoint and data directories.
+fn prepare(a: &DemoOptions) -> Result<(PathBuf, PathBuf)> {
     if a.epochs < 2 {
         bail!("--epochs must be at least 2: VoG needs two checkpoints or more");
     }
@@ -166,7 +205,17 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
 
-    let (train, test) = make_data(a.seed);
+    Ok((ckpt_dir, data_dir))
+}
+
+/// Trains the MLP, one checkpoint per epoch into `ckpt_dir`; returns the last test accuracy.
+fn train_model(
+    a: &DemoOptions,
+    ckpt_dir: &Path,
+    train: &Split,
+    test: &Split,
+    term: &mut dyn Write,
+) -> Result<f64> {
     let mut trainer = MlpTrainer::new(TrainConfig {
         sizes: vec![2, HIDDEN, 2],
         activation: Activation::Relu,
@@ -193,9 +242,18 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
         "test accuracy after training: {:.1}%",
         100.0 * test_acc
     )?;
+    Ok(test_acc)
+}
 
+/// Writes both splits as `.npy` files and scores each with both targets through the engine.
+fn score_splits(
+    out: &Path,
+    data_dir: &Path,
+    ckpt_dir: &Path,
+    splits: [&Split; 2],
+) -> Result<Vec<Scored>> {
     let mut scored = Vec::new();
-    for split in [&train, &test] {
+    for split in splits {
         let x_path = data_dir.join(format!("{}_x.npy", split.name));
         let y_path = data_dir.join(format!("{}_y.npy", split.name));
         vog_data::write_npy_f32(&x_path, &[split.y.len(), 2], &split.x)?;
@@ -230,7 +288,12 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
             });
         }
     }
+    Ok(scored)
+}
 
+/// The Spearman correlation of every window's VoG with the distance to the boundary, printed
+/// for the `all` window.
+fn correlations(scored: &[Scored], term: &mut dyn Write) -> Result<Vec<Correlation>> {
     let mut summary = Vec::new();
     writeln!(term)?;
     writeln!(
@@ -242,7 +305,7 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
         "(negative: points near the boundary score high)\n\n{:<6} {:<12} {:<7} {:>9} {:>10}",
         "split", "target", "window", "rho", "p"
     )?;
-    for s in &scored {
+    for s in scored {
         for (wi, w) in s.result.windows.iter().enumerate() {
             let vog: Vec<f64> = s
                 .result
@@ -276,7 +339,11 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
             });
         }
     }
+    Ok(summary)
+}
 
+/// Prints the ten hardest training points (probability target, all checkpoints).
+fn print_hardest(scored: &[Scored], train: &Split, term: &mut dyn Write) -> Result<()> {
     let hardest = scored
         .iter()
         .find(|s| s.split == "train" && s.target == Target::Probability)
@@ -307,9 +374,12 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
             key(i)
         )?;
     }
+    Ok(())
+}
 
-    let plot = out.join("demo.svg");
-    let panels: Vec<svg::Panel> = [Target::Logit, Target::Probability]
+/// The plot's panels: the training points coloured by each target's normalized VoG.
+fn panels(scored: &[Scored], train: &Split) -> Vec<svg::Panel> {
+    [Target::Logit, Target::Probability]
         .iter()
         .map(|&t| {
             let s = scored
@@ -332,32 +402,7 @@ pub fn run(a: &DemoOptions, term: &mut dyn Write) -> Result<DemoSummary> {
                     .collect(),
             }
         })
-        .collect();
-    svg::write_scatter(&plot, &panels, boundary_line(), "class-normalized VoG")?;
-    let summary_path = out.join("summary.json");
-    let doc = DemoSummary {
-        correlations: summary,
-        epochs: a.epochs,
-        hidden: HIDDEN,
-        means: MEANS,
-        points: POINTS,
-        seconds: started.elapsed().as_secs_f64(),
-        seed: a.seed,
-        sigma: SIGMA,
-        test_accuracy: test_acc,
-        train: TRAIN,
-    };
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", summary_path.display()))?;
-    writeln!(
-        term,
-        "\nplot: {}\nresults: {}\nsummary: {}\n(done in {:.1} s)",
-        plot.display(),
-        out.join("results").display(),
-        summary_path.display(),
-        started.elapsed().as_secs_f64()
-    )?;
-    Ok(doc)
+        .collect()
 }
 
 fn finite(v: f64) -> Option<f64> {
