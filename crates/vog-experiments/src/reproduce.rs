@@ -394,6 +394,15 @@ fn results_md(
         seconds,
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
+    toy_section(&mut s, toy);
+    mnist_deciles_section(&mut s, a, settings, n);
+    flipped_labels_section(&mut s, a, settings);
+    reading_section(&mut s, toy, settings);
+    Ok(s)
+}
+
+/// Section (a): the toy experiment's correlations.
+fn toy_section(s: &mut String, toy: &DemoSummary) {
     let _ = writeln!(
         s,
         "## (a) Toy data: VoG against the distance to the decision boundary\n\n\
@@ -413,6 +422,10 @@ fn results_md(
             c.p_normalized.unwrap_or(f64::NAN)
         );
     }
+}
+
+/// Section (b): the MNIST settings, test accuracy and VoG deciles.
+fn mnist_deciles_section(s: &mut String, a: &ReproduceOptions, settings: &[Setting], n: usize) {
     let _ = writeln!(
         s,
         "\n## (b) Real MNIST digits under label noise\n\n\
@@ -445,6 +458,10 @@ fn results_md(
             st.seconds
         );
     }
+}
+
+/// Finding the flipped labels: every score's AUROC, AUPRC and precision per setting.
+fn flipped_labels_section(s: &mut String, a: &ReproduceOptions, settings: &[Setting]) {
     let _ = writeln!(
         s,
         "\n### Finding the flipped labels (training set)\n\n\
@@ -506,6 +523,10 @@ fn results_md(
             );
         }
     }
+}
+
+/// What the numbers say, derived from them (so the text cannot drift from the tables).
+fn reading_section(s: &mut String, toy: &DemoSummary, settings: &[Setting]) {
     // What the numbers say, derived from them (so the text cannot drift from the tables).
     let _ = writeln!(s, "## Reading these numbers\n");
     let rho = |split: &str, target: &str| {
@@ -621,5 +642,4 @@ fn results_md(
             );
         }
     }
-    Ok(s)
 }
