@@ -95,25 +95,8 @@ pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// Backend options of the golden models, as written in their configs.
-pub const MLP_OPTIONS: &str = "arch = \"mlp\"\nactivation = \"relu\"\n";
-pub const CNN_OPTIONS: &str = r#"arch = "sequential"
-layers = [
-  { type = "conv2d", padding = 1 },
-  { type = "batchnorm2d" },
-  { type = "relu" },
-  { type = "maxpool2d", kernel = 2 },
-  { type = "conv2d", padding = 1, groups = 2 },
-  { type = "batchnorm2d" },
-  { type = "relu" },
-  { type = "maxpool2d", kernel = 3, stride = 2, padding = 1 },
-  { type = "avgpool2d", kernel = 3, stride = 1, padding = 1 },
-  { type = "flatten" },
-  { type = "linear" },
-  { type = "relu" },
-  { type = "dropout", p = 0.1 },
-  { type = "linear" },
-]
-"#;
+pub const MLP_OPTIONS: &str = vog_conformance::repo::MLP_OPTIONS;
+pub const CNN_OPTIONS: &str = vog_conformance::repo::CNN_OPTIONS;
 
 /// Options for a golden model by name.
 pub fn options(model: &str) -> &'static str {
@@ -140,69 +123,10 @@ pub fn golden_config(model: &str, extra_scoring: &str) -> String {
 /// Builds the plugin libraries the tests load (once per test run) and returns the path of the
 /// plugin for backend `name` (`candle`, `linear`, `onnx`, `faulty`, `abimajor`, `novtable`,
 /// `notaplugin`). They are built by cargo into their own target directory beside the test's, so
-/// the plugin build of candle (with its `plugin` feature) never invalidates the test build.
+/// the plugin build of candle (with its `plugin` feature) never invalidates the test build
+/// (`vog_conformance::PluginBuild`).
 pub fn plugin_lib(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> =
-        std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(build_plugins);
-    built
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no plugin `{name}` among {:?}", built.keys()))
-}
-
-fn build_plugins() -> std::collections::HashMap<String, PathBuf> {
-    // The test binary lives in <target>/<profile>/deps/.
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().join("plugin-tests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(root())
-        .env("CARGO_TARGET_DIR", &target)
-        .args([
-            "build",
-            "--message-format=json-render-diagnostics",
-            "--features",
-            "vog-backend-candle/plugin",
-        ])
-        .args([
-            "-p",
-            "vog-backend-candle",
-            "-p",
-            "vog-backend-linear",
-            "-p",
-            "vog-test-plugin-faulty",
-        ])
-        .args([
-            "-p",
-            "vog-test-plugin-abi-major",
-            "-p",
-            "vog-test-plugin-no-vtable",
-            "-p",
-            "vog-test-plugin-not-a-plugin",
-            "-p",
-            "vog-backend-onnx",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "building the test plugins failed");
-    let mut libs = std::collections::HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        for f in msg["filenames"].as_array().into_iter().flatten() {
-            let p = PathBuf::from(f.as_str().unwrap_or_default());
-            if let Some(name) = vog_plugin_host::name_from_file(&p) {
-                libs.insert(name, p);
-            }
-        }
-    }
-    libs
+    vog_conformance::repo::workspace_plugins().library(name)
 }
 
 /// Merges `overrides` into `base`: objects key by key, anything else replaced.

@@ -1,5 +1,6 @@
 //! The ONNX Runtime backend against the exporting frameworks' own gradients, in-process and as a
-//! plugin, and against the candle backend on the same checkpoints.
+//! plugin, and against the candle backend on the same checkpoints; the checks are
+//! `vog-conformance`'s.
 //!
 //! Needs `ORT_DYLIB_PATH` (ONNX Runtime 1.31.1 from PyPI) and, for the ResNet-18 test,
 //! `VOG_ONNX_LARGE` (a directory written by `tests/data/onnx/make_onnx.py --large DIR`);
@@ -7,15 +8,17 @@
 
 use std::path::{Path, PathBuf};
 
-use vog_core::{Classes, Error, GradOutput, GradRequest, GradientBackend, Target, TensorView};
-use vog_engine::{score, Config, Silent};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use vog_backend_candle::CandleBackend;
+use vog_backend_onnx::OnnxBackend;
+use vog_conformance::{
+    assert_scores_agree, check_errors, check_gradients, check_plugin_equivalence,
+    check_vog_through_engine, repo, Case, Pick, PluginBuild, Reference, Subject, VogCase,
+};
+use vog_core::{Classes, Error, GradRequest, GradientBackend, Target, TensorView};
+use vog_engine::LabelMode;
 
 fn data(rel: &str) -> PathBuf {
-    root().join("tests/data").join(rel)
+    repo::data(rel)
 }
 
 fn require_runtime() {
@@ -25,152 +28,73 @@ fn require_runtime() {
     );
 }
 
-fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let mut a = vog_data::ArrayFile::open_npy(path).unwrap_or_else(|e| panic!("{e}"));
-    let shape = a.shape().to_vec();
-    let mut out = Vec::new();
-    let rows = a.rows();
-    a.read_f32(0, rows, &mut out).unwrap();
-    (shape, out)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     InProcess,
     Plugin,
 }
 
-/// The plugin library, built by cargo (once per test run) into `<target>/plugin-tests`, beside the
-/// test build, so that it is always current (cargo does not rebuild this package's cdylib for
-/// its own tests).
-fn plugin_path() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let target = exe.ancestors().nth(3).unwrap().join("plugin-tests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = std::process::Command::new(cargo)
-                .current_dir(root())
-                .env("CARGO_TARGET_DIR", &target)
-                .args([
-                    "build",
-                    "--message-format=json-render-diagnostics",
-                    "-p",
-                    "vog-backend-onnx",
-                ])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .expect("cargo runs");
-            assert!(out.status.success(), "building the onnx plugin failed");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|m| m["reason"] == "compiler-artifact")
-                .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-                .filter_map(|f| f.as_str().map(PathBuf::from))
-                .find(|p| vog_plugin_host::name_from_file(p).as_deref() == Some("onnx"))
-                .expect("cargo reported the plugin library")
-        })
-        .clone()
-}
-
-fn backend(via: Via, options: &str) -> vog_core::Result<Box<dyn GradientBackend>> {
+/// The backend with `options` (and no gradient-graph cache), in-process or as the plugin library
+/// built by cargo (once per test run) into `<target>/plugin-tests`, beside the test build, so
+/// that it is always current (cargo does not rebuild this package's cdylib for its own tests).
+fn onnx(via: Via, options: &str) -> Subject {
     require_runtime();
     let options = format!("{options}\ncache = false\n");
-    Ok(match via {
-        Via::InProcess => Box::new(vog_backend_onnx::OnnxBackend::from_options(&options)?),
-        Via::Plugin => Box::new(
-            vog_plugin_host::load(&plugin_path())
-                .unwrap()
-                .create(&options)?,
+    match via {
+        Via::InProcess => Subject::in_process::<OnnxBackend>(options),
+        Via::Plugin => Subject::plugin(
+            &PluginBuild::new(repo::root())
+                .package("vog-backend-onnx")
+                .library("onnx"),
+            options,
         ),
-    })
+    }
 }
 
-fn max_rel(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / scale)
-        .fold(0.0, f64::max)
+/// Requests on `files` of `dir`: each target with the labels and with the argmax, against
+/// `grad_<target>_<given|argmax>.npy` and `logits.npy` of `dir`.
+fn requests(mut case: Case, dir: &Path, files: &[&str], targets: &[(&str, Target)]) -> Case {
+    for file in files {
+        for &(tag, target) in targets {
+            for (mode, pick) in [("given", Pick::Labels), ("argmax", Pick::Argmax)] {
+                case = case.reference(
+                    Reference::new(dir.join(file), pick, target)
+                        .gradient(dir.join(format!("grad_{tag}_{mode}.npy")))
+                        .logits(dir.join("logits.npy")),
+                );
+            }
+        }
+    }
+    case
 }
 
-fn run(
-    b: &dyn GradientBackend,
-    ckpt: &Path,
-    x: &[f32],
-    shape: &[usize],
-    classes: Classes<'_>,
-    target: Target,
-) -> GradOutput {
-    let mut m = b
-        .load(ckpt)
-        .unwrap_or_else(|e| panic!("{}: {e}", ckpt.display()));
-    let req = GradRequest {
-        input: TensorView::new(shape, x).unwrap(),
-        classes,
-        target,
-    };
-    let out = m
-        .input_gradients(&req)
-        .unwrap_or_else(|e| panic!("{}: {e}", ckpt.display()));
-    out.validate(&req).unwrap();
-    out
-}
+const BOTH_TARGETS: [(&str, Target); 2] = [
+    ("logit", Target::Logit),
+    ("probability", Target::Probability),
+];
 
-/// Gradients of the skeleton's MLP and CNN (both exporters) against torch autograd.
+/// Gradients and logits of the skeleton's MLP and CNN (both exporters) against torch autograd.
 #[test]
 fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
     for (name, last) in [("mlp", 10), ("cnn", 6)] {
-        let (xs, x) = npy(&data(&format!("golden/{name}/x.npy")));
-        let (_, y) = npy(&data(&format!("golden/{name}/y.npy")));
-        let rows = 8;
-        let mut shape = xs.clone();
-        shape[0] = rows;
-        let x = &x[..rows * xs[1..].iter().product::<usize>()];
-        let labels: Vec<u32> = y[..rows].iter().map(|&v| v as u32).collect();
-        // In process and through the plugin ABI; with vog's own kernels (the default) and with
-        // standard ONNX ops only.
-        let passes = [
-            (Via::InProcess, ""),
-            (Via::Plugin, ""),
-            (Via::InProcess, "vog_ops = false"),
-        ];
-        let mut seen = vec![Vec::new(); passes.len()];
-        for (pass, (via, options)) in passes.into_iter().enumerate() {
-            let b = backend(via, options).unwrap();
-            for file in [
-                format!("epoch_{last}.onnx"),
-                format!("dynamo_epoch_{last}.onnx"),
-            ] {
-                let ckpt = data(&format!("onnx/{name}/{file}"));
-                for (tag, classes, target) in [
-                    ("logit", Classes::Given(&labels), Target::Logit),
-                    ("probability", Classes::Given(&labels), Target::Probability),
-                    ("argmax", Classes::Argmax, Target::Logit),
-                ] {
-                    let out = run(b.as_ref(), &ckpt, x, &shape, classes, target);
-                    let (_, want) =
-                        npy(&data(&format!("golden/{name}/grad_epoch_{last}_{tag}.npy")));
-                    let err = max_rel(&out.gradient, &want);
-                    assert!(
-                        err < 1e-5,
-                        "{name} {file} {tag} {via:?} `{options}`: gradient off by {err:e}"
-                    );
-                    assert!(out.gradient_shape.is_none());
-                    seen[pass].push(out);
-                }
-            }
-        }
-        assert_eq!(
-            seen[0], seen[1],
-            "{name}: in-process and plugin results differ"
+        let case = repo::case(
+            name,
+            ["epoch", "dynamo_epoch"]
+                .map(|f| (last, data(&format!("onnx/{name}/{f}_{last}.onnx")))),
         );
-        assert_eq!(
-            seen[0], seen[2],
-            "{name}: vog's kernels and standard ONNX ops give different results"
+        // In process and through the plugin ABI (every check, bit-identical); with vog's own
+        // kernels (the default) and with standard ONNX ops only.
+        let [seen, _] = check_plugin_equivalence(
+            &onnx(Via::InProcess, ""),
+            &onnx(Via::Plugin, ""),
+            &case,
+            None,
+        );
+        assert_eq!(seen.gradients.len(), 6);
+        let standard = check_gradients(&onnx(Via::InProcess, "vog_ops = false"), &case);
+        seen.gradients.assert_identical(
+            &standard,
+            &format!("{name}: vog's kernels versus standard ONNX ops"),
         );
     }
 }
@@ -179,23 +103,14 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
 /// (`tests/data/onnx/opzoo/ops.txt`) and a text model scored with respect to its embedding output,
 /// against torch autograd; scikit-learn against numpy.
 #[test]
-fn transformer_text_and_sklearn_models_match_their_references() {
-    let cases: [(&str, &str, Vec<&str>, &str); 3] = [
-        (
-            "transformer",
-            "",
-            vec!["epoch_3.onnx", "dynamo_epoch_3.onnx"],
-            "x.npy",
-        ),
-        ("text", "WRT", vec!["epoch_3.onnx"], "x.npy"),
-        (
-            "sklearn",
-            "output = \"add_result1\"",
-            vec!["epoch_3.onnx"],
-            "x.npy",
-        ),
+fn transformer_opzoo_text_and_sklearn_models_match_their_references() {
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("transformer", "", &["epoch_3.onnx", "dynamo_epoch_3.onnx"]),
+        ("opzoo", "", &["epoch_2.onnx", "dynamo_epoch_2.onnx"]),
+        ("text", "WRT", &["epoch_3.onnx"]),
+        ("sklearn", "output = \"add_result1\"", &["epoch_3.onnx"]),
     ];
-    for (name, options, files, xfile) in cases {
+    for (name, options, files) in cases {
         let dir = data(&format!("onnx/{name}"));
         let options = if options == "WRT" {
             format!(
@@ -205,43 +120,25 @@ fn transformer_text_and_sklearn_models_match_their_references() {
         } else {
             options.to_string()
         };
-        let (shape, x) = npy(&dir.join(xfile));
-        let (_, y) = npy(&dir.join("y.npy"));
-        let labels: Vec<u32> = y.iter().map(|&v| v as u32).collect();
-        let targets: &[(&str, Target)] = if name == "sklearn" {
-            &[("logit", Target::Logit)]
+        let targets = if name == "sklearn" {
+            &BOTH_TARGETS[..1]
         } else {
-            &[
-                ("logit", Target::Logit),
-                ("probability", Target::Probability),
-            ]
+            &BOTH_TARGETS[..]
         };
-        for via in [Via::InProcess, Via::Plugin] {
-            let b = backend(via, &options).unwrap();
-            for file in &files {
-                for &(tag, target) in targets {
-                    for (mode, classes) in [
-                        ("given", Classes::Given(&labels)),
-                        ("argmax", Classes::Argmax),
-                    ] {
-                        let out = run(b.as_ref(), &dir.join(file), &x, &shape, classes, target);
-                        let (gshape, want) = npy(&dir.join(format!("grad_{tag}_{mode}.npy")));
-                        let err = max_rel(&out.gradient, &want);
-                        assert!(
-                            err < 1e-5,
-                            "{name} {file} {tag} {mode} {via:?}: gradient off by {err:e}"
-                        );
-                        if name == "text" {
-                            assert_eq!(
-                                out.gradient_shape.as_deref(),
-                                Some(&gshape[1..]),
-                                "text: gradient shaped like the embedding"
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        // The text model's gradient is shaped like its embedding output: `check_gradients`
+        // requires `gradient_shape` to be the reference's row shape.
+        let case = requests(
+            Case::new(name, dir.join("x.npy"), dir.join("y.npy")),
+            &dir,
+            files,
+            targets,
+        );
+        check_plugin_equivalence(
+            &onnx(Via::InProcess, &options),
+            &onnx(Via::Plugin, &options),
+            &case,
+            None,
+        );
     }
 }
 
@@ -256,111 +153,51 @@ fn resnet18_matches_torch() {
         "{} is incomplete; rerun make_onnx.py --large",
         dir.display()
     );
-    let (shape, x) = npy(&dir.join("x.npy"));
-    let (_, y) = npy(&dir.join("y.npy"));
-    let labels: Vec<u32> = y.iter().map(|&v| v as u32).collect();
-    let b = backend(Via::Plugin, "").unwrap();
-    for file in ["epoch_2.onnx", "dynamo_epoch_2.onnx"] {
-        for (tag, target) in [
-            ("logit", Target::Logit),
-            ("probability", Target::Probability),
-        ] {
-            for (mode, classes) in [
-                ("given", Classes::Given(&labels)),
-                ("argmax", Classes::Argmax),
-            ] {
-                let out = run(b.as_ref(), &dir.join(file), &x, &shape, classes, target);
-                let (_, want) = npy(&dir.join(format!("grad_{tag}_{mode}.npy")));
-                let err = max_rel(&out.gradient, &want);
-                assert!(
-                    err < 1e-5,
-                    "resnet18 {file} {tag} {mode}: gradient off by {err:e}"
-                );
-            }
-        }
-    }
-}
-
-fn engine_config(data_dir: &Path, ckpt: &Path, ext: &str, mode: &str, target: &str) -> Config {
-    Config::from_toml(&format!(
-        "version = 1\n[data]\npath = \"{}\"\nlabels = \"{}\"\n[checkpoints]\npaths = [\"{}/*.{ext}\"]\n\
-         [backend]\nbatch_size = 7\n[scoring]\nlabels = \"{mode}\"\ntarget = \"{target}\"\n",
-        data_dir.join("x.npy").display(),
-        data_dir.join("y.npy").display(),
-        ckpt.display()
-    ))
-    .unwrap()
+    let case = requests(
+        Case::new("resnet18", dir.join("x.npy"), dir.join("y.npy")),
+        &dir,
+        &["epoch_2.onnx", "dynamo_epoch_2.onnx"],
+        &BOTH_TARGETS,
+    );
+    assert_eq!(check_gradients(&onnx(Via::Plugin, ""), &case).len(), 8);
 }
 
 /// VoG through this backend equals VoG through candle on the same checkpoints, in every label
 /// mode and target, for the MLP and the CNN.
 #[test]
 fn vog_agrees_with_the_candle_backend() {
-    let cnn_layers = r#"arch = "sequential"
-layers = [
-  { type = "conv2d", padding = 1 }, { type = "batchnorm2d" }, { type = "relu" }, { type = "maxpool2d", kernel = 2 },
-  { type = "conv2d", padding = 1, groups = 2 }, { type = "batchnorm2d" }, { type = "relu" },
-  { type = "maxpool2d", kernel = 3, stride = 2, padding = 1 }, { type = "avgpool2d", kernel = 3, stride = 1, padding = 1 },
-  { type = "flatten" }, { type = "linear" }, { type = "relu" }, { type = "dropout" }, { type = "linear" },
-]"#;
-    let onnx = backend(Via::Plugin, "").unwrap();
-    for (name, candle_options) in [("mlp", "arch = \"mlp\""), ("cnn", cnn_layers)] {
-        let candle = vog_backend_candle::CandleBackend::from_options(candle_options).unwrap();
-        let golden = data(&format!("golden/{name}"));
-        for mode in ["true", "predicted", "predicted-each"] {
-            for target in ["logit", "probability"] {
-                let a = score(
-                    &engine_config(&golden, &golden.join("ckpt"), "safetensors", mode, target),
-                    Some(&candle),
-                    &Silent,
-                )
-                .unwrap();
-                // Only the legacy exports: the dynamo file of the last epoch would count twice.
-                let onnx_dir = tempfile::tempdir().unwrap();
-                for e in std::fs::read_dir(data(&format!("onnx/{name}"))).unwrap() {
-                    let p = e.unwrap().path();
-                    let f = p.file_name().unwrap().to_string_lossy().into_owned();
-                    if f.starts_with("epoch_") {
-                        std::fs::copy(&p, onnx_dir.path().join(&f)).unwrap();
-                    }
-                }
-                let b = score(
-                    &engine_config(&golden, onnx_dir.path(), "onnx", mode, target),
-                    Some(onnx.as_ref()),
-                    &Silent,
-                )
-                .unwrap();
-                assert_eq!(a.examples.len(), b.examples.len());
-                for (ea, eb) in a.examples.iter().zip(&b.examples) {
-                    assert_eq!(
-                        ea.label_used, eb.label_used,
-                        "{name} {mode} {target}: row {}",
-                        ea.row
-                    );
-                    for (w, (va, vb)) in a.windows.iter().zip(ea.vog.iter().zip(&eb.vog)) {
-                        assert!(
-                            (va - vb).abs() <= 1e-5 * va.abs(),
-                            "{name} {mode} {target} {} row {}: {va} vs {vb}",
-                            w.name,
-                            ea.row
-                        );
-                    }
-                    for (na, nb) in ea.vog_norm.iter().zip(&eb.vog_norm) {
-                        let (na, nb) = (na.unwrap(), nb.unwrap());
-                        assert!(
-                            (na - nb).abs() <= 1e-5 * na.abs().max(1.0),
-                            "{name} {mode} {target}: {na} vs {nb}"
-                        );
-                    }
+    let onnx = onnx(Via::Plugin, "");
+    for name in ["mlp", "cnn"] {
+        let candle = Subject::in_process::<CandleBackend>(repo::options(name));
+        let golden = repo::golden(name);
+        let runs = |checkpoints: PathBuf| {
+            let mut v = VogCase::new(name, golden.join("x.npy"), golden.join("y.npy"))
+                .checkpoints([checkpoints])
+                .batch_size(7);
+            for mode in [
+                LabelMode::True,
+                LabelMode::Predicted,
+                LabelMode::PredictedEach,
+            ] {
+                for target in [Target::Logit, Target::Probability] {
+                    v = v.run(mode, target);
                 }
             }
+            v
+        };
+        let a = check_vog_through_engine(&candle, &runs(golden.join("ckpt/*.safetensors")));
+        // Only the legacy exports: the dynamo file of the last epoch would count twice.
+        let b = check_vog_through_engine(&onnx, &runs(data(&format!("onnx/{name}/epoch_*.onnx"))));
+        assert_eq!(a.len(), 6);
+        for (a, b) in a.iter().zip(&b) {
+            assert_scores_agree(&format!("{name} candle versus onnx"), a, b, 1e-5);
         }
     }
 }
 
 #[test]
 fn unsupported_ops_are_all_named() {
-    let b = backend(Via::Plugin, "").unwrap();
+    let b = onnx(Via::Plugin, "").backend("unsupported ops");
     let err = b.load(&data("onnx/unsupported.onnx")).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, Error::Checkpoint { .. }), "{msg}");
@@ -375,61 +212,23 @@ fn unsupported_ops_are_all_named() {
 
 #[test]
 fn bad_inputs_give_clear_errors() {
-    let b = backend(Via::Plugin, "").unwrap();
-    // Data that does not fit the model.
-    let x = vec![0.5f32; 2 * 7];
-    let mut m = b.load(&data("onnx/mlp/epoch_1.onnx")).unwrap();
-    let err = m
-        .input_gradients(&GradRequest {
-            input: TensorView::new(&[2, 7], &x).unwrap(),
-            classes: Classes::Argmax,
-            target: Target::Logit,
-        })
-        .unwrap_err();
+    // Every error path of the conformance suite (shapes, classes, missing and damaged
+    // checkpoints, options, NaN), and this backend's wording.
+    let plugin = onnx(Via::Plugin, "");
+    let case = repo::case("mlp", [(1, data("onnx/mlp/epoch_1.onnx"))]).wrong_row_shape(vec![7]);
+    let errors = check_errors(&plugin, &case);
+    let shape = errors.shape.to_string();
     assert!(
-        matches!(err, Error::Shape(_))
-            && err.to_string().contains("declared [?, 20]")
-            && err.to_string().contains("[N, 7]"),
-        "{err}"
+        shape.contains("declared [?, 20]") && shape.contains("[N, 7]"),
+        "{shape}"
     );
-    // A class out of range.
-    let x = vec![0.5f32; 2 * 20];
-    let err = m
-        .input_gradients(&GradRequest {
-            input: TensorView::new(&[2, 20], &x).unwrap(),
-            classes: Classes::Given(&[1, 9]),
-            target: Target::Logit,
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ClassOutOfRange {
-                class: 9,
-                num_classes: 4,
-                row: 1
-            }
-        ),
-        "{err}"
-    );
-    // A corrupt file and a missing one.
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(data("onnx/cnn/epoch_1.onnx")).unwrap();
-    let corrupt = dir.path().join("corrupt.onnx");
-    std::fs::write(&corrupt, &bytes[..bytes.len() / 3]).unwrap();
-    let err = b.load(&corrupt).err().unwrap();
-    assert!(
-        matches!(err, Error::Checkpoint { .. })
-            && err.to_string().contains("corrupt.onnx")
-            && err.to_string().contains("not a valid ONNX model"),
-        "{err}"
-    );
-    let err = b.load(&dir.path().join("missing.onnx")).err().unwrap();
-    assert!(
-        err.to_string().contains("missing.onnx") && err.to_string().contains("file not found"),
-        "{err}"
-    );
+    let damaged = errors.damaged.to_string();
+    assert!(damaged.contains("not a valid ONNX model"), "{damaged}");
+    let missing = errors.missing.to_string();
+    assert!(missing.contains("file not found"), "{missing}");
     // A dynamo export whose external data file is gone.
+    let b = plugin.backend("external data");
+    let dir = tempfile::tempdir().unwrap();
     let ext = dir.path().join("dynamo.onnx");
     std::fs::copy(data("onnx/mlp/dynamo_epoch_10.onnx"), &ext).unwrap();
     let err = b.load(&ext).err().unwrap();
@@ -575,7 +374,7 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
             };
             let path = dir.path().join(format!("{}.onnx", name.replace(' ', "_")));
             std::fs::write(&path, vog_onnx::encode_model(&model)).unwrap();
-            let b = backend(Via::InProcess, options).unwrap();
+            let b = onnx(Via::InProcess, options).backend("max pool");
             let mut m = b.load(&path).unwrap();
             let input: Vec<f32> = row.iter().chain(row).copied().collect();
             let shape = [2, 1, 2, 4];

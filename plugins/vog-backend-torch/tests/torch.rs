@@ -1,18 +1,20 @@
 //! The libtorch backend against PyTorch itself (Python, same TorchScript models), in-process and
-//! as a plugin, and against the candle and ONNX Runtime backends on the same weights.
+//! as a plugin, and against the candle and ONNX Runtime backends on the same weights; the checks
+//! are `vog-conformance`'s.
 //!
 //! Needs `VOG_TORCH_MODELS` (written by `tests/data/torch/make_torchscript.py DIR`), `LIBTORCH`
 //! at build time and, for the ONNX comparison, `ORT_DYLIB_PATH`; `scripts/test.sh` sets them.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use vog_core::{Classes, Error, GradOutput, GradRequest, GradientBackend, Target, TensorView};
-use vog_engine::{score, Config, RunResult, Silent};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use vog_backend_candle::CandleBackend;
+use vog_backend_torch::TorchBackend;
+use vog_conformance::{
+    assert_scores_agree, check_errors, check_plugin_equivalence, check_vog_through_engine, repo,
+    Case, Pick, PluginBuild, Reference, Subject, VogCase,
+};
+use vog_core::{Error, Target};
+use vog_engine::LabelMode;
 
 fn models() -> PathBuf {
     let dir = PathBuf::from(std::env::var_os("VOG_TORCH_MODELS").expect(
@@ -26,51 +28,11 @@ fn models() -> PathBuf {
     dir
 }
 
-fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let mut a = vog_data::ArrayFile::open_npy(path).unwrap_or_else(|e| panic!("{e}"));
-    let shape = a.shape().to_vec();
-    let mut out = Vec::new();
-    let rows = a.rows();
-    a.read_f32(0, rows, &mut out).unwrap();
-    (shape, out)
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// Plugin libraries built by cargo (once per test run) into `<target>/plugin-tests`.
 fn plugin(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<HashMap<String, PathBuf>> = std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().join("plugin-tests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .current_dir(root())
-            .env("CARGO_TARGET_DIR", &target)
-            .args([
-                "build",
-                "--message-format=json-render-diagnostics",
-                "-p",
-                "vog-backend-torch",
-                "-p",
-                "vog-backend-onnx",
-            ])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "building the plugins failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact")
-            .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-            .filter_map(|f| f.as_str().map(PathBuf::from))
-            .filter_map(|p| vog_plugin_host::name_from_file(&p).map(|n| (n, p)))
-            .collect()
-    });
-    built[name].clone()
+    PluginBuild::new(repo::root())
+        .packages(["vog-backend-torch", "vog-backend-onnx"])
+        .library(name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,136 +41,70 @@ enum Via {
     Plugin,
 }
 
-fn torch(via: Via) -> Box<dyn GradientBackend> {
+fn torch(via: Via) -> Subject {
     // One thread, as the Python reference ran, so that reductions happen in the same order.
     let options = "threads = 1";
     match via {
-        Via::InProcess => Box::new(vog_backend_torch::TorchBackend::from_options(options).unwrap()),
-        Via::Plugin => Box::new(
-            vog_plugin_host::load(&plugin("torch"))
-                .unwrap()
-                .create(options)
-                .unwrap(),
-        ),
+        Via::InProcess => Subject::in_process::<TorchBackend>(options),
+        Via::Plugin => Subject::plugin(&plugin("torch"), options),
     }
 }
 
-fn max_rel(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / scale)
-        .fold(0.0, f64::max)
+/// Every example of model `name` at the first and the last (`k`) epoch, both targets, against
+/// PyTorch's `grad_<epoch>_<target>_<mode>.npy`: "true" uses the labels; "predicted" the last
+/// checkpoint's prediction, which is each row's argmax at the last epoch.
+fn case(d: &Path, name: &str, k: usize) -> Case {
+    let mut case = Case::new(name, d.join("x.npy"), d.join("y.npy")).tolerance(1e-6);
+    for epoch in [1, k] {
+        for target in [Target::Logit, Target::Probability] {
+            let modes: &[(&str, Pick)] = if epoch == k {
+                &[("true", Pick::Labels), ("predicted", Pick::Argmax)]
+            } else {
+                &[("true", Pick::Labels)]
+            };
+            for &(mode, pick) in modes {
+                case = case.reference(
+                    Reference::new(d.join(format!("epoch_{epoch}.pt")), pick, target)
+                        .gradient(d.join(format!("grad_{epoch}_{}_{mode}.npy", target.as_str()))),
+                );
+            }
+        }
+    }
+    case
 }
 
-fn config(data: &Path, ckpt_glob: &str, mode: &str, target: &str) -> Config {
-    Config::from_toml(&format!(
-        "version = 1\n[data]\npath = \"{}\"\nlabels = \"{}\"\n[checkpoints]\npaths = [\"{ckpt_glob}\"]\n\
-         [backend]\nbatch_size = 5\n[scoring]\nlabels = \"{mode}\"\ntarget = \"{target}\"\n",
-        data.join("x.npy").display(),
-        data.join("y.npy").display()
-    ))
-    .unwrap()
+/// VoG of the examples in `data` over `checkpoints` (a glob), with true and predicted labels and
+/// both targets, in batches of 5.
+fn vog(name: &str, data: &Path, checkpoints: PathBuf) -> VogCase {
+    let mut v = VogCase::new(name, data.join("x.npy"), data.join("y.npy"))
+        .checkpoints([checkpoints])
+        .batch_size(5);
+    for mode in [LabelMode::True, LabelMode::Predicted] {
+        for target in [Target::Logit, Target::Probability] {
+            v = v.run(mode, target);
+        }
+    }
+    v
 }
 
+/// Gradients and VoG through the engine against PyTorch's, every error path, in-process and as a
+/// plugin with bit-identical results.
 #[test]
 fn gradients_and_vog_match_pytorch() {
     let base = models();
     for (name, k) in [("mlp", 10), ("cnn", 6), ("resnet18", 3)] {
         let d = base.join(name);
-        let (shape, x) = npy(&d.join("x.npy"));
-        let (_, y) = npy(&d.join("y.npy"));
-        let labels: Vec<u32> = y.iter().map(|&v| v as u32).collect();
-        let reference = json(&d.join("vog.json"));
-        let mut seen: Vec<Vec<GradOutput>> = Vec::new();
-        for via in [Via::InProcess, Via::Plugin] {
-            let b = torch(via);
-            let mut outs = Vec::new();
-            for epoch in [1, k] {
-                let mut m = b.load(&d.join(format!("epoch_{epoch}.pt"))).unwrap();
-                for (target_name, target) in [
-                    ("logit", Target::Logit),
-                    ("probability", Target::Probability),
-                ] {
-                    // "true" uses the labels; "predicted" the last checkpoint's prediction, which
-                    // is each row's argmax at the last epoch.
-                    let modes: &[&str] = if epoch == k {
-                        &["true", "predicted"]
-                    } else {
-                        &["true"]
-                    };
-                    for &mode in modes {
-                        let classes = if mode == "true" {
-                            Classes::Given(&labels)
-                        } else {
-                            Classes::Argmax
-                        };
-                        let req = GradRequest {
-                            input: TensorView::new(&shape, &x).unwrap(),
-                            classes,
-                            target,
-                        };
-                        let out = m.input_gradients(&req).unwrap();
-                        out.validate(&req).unwrap();
-                        let (_, want) =
-                            npy(&d.join(format!("grad_{epoch}_{target_name}_{mode}.npy")));
-                        let err = max_rel(&out.gradient, &want);
-                        assert!(err < 1e-6, "{name} epoch {epoch} {target_name} {mode} {via:?}: gradient off by {err:e}");
-                        outs.push(out);
-                    }
-                }
-            }
-            seen.push(outs);
-            // VoG through the engine against PyTorch's.
-            for mode in ["true", "predicted"] {
-                for target in ["logit", "probability"] {
-                    let c = config(&d, &format!("{}/*.pt", d.display()), mode, target);
-                    let r = score(&c, Some(b.as_ref()), &Silent).unwrap();
-                    for (wi, w) in r.windows.iter().enumerate() {
-                        let want = reference[format!("{mode}/{target}")][&w.name]["raw"]
-                            .as_array()
-                            .unwrap();
-                        for (e, v) in r.examples.iter().zip(want) {
-                            let v = v.as_f64().unwrap();
-                            assert!(
-                                (e.vog[wi] - v).abs() <= 1e-6 * v.abs(),
-                                "{name} {mode}/{target} {} row {}: {} vs {v}",
-                                w.name,
-                                e.row,
-                                e.vog[wi]
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        assert!(
-            seen[0] == seen[1],
-            "{name}: in-process and plugin results differ"
+        let vog = vog(name, &d, d.join("*.pt"))
+            .reference(d.join("vog.json"))
+            .tolerance(1e-6);
+        let [seen, _] = check_plugin_equivalence(
+            &torch(Via::InProcess),
+            &torch(Via::Plugin),
+            &case(&d, name, k),
+            Some(&vog),
         );
-    }
-}
-
-fn vog_close(a: &RunResult, b: &RunResult, what: &str) {
-    assert_eq!(a.examples.len(), b.examples.len());
-    for (ea, eb) in a.examples.iter().zip(&b.examples) {
-        assert_eq!(ea.label_used, eb.label_used, "{what}: row {}", ea.row);
-        for (w, (va, vb)) in a.windows.iter().zip(ea.vog.iter().zip(&eb.vog)) {
-            assert!(
-                (va - vb).abs() <= 1e-5 * va.abs(),
-                "{what} {} row {}: {va} vs {vb}",
-                w.name,
-                ea.row
-            );
-        }
-        for (na, nb) in ea.vog_norm.iter().zip(&eb.vog_norm) {
-            let (na, nb) = (na.unwrap(), nb.unwrap());
-            assert!(
-                (na - nb).abs() <= 1e-5 * na.abs().max(1.0),
-                "{what}: {na} vs {nb}"
-            );
-        }
+        assert_eq!(seen.gradients.len(), 6, "{name}");
+        assert_eq!(seen.vog.len(), 4, "{name}");
     }
 }
 
@@ -218,57 +114,24 @@ fn vog_agrees_with_candle_and_onnx_on_the_same_weights() {
     let t = torch(Via::Plugin);
     let ort =
         std::env::var_os("ORT_DYLIB_PATH").expect("set ORT_DYLIB_PATH (scripts/test.sh does)");
-    let onnx = vog_plugin_host::load(&plugin("onnx"))
-        .unwrap()
-        .create(&format!(
-            "library = \"{}\"\ncache = false",
-            ort.to_string_lossy()
-        ))
-        .unwrap();
-    let cnn_layers = r#"arch = "sequential"
-layers = [
-  { type = "conv2d", padding = 1 }, { type = "batchnorm2d" }, { type = "relu" }, { type = "maxpool2d", kernel = 2 },
-  { type = "conv2d", padding = 1, groups = 2 }, { type = "batchnorm2d" }, { type = "relu" },
-  { type = "maxpool2d", kernel = 3, stride = 2, padding = 1 }, { type = "avgpool2d", kernel = 3, stride = 1, padding = 1 },
-  { type = "flatten" }, { type = "linear" }, { type = "relu" }, { type = "dropout" }, { type = "linear" },
-]"#;
-    for (name, candle_options) in [("mlp", "arch = \"mlp\""), ("cnn", cnn_layers)] {
-        let golden = root().join("tests/data/golden").join(name);
-        let candle = vog_backend_candle::CandleBackend::from_options(candle_options).unwrap();
-        for mode in ["true", "predicted"] {
-            for target in ["logit", "probability"] {
-                let rt = score(
-                    &config(
-                        &golden,
-                        &format!("{}/*.pt", base.join(name).display()),
-                        mode,
-                        target,
-                    ),
-                    Some(t.as_ref()),
-                    &Silent,
-                )
-                .unwrap();
-                let rc = score(
-                    &config(
-                        &golden,
-                        &format!("{}/ckpt/*.safetensors", golden.display()),
-                        mode,
-                        target,
-                    ),
-                    Some(&candle),
-                    &Silent,
-                )
-                .unwrap();
-                let onnx_glob = format!("{}/tests/data/onnx/{name}/epoch_*.onnx", root().display());
-                let ro = score(
-                    &config(&golden, &onnx_glob, mode, target),
-                    Some(&onnx),
-                    &Silent,
-                )
-                .unwrap();
-                vog_close(&rt, &rc, &format!("{name} {mode}/{target} torch vs candle"));
-                vog_close(&rt, &ro, &format!("{name} {mode}/{target} torch vs onnx"));
-            }
+    let onnx = Subject::plugin(
+        &plugin("onnx"),
+        format!("library = \"{}\"\ncache = false", ort.to_string_lossy()),
+    );
+    for name in ["mlp", "cnn"] {
+        let golden = repo::golden(name);
+        let candle = Subject::in_process::<CandleBackend>(repo::options(name));
+        let rt = check_vog_through_engine(&t, &vog(name, &golden, base.join(name).join("*.pt")));
+        let rc = check_vog_through_engine(
+            &candle,
+            &vog(name, &golden, golden.join("ckpt/*.safetensors")),
+        );
+        let onnx_glob = repo::data(&format!("onnx/{name}/epoch_*.onnx"));
+        let ro = check_vog_through_engine(&onnx, &vog(name, &golden, onnx_glob));
+        assert_eq!((rt.len(), rc.len(), ro.len()), (4, 4, 4));
+        for ((rt, rc), ro) in rt.iter().zip(&rc).zip(&ro) {
+            assert_scores_agree(&format!("{name} torch vs candle"), rt, rc, 1e-5);
+            assert_scores_agree(&format!("{name} torch vs onnx"), rt, ro, 1e-5);
         }
     }
 }
@@ -276,7 +139,8 @@ layers = [
 #[test]
 fn not_torchscript_wrong_shape_and_missing_gpu_are_clear_errors() {
     let base = models();
-    let b = torch(Via::Plugin);
+    let plugin = torch(Via::Plugin);
+    let b = plugin.backend("state_dict");
     let err = b.load(&base.join("state_dict.pt")).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, Error::Checkpoint { .. }), "{msg}");
@@ -286,53 +150,25 @@ fn not_torchscript_wrong_shape_and_missing_gpu_are_clear_errors() {
             && msg.contains("torch.jit.trace"),
         "{msg}"
     );
-    let mut m = b.load(&base.join("mlp/epoch_1.pt")).unwrap();
-    let x = vec![0.5f32; 2 * 7];
-    let err = m
-        .input_gradients(&GradRequest {
-            input: TensorView::new(&[2, 7], &x).unwrap(),
-            classes: Classes::Argmax,
-            target: Target::Logit,
-        })
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::Shape(_)) && err.to_string().contains("[7]"),
-        "{err}"
-    );
-    let x = vec![0.5f32; 2 * 20];
-    let err = m
-        .input_gradients(&GradRequest {
-            input: TensorView::new(&[2, 20], &x).unwrap(),
-            classes: Classes::Given(&[0, 9]),
-            target: Target::Logit,
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ClassOutOfRange {
-                class: 9,
-                num_classes: 4,
-                row: 1
-            }
-        ),
-        "{err}"
-    );
+    // Every error path of the conformance suite (shapes, classes, missing and damaged
+    // checkpoints, options, NaN), and this backend's wording of the shape error.
+    let d = base.join("mlp");
+    let errors = check_errors(&plugin, &case(&d, "mlp", 10).wrong_row_shape(vec![7]));
+    assert!(errors.shape.to_string().contains("[7]"), "{}", errors.shape);
     if tch::Cuda::device_count() == 0 {
-        let err = vog_plugin_host::load(&plugin("torch"))
-            .unwrap()
-            .create("device = \"cuda\"")
+        let err = plugin
+            .try_create("device = \"cuda\"")
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("sees no CUDA GPU"), "{err}");
-        let err = vog_backend_torch::TorchBackend::from_options("dtype = \"bf16\"")
+        let err = TorchBackend::from_options("dtype = \"bf16\"")
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("bf16/f16 is for GPUs"), "{err}");
     }
-    let err = vog_backend_torch::TorchBackend::from_options("device = \"tpu\"")
+    let err = TorchBackend::from_options("device = \"tpu\"")
         .err()
         .unwrap()
         .to_string();
