@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use serde_json::{json, Map, Value};
+use tantivy::{DocAddress, Searcher};
 
 use crate::search::SearchRequest;
 use crate::{Error, Result, Store};
@@ -99,15 +100,9 @@ fn write_error(e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
-    /// Calls `each` with every example matching `req` (in its sort order, skipping
-    /// `req.offset`, at most `req.limit` of them; a limit of 0 means every match), one page of
-    /// documents in memory at a time, from one snapshot of the index; returns how many. Unlike
-    /// [`Store::search`], the number of matches is not capped.
-    pub fn for_each_match(
-        &self,
-        req: &SearchRequest,
-        mut each: impl FnMut(Value) -> Result<()>,
-    ) -> Result<usize> {
+    /// The addresses of the examples matching `req`, in its sort order, skipping `req.offset`,
+    /// at most `req.limit` of them (0: every match), on one fresh snapshot of the index.
+    fn matches(&self, req: &SearchRequest) -> Result<(Searcher, Vec<DocAddress>)> {
         let prepared = self.prepare(req)?;
         let searcher = self.fresh_searcher()?;
         let limit = if req.limit == 0 {
@@ -116,6 +111,19 @@ impl Store {
             req.limit
         };
         let (_, addresses, _) = prepared.run(&searcher, limit, req.offset)?;
+        Ok((searcher, addresses))
+    }
+
+    /// Calls `each` with every example matching `req` (in its sort order, skipping
+    /// `req.offset`, at most `req.limit` of them; a limit of 0 means every match), one document
+    /// at a time, from one snapshot of the index; returns how many. Unlike [`Store::search`],
+    /// the number of matches is not capped.
+    pub fn for_each_match(
+        &self,
+        req: &SearchRequest,
+        mut each: impl FnMut(Value) -> Result<()>,
+    ) -> Result<usize> {
+        let (searcher, addresses) = self.matches(req)?;
         for &a in &addresses {
             each(self.stored(&searcher, a)?)?;
         }
@@ -134,14 +142,7 @@ impl Store {
         format: ExportFormat,
         out: &mut dyn Write,
     ) -> Result<usize> {
-        let prepared = self.prepare(req)?;
-        let searcher = self.fresh_searcher()?;
-        let limit = if req.limit == 0 {
-            usize::MAX
-        } else {
-            req.limit
-        };
-        let (_, addresses, _) = prepared.run(&searcher, limit, req.offset)?;
+        let (searcher, addresses) = self.matches(req)?;
         let pages = || {
             addresses.chunks(PAGE).map(|page| {
                 page.iter()
