@@ -225,7 +225,9 @@ fn hostile_requests_get_a_4xx_and_the_server_stays_up() {
         &s.base,
         &get_request(&format!("/api/search?q={}", "a".repeat(200_000)), &host),
     );
-    assert!(status == 431 || status == 400 || status == 0, "{status}");
+    // 414 when hyper has the whole request line before it gives up, 431 when it runs out of
+    // room in the head first (it depends on how the bytes arrive), 0 when it closes at once.
+    assert!(matches!(status, 414 | 431 | 400 | 0), "{status}");
     still_up(&s);
 
     // Foreign Host (DNS rebinding) and foreign Origin: refused, nothing exported or recorded.
