@@ -27,7 +27,9 @@
 //! # struct MyBackend;
 //! # impl vog_core::GradientBackend for MyBackend {
 //! #     fn info(&self) -> vog_core::BackendInfo { <Self as vog_plugin::PluginBackend>::describe() }
-//! #     fn load(&self, _: &std::path::Path) -> vog_core::Result<Box<dyn vog_core::Model>> { todo!() }
+//! #     fn load(&self, p: &std::path::Path) -> vog_core::Result<Box<dyn vog_core::Model>> {
+//! #         Err(vog_core::Error::checkpoint(p, "this example loads nothing"))
+//! #     }
 //! # }
 //! # impl vog_plugin::PluginBackend for MyBackend {
 //! #     fn describe() -> vog_core::BackendInfo {

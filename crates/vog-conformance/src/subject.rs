@@ -16,7 +16,9 @@ type Create = dyn Fn(&str) -> Result<Box<dyn GradientBackend>> + Send + Sync;
 ///
 /// ```
 /// use vog_conformance::Subject;
-/// # fn make(_: &str) -> vog_core::Result<Box<dyn vog_core::GradientBackend>> { unimplemented!() }
+/// # fn make(options: &str) -> vog_core::Result<Box<dyn vog_core::GradientBackend>> {
+/// #     Err(vog_core::Error::Config(format!("no backend in this example ({options})")))
+/// # }
 ///
 /// // Any constructor taking the options. For a type implementing `vog_plugin::PluginBackend`:
 /// // `Subject::in_process::<MyBackend>(options)`; for its plugin build:
