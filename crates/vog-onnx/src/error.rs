@@ -9,7 +9,15 @@ pub enum Error {
     #[error("{0}")]
     Model(String),
     /// Ops on the path from the input to the output that have no gradient rule.
-    #[error("cannot differentiate {} node(s) on the path from `{wrt}` to `{output}`: {}", .nodes.len(), list(.nodes))]
+    #[error(
+        "cannot differentiate {} node(s) on the path from `{wrt}` to `{output}`: {}. Ways out: \
+         re-export the model at another opset or with another exporter (the op may be expressed \
+         with ops vog differentiates), differentiate with respect to a tensor after these nodes \
+         ([backend.options] wrt), or score a PyTorch model's TorchScript checkpoints with the torch \
+         backend",
+        .nodes.len(),
+        list(.nodes)
+    )]
     Unsupported {
         /// The tensor differentiated with respect to.
         wrt: String,

@@ -186,13 +186,13 @@ def sklearn():
 
 
 def unsupported():
-    """A graph with two ops vog has no gradient rule for (HardSwish, Selu) on the scored path."""
+    """A graph with two ops vog has no gradient rule for (Hardmax, Shrink) on the scored path."""
     w1 = helper.make_tensor("w1", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).flatten().tolist())
     w2 = helper.make_tensor("w2", TensorProto.FLOAT, [4, 3], np.ones((4, 3), np.float32).flatten().tolist())
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h0"], name="first_matmul"),
-        helper.make_node("HardSwish", ["h0"], ["h1"], name="the_hardswish"),
-        helper.make_node("Selu", ["h1"], ["h2"], name="the_selu"),
+        helper.make_node("Shrink", ["h0"], ["h1"], name="the_shrink", lambd=0.1),
+        helper.make_node("Hardmax", ["h1"], ["h2"], name="the_hardmax"),
         helper.make_node("MatMul", ["h2", "w2"], ["logits"], name="second_matmul"),
     ]
     graph = helper.make_graph(nodes, "unsupported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],

@@ -1,7 +1,8 @@
 //! The backward rules and what the sweep must know about each op. The rules are one function per
 //! op, grouped by family in `rules/`: `unary` (elementwise, one differentiable input),
 //! `arithmetic` (broadcasting), `normalization` (softmax and normalization layers), `linalg`,
-//! `conv` and `pool` (with their window `geometry`), `shape` (data movement) and `reduce`. Here
+//! `conv` and `pool` (with their window `geometry`), `shape` (data movement), `reduce`,
+//! `activation` (hard and modern activations) and `trig` (trigonometric and hyperbolic). Here
 //! are the dispatcher, [`backward`], which checks the node and the gradients flowing into it and
 //! hands it to the rule [`rule_for`] finds for its op type (an op without one is reported as
 //! unsupported, never differentiated wrongly), and the per-op facts used before any rule runs:
@@ -15,6 +16,7 @@
 //! `"X"` to [`rule_for`], and if some of its inputs are indices, shapes or other values without a
 //! gradient, list them in [`stops`] so that the sweep never asks for theirs.
 
+mod activation;
 mod arithmetic;
 mod context;
 mod conv;
@@ -24,6 +26,7 @@ mod normalization;
 mod pool;
 mod reduce;
 mod shape;
+mod trig;
 mod unary;
 
 use super::builder::Builder;
@@ -96,10 +99,30 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Reciprocal" => unary::reciprocal,
         "Pow" => unary::pow,
         "Clip" => unary::clip,
+        "HardSigmoid" => activation::hard_sigmoid,
+        "HardSwish" => activation::hard_swish,
+        "ThresholdedRelu" => activation::thresholded_relu,
+        "Selu" => activation::selu,
+        "Celu" => activation::celu,
+        "Mish" => activation::mish,
+        "Softsign" => activation::softsign,
+        "Sin" => trig::sin,
+        "Cos" => trig::cos,
+        "Tan" => trig::tan,
+        "Asin" => trig::asin,
+        "Acos" => trig::acos,
+        "Atan" => trig::atan,
+        "Sinh" => trig::sinh,
+        "Cosh" => trig::cosh,
+        "Asinh" => trig::asinh,
+        "Acosh" => trig::acosh,
+        "Atanh" => trig::atanh,
         // Broadcasting arithmetic.
         "Add" | "Sub" | "Mul" | "Div" => arithmetic::binary,
         "Sum" | "Mean" => arithmetic::variadic,
         "Where" => arithmetic::where_,
+        "Max" | "Min" => arithmetic::max_or_min,
+        "PRelu" => arithmetic::prelu,
         // Normalization along axes.
         "Softmax" | "LogSoftmax" => normalization::softmax,
         "BatchNormalization" => normalization::batch_norm,

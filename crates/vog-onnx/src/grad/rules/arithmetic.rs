@@ -1,5 +1,5 @@
 //! Rules for broadcasting arithmetic: `Add`, `Sub`, `Mul`, `Div`, the variadic `Sum` and `Mean`,
-//! and `Where` (by its two value inputs). Any operand may have been broadcast, so every input's
+//! `Where` (by its two value inputs), `Max`/`Min` and `PRelu`. Any operand may have been broadcast, so every input's
 //! gradient is summed back to its own shape with [`Builder::unb`].
 
 use super::context::{Ctx, Grads};
@@ -59,6 +59,54 @@ pub(super) fn where_(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     if c.need(2) {
         let w = b.op("Where", &[c.x(0), &gz, g], vec![]);
         out[2] = Some(b.unb(&w, c.x(2)));
+    }
+    Ok(out)
+}
+
+/// `Max`, `Min` (variadic, broadcasting): each input gets `g` where it is the chosen value; where
+/// several inputs tie for it, they share `g` equally (as `torch.maximum` and `jax.numpy.maximum`
+/// do).
+pub(super) fn max_or_min(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (g, n, y) = (&c.g, c.n, c.y());
+    let inputs = n.input.len();
+    if inputs == 1 {
+        return Ok(vec![c.need(0).then(|| g.clone())]);
+    }
+    // [xᵢ = y] for every input, as the gradient's type (each broadcast to y's shape by Equal).
+    let chosen: Vec<String> = (0..inputs)
+        .map(|i| {
+            let eq = b.op("Equal", &[c.x(i), y], vec![]);
+            b.op("CastLike", &[&eq, g], vec![])
+        })
+        .collect();
+    let ties = b.sum(chosen.clone());
+    let share = b.op("Div", &[g, &ties], vec![]);
+    Ok((0..inputs)
+        .map(|i| {
+            c.need(i).then(|| {
+                let t = b.op("Mul", &[&share, &chosen[i]], vec![]);
+                b.unb(&t, c.x(i))
+            })
+        })
+        .collect())
+}
+
+/// `PRelu`: `g` where `x > 0`, `slope·g` elsewhere; the slope's gradient `g·x` where `x ≤ 0`,
+/// summed over its broadcast axes.
+pub(super) fn prelu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (g, x, slope) = (&c.g, c.x(0), c.x(1));
+    let zero = b.scalar_like(0.0, x);
+    let pos = b.op("Greater", &[x, &zero], vec![]);
+    let mut out = vec![None, None];
+    if c.need(0) {
+        let gs = b.op("Mul", &[g, slope], vec![]);
+        out[0] = Some(b.op("Where", &[&pos, g, &gs], vec![]));
+    }
+    if c.need(1) {
+        let gx = b.op("Mul", &[g, x], vec![]);
+        let gz = b.scalar_like(0.0, g);
+        let w = b.op("Where", &[&pos, &gz, &gx], vec![]);
+        out[1] = Some(b.unb(&w, slope));
     }
     Ok(out)
 }
