@@ -63,6 +63,29 @@ fn doubles(name: &str, dims: &[i64], values: &[f64]) -> TensorProto {
     }
 }
 
+/// `t` (a double constant) as `elem_type`: unchanged, or rounded to float32.
+fn of_type(t: &TensorProto, elem_type: i32) -> TensorProto {
+    if elem_type == DOUBLE {
+        return t.clone();
+    }
+    TensorProto {
+        data_type: FLOAT,
+        float_data: t.double_data.iter().map(|&v| v as f32).collect(),
+        double_data: Vec::new(),
+        ..t.clone()
+    }
+}
+
+/// `values` rounded to float32, as a float32 graph holds them.
+fn f32_of(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v as f32)).collect()
+}
+
+/// The mixing matrix of a [`Case::mixed`] case with `width` outputs per row: `[width, MIXED]`.
+fn mix(width: usize) -> Vec<f64> {
+    uniform(99, width * MIXED, -1.0, 1.0)
+}
+
 /// A node of the standard domain.
 fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
@@ -80,12 +103,21 @@ fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|_| lo + (hi - lo) * s.uniform()).collect()
 }
 
+/// The op's forward in float64 on the whole input (all rows, row-major), for the float32
+/// fallback.
+type Forward = Box<dyn Fn(&[f64]) -> Vec<f64>>;
+
 /// One graph to check: `x` of `shape` (first axis: rows) through `nodes` to `y`, flattened to
 /// the logits; `inits` are its constants.
 struct Case {
     name: &'static str,
     /// The op's formula, for an elementwise op that ONNX Runtime runs in float32 only.
-    reference: Option<Box<dyn Fn(f64) -> f64>>,
+    reference: Option<Forward>,
+    /// `Some(width)`: scores `MIXED` random combinations of the op's outputs instead of one output per row, so
+    /// that every output element reaches the logits (for ops whose outputs each depend on many
+    /// inputs: normalizations, pools, resizes).
+    /// With `mixed`: the op's output elements per row.
+    mixed: Option<usize>,
     opset: i64,
     shape: Vec<i64>,
     x: Vec<f64>,
@@ -99,6 +131,7 @@ impl Case {
         Case {
             name,
             reference: None,
+            mixed: None,
             opset: 17,
             shape: shape.to_vec(),
             x,
@@ -121,7 +154,21 @@ impl Case {
 
     /// The op's formula (elementwise, the node's attributes applied), for the float32 fallback.
     fn formula(mut self, f: impl Fn(f64) -> f64 + 'static) -> Case {
+        self.reference = Some(Box::new(move |x: &[f64]| x.iter().map(|&v| f(v)).collect()));
+        self
+    }
+
+    /// The op's forward on the whole input (rows × elements, row-major), in float64, for the
+    /// float32 fallback of an op that is not elementwise. Constants it uses must be the float32
+    /// values the graph holds ([`f32_of`]).
+    fn forward(mut self, f: impl Fn(&[f64]) -> Vec<f64> + 'static) -> Case {
         self.reference = Some(Box::new(f));
+        self
+    }
+
+    /// Scores random combinations of all `width` outputs per row (see [`Case::mixed`]).
+    fn mixed(mut self, width: usize) -> Case {
+        self.mixed = Some(width);
         self
     }
 
@@ -132,9 +179,23 @@ impl Case {
 
     fn model(&self, elem_type: i32) -> ModelProto {
         let mut nodes = self.nodes.clone();
-        let mut flatten = node("Flatten", &["y"], &["logits"]);
+        let mut inits: Vec<TensorProto> =
+            self.inits.iter().map(|t| of_type(t, elem_type)).collect();
+        let last = if self.mixed.is_some() {
+            "flat"
+        } else {
+            "logits"
+        };
+        let mut flatten = node("Flatten", &["y"], &[last]);
         flatten.attribute.push(make_i("axis", 1));
         nodes.push(flatten);
+        if let Some(width) = self.mixed {
+            nodes.push(node("MatMul", &["flat", "mix"], &["logits"]));
+            inits.push(of_type(
+                &doubles("mix", &[width as i64, MIXED as i64], &mix(width)),
+                elem_type,
+            ));
+        }
         let mut dims: Vec<Option<i64>> = self.shape.iter().map(|&d| Some(d)).collect();
         dims[0] = None;
         let output: ValueInfoProto = value_info("logits", elem_type, None);
@@ -147,7 +208,7 @@ impl Case {
             graph: Some(GraphProto {
                 name: self.name.into(),
                 node: nodes,
-                initializer: self.inits.clone(),
+                initializer: inits,
                 input: vec![value_info("x", elem_type, Some(dims))],
                 output: vec![output],
                 ..Default::default()
@@ -201,13 +262,13 @@ impl Case {
     }
 
     /// The float32 fallback: the gradient graph in float32 against central differences of the
-    /// formula in float64, at the same (float32) inputs.
+    /// op's forward in float64, at the same (float32) inputs.
     fn check_float(&self, mut session: Session, g: &vog_onnx::GradModel) {
-        let f = self.reference.as_ref().expect("a formula");
+        let forward = self.reference.as_ref().expect("a formula");
         let rows = self.shape[0] as usize;
         let x32: Vec<f32> = self.x.iter().map(|&v| v as f32).collect();
         let xt = Tensor::from_array((self.shape.clone(), x32.clone())).expect("x");
-        let width = self.x.len() / rows;
+        let width = self.mixed.map_or(self.x.len() / rows, |_| MIXED);
         let classes: Vec<i64> = (0..rows).map(|r| (r % width) as i64).collect();
         let ct = Tensor::from_array((vec![rows as i64], classes)).expect("classes");
         let out = session
@@ -216,17 +277,33 @@ impl Case {
         let (_, grad) = out[g.gradient_output.as_str()]
             .try_extract_tensor::<f32>()
             .expect("float gradient");
-        let fd: Vec<f64> = x32
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                // S = Σ_r f(x[r, r mod width]): only those elements move it.
-                if i % width == (i / width) % width {
-                    let v = f64::from(v);
-                    (f(v + H) - f(v - H)) / (2.0 * H)
-                } else {
-                    0.0
-                }
+        // S(x) = Σ_r logit[r, r mod width], the logits being y itself or y·mix.
+        let mix = self.mixed.map(|w| f32_of(&mix(w)));
+        let score = |x: &[f64]| -> f64 {
+            let y = forward(x);
+            let per_row = y.len() / rows;
+            (0..rows)
+                .map(|r| {
+                    let row = &y[r * per_row..(r + 1) * per_row];
+                    match &mix {
+                        Some(m) => row
+                            .iter()
+                            .enumerate()
+                            .map(|(j, v)| v * m[j * MIXED + r % MIXED])
+                            .sum::<f64>(),
+                        None => row[r % per_row],
+                    }
+                })
+                .sum()
+        };
+        let x64: Vec<f64> = x32.iter().map(|&v| f64::from(v)).collect();
+        let fd: Vec<f64> = (0..x64.len())
+            .map(|i| {
+                let mut xp = x64.clone();
+                xp[i] += H;
+                let mut xm = x64.clone();
+                xm[i] -= H;
+                (score(&xp) - score(&xm)) / (2.0 * H)
             })
             .collect();
         let got: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
@@ -259,7 +336,11 @@ impl Case {
     fn check_double(&self, mut session: Session, g: &vog_onnx::GradModel) {
         let rows = self.shape[0] as usize;
         // The row's class: every case's op keeps the shape, so the logits are as wide as a row.
-        let width0 = self.x.len() / rows;
+        let width0 = if self.mixed.is_some() {
+            MIXED
+        } else {
+            self.x.len() / rows
+        };
         let mut run = |x: &[f64]| -> (Vec<f64>, Vec<f64>, usize) {
             let xt = Tensor::from_array((self.shape.clone(), x.to_vec())).expect("x");
             let classes: Vec<i64> = (0..rows).map(|r| (r % width0) as i64).collect();
@@ -299,6 +380,9 @@ impl Case {
         self.compare(&gradient, &fd, TOLERANCE);
     }
 }
+
+/// The logits of a [`Case::mixed`] case.
+const MIXED: usize = 3;
 
 /// An elementwise case's input: 12 rows of one feature, so every element is some row's logit.
 const ROWS: [i64; 2] = [12, 1];
@@ -534,4 +618,45 @@ fn max_and_min_route_the_gradient_to_the_chosen_input() {
         );
         one.check();
     }
+}
+
+#[test]
+fn normalizations_agree_with_finite_differences() {
+    // [N, C, spatial]: 2 examples, 3 channels, 2 × 3 positions; all outputs reach the logits.
+    let x = uniform(30, 36, -2.0, 2.0);
+    check_all(vec![
+        Case::op(
+            "InstanceNormalization",
+            "InstanceNormalization",
+            &[2, 3, 2, 3],
+            x.clone(),
+        )
+        .constant("scale", &[3], &[0.7, -1.3, 2.0])
+        .constant("bias", &[3], &[0.1, 0.2, -0.3])
+        .attr(make_f("epsilon", 1e-3))
+        .mixed(18)
+        .forward(|x| {
+            let (scale, bias) = (f32_of(&[0.7, -1.3, 2.0]), f32_of(&[0.1, 0.2, -0.3]));
+            let eps = f64::from(1e-3f32);
+            // One group per (example, channel) of 6 positions.
+            x.chunks(6)
+                .enumerate()
+                .flat_map(|(k, group)| {
+                    let c = k % 3;
+                    let mean = group.iter().sum::<f64>() / 6.0;
+                    let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 6.0;
+                    let sd = (var + eps).sqrt();
+                    group
+                        .iter()
+                        .map(|v| scale[c] * (v - mean) / sd + bias[c])
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }),
+        Case::op("LayerNormalization", "LayerNormalization", &[2, 3, 2, 3], x)
+            .constant("scale", &[3], &[0.7, -1.3, 2.0])
+            .constant("bias", &[3], &[0.1, 0.2, -0.3])
+            .attr(make_i("axis", -1))
+            .mixed(18),
+    ]);
 }

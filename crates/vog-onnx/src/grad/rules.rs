@@ -127,6 +127,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Softmax" | "LogSoftmax" => normalization::softmax,
         "BatchNormalization" => normalization::batch_norm,
         "LayerNormalization" => normalization::layer_norm,
+        "InstanceNormalization" => normalization::instance_norm,
         // Linear algebra.
         "Gemm" => linalg::gemm,
         "MatMul" => linalg::matmul,

@@ -1,6 +1,7 @@
 //! Rules for ops that normalize along axes: `Softmax` and `LogSoftmax` (from their output),
 //! `BatchNormalization` in inference mode (a per-channel scale) and `LayerNormalization` (by its
-//! input, recomputing the statistics). Further normalizations (instance, group, Lp) belong here.
+//! input, recomputing the statistics) and `InstanceNormalization` (the same over the spatial axes).
+//! Further normalizations (group, Lp) belong here.
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
@@ -40,8 +41,13 @@ pub(super) fn batch_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let sd = b.op("Sqrt", &[&ve], vec![]);
     let scale = b.op("Div", &[c.x(1), &sd], vec![]);
     let scale = b.op("CastLike", &[&scale, g], vec![]);
-    // [C] → [1, C, 1, …] for the rank of x.
-    let sx = b.shape(c.x(0));
+    let scale = per_channel(b, &scale, c.x(0));
+    one_input(b.op("Mul", &[g, &scale], vec![]))
+}
+
+/// A per-channel vector `[C]` reshaped to `[1, C, 1, …]` to broadcast over `x` (`[N, C, …]`).
+fn per_channel(b: &mut Builder<'_>, v: &str, x: &str) -> String {
+    let sx = b.shape(x);
     let rank = b.shape(&sx);
     let two = b.i64s(&[2]);
     let rest = b.op("Sub", &[&rank, &two], vec![]);
@@ -52,12 +58,10 @@ pub(super) fn batch_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     );
     let lead = b.i64s(&[1, -1]);
     let shape = b.op("Concat", &[&lead, &ones], vec![make_i("axis", 0)]);
-    let scale = b.op("Reshape", &[&scale, &shape], vec![]);
-    one_input(b.op("Mul", &[g, &scale], vec![]))
+    b.op("Reshape", &[v, &shape], vec![])
 }
 
-/// `LayerNormalization`, by its input: with `x̂` the normalized input, `r = 1/σ` and
-/// `h = g·scale`, `r·(h − mean(h) − x̂·mean(h·x̂))` over the normalized axes.
+/// `LayerNormalization`, by its input, over the axes from `axis` on.
 pub(super) fn layer_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let axis = attr_i(c.n, "axis").unwrap_or(-1);
     let eps = attr_f(c.n, "epsilon").unwrap_or(1e-5);
@@ -71,8 +75,36 @@ pub(super) fn layer_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         let step = b.i64_scalar(1);
         b.op("Range", &[&start, &rank, &step], vec![])
     };
+    one_input(normalized_backward(b, xs, &c.g, c.x(1), &axes, eps))
+}
+
+/// `InstanceNormalization` (`[N, C, …]`, what `GroupNorm` exports to): normalized over the
+/// spatial axes per example and channel, then scaled and shifted per channel.
+pub(super) fn instance_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let eps = attr_f(c.n, "epsilon").unwrap_or(1e-5);
+    let xs = c.x(0);
+    let sx = b.shape(xs);
+    let rank = b.size(&sx);
+    let start = b.i64_scalar(2);
+    let step = b.i64_scalar(1);
+    let axes = b.op("Range", &[&start, &rank, &step], vec![]);
+    let scale = per_channel(b, c.x(1), xs);
+    one_input(normalized_backward(b, xs, &c.g, &scale, &axes, eps))
+}
+
+/// The input gradient of `scale·(x − mean) / √(var + ε)` over `axes` (population statistics),
+/// given `g`, the gradient of its output: with `x̂` the normalized input, `r = 1/σ` and
+/// `h = g·scale`, `r·(h − mean(h) − x̂·mean(h·x̂))`.
+fn normalized_backward(
+    b: &mut Builder<'_>,
+    xs: &str,
+    g: &str,
+    scale: &str,
+    axes: &str,
+    eps: f32,
+) -> String {
     let red =
-        |b: &mut Builder<'_>, t: &str| b.op("ReduceSum", &[t, &axes], vec![make_i("keepdims", 1)]);
+        |b: &mut Builder<'_>, t: &str| b.op("ReduceSum", &[t, axes], vec![make_i("keepdims", 1)]);
     let sum_x = red(b, xs);
     let nx = b.size(xs);
     let nr = b.size(&sum_x);
@@ -91,12 +123,12 @@ pub(super) fn layer_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let sd = b.op("Sqrt", &[&ve], vec![]);
     let r = b.op("Reciprocal", &[&sd], vec![]);
     let xh = b.op("Mul", &[&d, &r], vec![]);
-    let h = b.op("Mul", &[&c.g, c.x(1)], vec![]);
+    let h = b.op("Mul", &[g, scale], vec![]);
     let mh = mean(b, &h);
     let hx = b.op("Mul", &[&h, &xh], vec![]);
     let mhx = mean(b, &hx);
     let t1 = b.op("Sub", &[&h, &mh], vec![]);
     let t2 = b.op("Mul", &[&xh, &mhx], vec![]);
     let t3 = b.op("Sub", &[&t1, &t2], vec![]);
-    one_input(b.op("Mul", &[&r, &t3], vec![]))
+    b.op("Mul", &[&r, &t3], vec![])
 }
