@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use ort::session::Session;
 use ort::value::Tensor;
 use vog_core::Target;
-use vog_onnx::graph::{make_f, make_i, value_info};
+use vog_onnx::graph::{make_f, make_i, make_ints, value_info};
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_onnx::proto::{
     GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
@@ -418,6 +418,51 @@ fn activations_already_supported_agree_with_finite_differences() {
     ]);
 }
 
+/// A 2-D pool with `ceil_mode` over `[planes, H, W]`, as ONNX Runtime and PyTorch compute it:
+/// the last window starts inside the input or its left padding; an average's divisor counts the
+/// explicit padding with `include_pad`, never the end the last windows reach past it.
+fn pool2d(
+    x: &[f64],
+    [planes, h, w]: [usize; 3],
+    k: usize,
+    s: usize,
+    p: usize,
+    avg: bool,
+    include_pad: bool,
+) -> Vec<f64> {
+    let out = |n: usize| {
+        let mut o = (n + 2 * p - k).div_ceil(s) + 1;
+        if (o - 1) * s >= n + p {
+            o -= 1;
+        }
+        o
+    };
+    let (oh, ow) = (out(h), out(w));
+    let mut y = Vec::with_capacity(planes * oh * ow);
+    for plane in x.chunks(h * w).take(planes) {
+        for i in 0..oh {
+            for j in 0..ow {
+                let (h0, w0) = ((i * s) as i64 - p as i64, (j * s) as i64 - p as i64);
+                let (h1, w1) = (
+                    (h0 + k as i64).min((h + p) as i64),
+                    (w0 + k as i64).min((w + p) as i64),
+                );
+                let padded = ((h1 - h0) * (w1 - w0)) as f64;
+                let (a0, b0) = (h0.max(0) as usize, w0.max(0) as usize);
+                let (a1, b1) = (h1.min(h as i64) as usize, w1.min(w as i64) as usize);
+                let cells = (a0..a1).flat_map(|a| (b0..b1).map(move |b| plane[a * w + b]));
+                y.push(if avg {
+                    let n = ((a1 - a0) * (b1 - b0)) as f64;
+                    cells.sum::<f64>() / if include_pad { padded } else { n }
+                } else {
+                    cells.fold(f64::NEG_INFINITY, f64::max)
+                });
+            }
+        }
+    }
+    y
+}
+
 /// `Selu` with float32 attributes, as the graph has them.
 fn selu(x: f64, alpha: f32, gamma: f32) -> f64 {
     let (a, g) = (f64::from(alpha), f64::from(gamma));
@@ -658,5 +703,46 @@ fn normalizations_agree_with_finite_differences() {
             .constant("bias", &[3], &[0.1, 0.2, -0.3])
             .attr(make_i("axis", -1))
             .mixed(18),
+    ]);
+}
+
+#[test]
+fn pools_with_ceil_mode_agree_with_finite_differences() {
+    // [N, C, H, W] = [2, 2, 5, 5]: with ceil_mode the last windows reach past the input.
+    let x = uniform(31, 100, -2.0, 2.0);
+    let pool = |name: &'static str, op: &str, kernel: i64, pads: i64, include_pad: bool| {
+        let avg = op == "AveragePool";
+        let (k, p) = (kernel as usize, pads as usize);
+        let mut c = Case::op(name, op, &[2, 2, 5, 5], x.clone())
+            .forward(move |x| pool2d(x, [4, 5, 5], k, 2, p, avg, include_pad))
+            .attr(make_ints("kernel_shape", vec![kernel, kernel]))
+            .attr(make_ints("strides", vec![2, 2]))
+            .attr(make_ints("pads", vec![pads; 4]))
+            .attr(make_i("ceil_mode", 1))
+            .mixed(18);
+        if op == "AveragePool" {
+            c = c.attr(make_i("count_include_pad", i64::from(include_pad)));
+        }
+        c
+    };
+    check_all(vec![
+        pool("AveragePool 2×2/2 ceil", "AveragePool", 2, 0, false),
+        pool(
+            "AveragePool 2×2/2 ceil, include pad",
+            "AveragePool",
+            2,
+            0,
+            true,
+        ),
+        pool("AveragePool 3×3/2 pad 1 ceil", "AveragePool", 3, 1, false),
+        pool(
+            "AveragePool 3×3/2 pad 1 ceil, include pad",
+            "AveragePool",
+            3,
+            1,
+            true,
+        ),
+        pool("MaxPool 2×2/2 ceil", "MaxPool", 2, 0, false),
+        pool("MaxPool 3×3/2 pad 1 ceil", "MaxPool", 3, 1, false),
     ]);
 }

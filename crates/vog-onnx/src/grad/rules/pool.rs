@@ -29,9 +29,10 @@ pub(super) fn max_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             name
         }
     };
-    if non_overlapping_pool(n) {
+    if non_overlapping_pool(n) && attr_i(n, "ceil_mode").unwrap_or(0) == 0 {
         // Windows do not overlap, so every index is hit at most once: MaxUnpool places
-        // each gradient at its maximum in one kernel (the general path scatter-adds).
+        // each gradient at its maximum in one kernel (the general path scatter-adds). Not with
+        // `ceil_mode`: MaxUnpool's output would cover the partial last windows, past the input.
         let sx = b.shape(c.x(0));
         return one_input(b.op("MaxUnpool", &[g, &indices, &sx], max_unpool_attrs(n)));
     }
@@ -79,14 +80,15 @@ fn max_pool_grad_kernel(
     Ok(Some(out))
 }
 
-/// `AveragePool` without `ceil_mode` or dilations.
+/// `AveragePool` without dilations: each window's gradient spread evenly over the inputs it
+/// averaged (its divisor counts the explicit padding with `count_include_pad`, never the extra
+/// windows `ceil_mode` adds past the end).
 pub(super) fn average_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let (n, g) = (c.n, &c.g);
-    if attr_i(n, "ceil_mode").unwrap_or(0) != 0
-        || attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
-    {
+    if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
         return Err(());
     }
+    let ceil = attr_i(n, "ceil_mode").unwrap_or(0) != 0;
     let kernel = attr_ints(n, "kernel_shape").ok_or(())?;
     let r = kernel.len();
     let strides = ints_or(n, "strides", vec![1; r]);
@@ -111,7 +113,10 @@ pub(super) fn average_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         make_ints("strides", strides.clone()),
         make_ints("pads", Builder::begin_pads(&pads)),
     ];
-    let g2 = if include_pad {
+    let g2 = if ceil {
+        let counts = ceil_divisors(b, c, &kernel, &strides, &pads, include_pad, &ones_k);
+        b.op("Div", &[&g2, &counts], vec![])
+    } else if include_pad {
         let k = b.scalar_like(1.0 / count as f32, g);
         b.op("Mul", &[&g2, &k], vec![])
     } else {
@@ -132,6 +137,65 @@ pub(super) fn average_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     // Back to [N, C, …]: fit to the input's size, then reshape.
     let d = b.fit_spatial_to(&d, c.x(0));
     one_input(b.reshape_like(&d, c.x(0)))
+}
+
+/// The divisor of every window of a `ceil_mode` average pool, shaped `[1, 1, o…]`: how many
+/// inputs it averaged, counting explicit padding with `include_pad` but never the extra end
+/// padding that the last, partial windows reach into (ONNX Runtime's and PyTorch's rule). The
+/// extra padding depends on the input's size, so it is computed in the graph: ones shaped like an
+/// example, padded (explicit pads with 1 or 0, the extra with 0), summed per window.
+fn ceil_divisors(
+    b: &mut Builder<'_>,
+    c: &Ctx<'_>,
+    kernel: &[i64],
+    strides: &[i64],
+    pads: &[i64],
+    include_pad: bool,
+    ones_k: &str,
+) -> String {
+    let r = kernel.len();
+    let g = &c.g;
+    let sx = b.spatial(c.x(0));
+    let sy = b.spatial(c.y());
+    // extra = max(0, (o − 1)·s + k − (i + begin + end)) per spatial axis.
+    let one = b.i64s(&vec![1; r]);
+    let s = b.i64s(strides);
+    let k = b.i64s(kernel);
+    let o1 = b.op("Sub", &[&sy, &one], vec![]);
+    let span = b.op("Mul", &[&o1, &s], vec![]);
+    let needed = b.op("Add", &[&span, &k], vec![]);
+    let both: Vec<i64> = (0..r).map(|a| pads[a] + pads[a + r]).collect();
+    let both = b.i64s(&both);
+    let have = b.op("Add", &[&sx, &both], vec![]);
+    let short = b.op("Sub", &[&needed, &have], vec![]);
+    let zero = b.i64s(&vec![0; r]);
+    let extra = b.op("Max", &[&short, &zero], vec![]);
+    // Ones shaped [1, 1, i…].
+    let one1 = b.i64s(&[1, 1]);
+    let os = b.op("Concat", &[&one1, &sx], vec![make_i("axis", 0)]);
+    let ones = b.op(
+        "ConstantOfShape",
+        &[&os],
+        vec![make_t("value", tensor_f32("", vec![1], vec![1.0]))],
+    );
+    let ones = b.op("CastLike", &[&ones, g], vec![]);
+    let mut explicit = vec![0, 0];
+    explicit.extend(&pads[..r]);
+    explicit.extend([0, 0]);
+    explicit.extend(&pads[r..]);
+    let explicit = b.i64s(&explicit);
+    let fill = b.scalar_like(if include_pad { 1.0 } else { 0.0 }, g);
+    let padded = b.op("Pad", &[&ones, &explicit, &fill], vec![]);
+    let lead = b.i64s(&vec![0; r + 2]);
+    let zero2 = b.i64s(&[0, 0]);
+    let tail = b.op("Concat", &[&zero2, &extra], vec![make_i("axis", 0)]);
+    let extra_pads = b.op("Concat", &[&lead, &tail], vec![make_i("axis", 0)]);
+    let padded = b.op("Pad", &[&padded, &extra_pads], vec![]);
+    b.op(
+        "Conv",
+        &[&padded, ones_k],
+        vec![make_ints("strides", strides.to_vec())],
+    )
 }
 
 /// `GlobalAveragePool`: `g` over the window size, expanded to the input's shape.
