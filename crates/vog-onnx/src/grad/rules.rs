@@ -2,7 +2,7 @@
 //! op, grouped by family in `rules/`: `unary` (elementwise, one differentiable input),
 //! `arithmetic` (broadcasting), `normalization` (softmax and normalization layers), `linalg`,
 //! `conv` and `pool` (with their window `geometry`), `shape` (data movement), `reduce`,
-//! `activation` (hard and modern activations) and `trig` (trigonometric and hyperbolic). Here
+//! `activation` (hard and modern activations), `trig` (trigonometric and hyperbolic) and `resize`. Here
 //! are the dispatcher, [`backward`], which checks the node and the gradients flowing into it and
 //! hands it to the rule [`rule_for`] finds for its op type (an op without one is reported as
 //! unsupported, never differentiated wrongly), and the per-op facts used before any rule runs:
@@ -25,6 +25,7 @@ mod linalg;
 mod normalization;
 mod pool;
 mod reduce;
+mod resize;
 mod shape;
 mod trig;
 mod unary;
@@ -147,6 +148,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Tile" => shape::tile,
         "Pad" => shape::pad,
         "Expand" => shape::expand,
+        "Resize" => resize::resize,
         // Reductions.
         "ReduceSum" | "ReduceMean" => reduce::sum_or_mean,
         _ => return None,

@@ -1,0 +1,83 @@
+//! Float64 forwards and inputs for the cases of `tests/rules/main.rs`: ops that ONNX Runtime runs in
+//! float32 only are differenced through these.
+
+/// A 2-D pool with `ceil_mode` over `[planes, H, W]`, as ONNX Runtime and PyTorch compute it:
+/// the last window starts inside the input or its left padding; an average's divisor counts the
+/// explicit padding with `include_pad`, never the end the last windows reach past it.
+pub(crate) fn pool2d(
+    x: &[f64],
+    [planes, h, w]: [usize; 3],
+    k: usize,
+    s: usize,
+    p: usize,
+    avg: bool,
+    include_pad: bool,
+) -> Vec<f64> {
+    let out = |n: usize| {
+        let mut o = (n + 2 * p - k).div_ceil(s) + 1;
+        if (o - 1) * s >= n + p {
+            o -= 1;
+        }
+        o
+    };
+    let (oh, ow) = (out(h), out(w));
+    let mut y = Vec::with_capacity(planes * oh * ow);
+    for plane in x.chunks(h * w).take(planes) {
+        for i in 0..oh {
+            for j in 0..ow {
+                let (h0, w0) = ((i * s) as i64 - p as i64, (j * s) as i64 - p as i64);
+                let (h1, w1) = (
+                    (h0 + k as i64).min((h + p) as i64),
+                    (w0 + k as i64).min((w + p) as i64),
+                );
+                let padded = ((h1 - h0) * (w1 - w0)) as f64;
+                let (a0, b0) = (h0.max(0) as usize, w0.max(0) as usize);
+                let (a1, b1) = (h1.min(h as i64) as usize, w1.min(w as i64) as usize);
+                let cells = (a0..a1).flat_map(|a| (b0..b1).map(move |b| plane[a * w + b]));
+                y.push(if avg {
+                    let n = ((a1 - a0) * (b1 - b0)) as f64;
+                    cells.sum::<f64>() / if include_pad { padded } else { n }
+                } else {
+                    cells.fold(f64::NEG_INFINITY, f64::max)
+                });
+            }
+        }
+    }
+    y
+}
+
+/// `Selu` with float32 attributes, as the graph has them.
+pub(crate) fn selu(x: f64, alpha: f32, gamma: f32) -> f64 {
+    let (a, g) = (f64::from(alpha), f64::from(gamma));
+    if x > 0.0 {
+        g * x
+    } else {
+        g * a * x.exp_m1()
+    }
+}
+
+/// `Celu` with a float32 `alpha`.
+pub(crate) fn celu(x: f64, alpha: f32) -> f64 {
+    let a = f64::from(alpha);
+    x.max(0.0) + (a * (x / a).exp_m1()).min(0.0)
+}
+
+/// `n` = 12 points spread evenly over `[lo, hi)` (offset, so that none falls on a round value):
+/// every piece of a piecewise op gets some.
+pub(crate) fn spread(lo: f64, hi: f64) -> Vec<f64> {
+    (0..12)
+        .map(|i| lo + (i as f64 + 0.37) * (hi - lo) / 12.0)
+        .collect()
+}
+
+/// Keeps values at least `gap` away from every point in `kinks` (where an op has no derivative).
+pub(crate) fn away_from(mut x: Vec<f64>, kinks: &[f64], gap: f64) -> Vec<f64> {
+    for v in x.iter_mut() {
+        for &k in kinks {
+            if (*v - k).abs() < gap {
+                *v = k + if *v >= k { gap } else { -gap };
+            }
+        }
+    }
+    x
+}
