@@ -151,6 +151,8 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Resize" => resize::resize,
         // Reductions.
         "ReduceSum" | "ReduceMean" => reduce::sum_or_mean,
+        "ReduceMax" | "ReduceMin" => reduce::max_or_min,
+        "ReduceL1" | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => reduce::norms,
         _ => return None,
     })
 }
@@ -168,8 +170,10 @@ pub(super) fn stops(n: &NodeProto, i: usize) -> bool {
         "Cast" => attr_i(n, "to").is_some_and(|t| !is_float_type(t as i32)),
         "Reshape" | "Expand" | "Gather" | "GatherElements" | "GatherND" | "Squeeze"
         | "Unsqueeze" | "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd"
-        | "Split" | "Tile" | "TopK" | "Pad" | "Slice" | "Dropout" | "Clip" | "Resize"
-        | "Upsample" | "CumSum" => i >= 1,
+        | "ReduceL1" | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" | "Split" | "Tile"
+        | "TopK" | "Pad" | "Slice" | "Dropout" | "Clip" | "Resize" | "Upsample" | "CumSum" => {
+            i >= 1
+        }
         "ScatterElements" | "ScatterND" | "Scatter" => i == 1,
         "Where" => i == 0,
         "Pow" => i == 1,

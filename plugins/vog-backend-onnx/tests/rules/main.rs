@@ -337,3 +337,46 @@ fn resize_in_every_mode_agrees_with_finite_differences() {
     cases.push(sized);
     check_all(cases);
 }
+
+#[test]
+fn reductions_agree_with_finite_differences() {
+    // [rows, 3, 4] reduced over the last axis (attribute at opset 17, input at 18), kept or not,
+    // and over everything but the rows; every reduced value reaches the logits.
+    let x = uniform(33, 24, -2.0, 2.0);
+    let mut cases = Vec::new();
+    for op in [
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceSumSquare",
+        "ReduceLogSumExp",
+    ] {
+        for keep in [0, 1] {
+            let name: &'static str =
+                Box::leak(format!("{op} axis 2 keepdims {keep}").into_boxed_str());
+            cases.push(
+                Case::op(name, op, &[2, 3, 4], x.clone())
+                    .attr(make_ints("axes", vec![2]))
+                    .attr(make_i("keepdims", keep))
+                    .mixed(3),
+            );
+            let name: &'static str =
+                Box::leak(format!("{op} axes [1, 2] as input, keepdims {keep}").into_boxed_str());
+            let mut c = Case::op(name, op, &[2, 3, 4], x.clone())
+                .attr(make_i("keepdims", keep))
+                .mixed(1)
+                .opset(18);
+            c.nodes[0].input.push("axes".into());
+            c.inits.push(TensorProto {
+                name: "axes".into(),
+                dims: vec![2],
+                data_type: DataType::Int64 as i32,
+                int64_data: vec![1, 2],
+                ..Default::default()
+            });
+            cases.push(c);
+        }
+    }
+    check_all(cases);
+}

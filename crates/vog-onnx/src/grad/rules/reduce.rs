@@ -1,18 +1,20 @@
-//! Rules for reductions: `ReduceSum` and `ReduceMean`, with axes from the attribute (older
-//! opsets) or the second input, either `keepdims`, and `noop_with_empty_axes`. The gradient is
-//! expanded back over the reduced axes (divided by the count for a mean). Further reductions
-//! (`ReduceMax`, `ReduceL2`, …) belong here.
+//! Rules for reductions: `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceL1`,
+//! `ReduceL2`, `ReduceSumSquare` and `ReduceLogSumExp`, with axes from the attribute (older
+//! opsets) or the second input, either `keepdims`, and `noop_with_empty_axes`. The gradient (and
+//! the output, where the derivative needs it) is brought back over the reduced axes; `ReduceMax`
+//! and `ReduceMin` share it equally among tied extremes.
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
-use crate::graph::{attr_i, attr_ints};
+use crate::graph::{attr_i, attr_ints, make_i};
 
-/// `ReduceSum`, `ReduceMean`.
-pub(super) fn sum_or_mean(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
-    let (n, g, opset) = (c.n, &c.g, c.opset);
+/// A reduction's axes (`None`: all, or none with `noop_with_empty_axes`), whether it keeps the
+/// reduced dims, and whether it is the no-op `noop_with_empty_axes` makes of empty axes.
+fn reduction(b: &mut Builder<'_>, c: &Ctx<'_>) -> (Option<String>, bool, bool) {
+    let n = c.n;
     let keep = attr_i(n, "keepdims").unwrap_or(1) != 0;
     let noop = attr_i(n, "noop_with_empty_axes").unwrap_or(0) != 0;
-    let axes_from_input = (n.op_type == "ReduceSum" && opset >= 13) || opset >= 18;
+    let axes_from_input = (n.op_type == "ReduceSum" && c.opset >= 13) || c.opset >= 18;
     let axes: Option<String> = if axes_from_input {
         (!c.x(1).is_empty()).then(|| c.x(1).to_string())
     } else {
@@ -20,13 +22,27 @@ pub(super) fn sum_or_mean(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             .filter(|a| !a.is_empty())
             .map(|a| b.i64s(&a))
     };
-    if axes.is_none() && noop {
+    let is_noop = axes.is_none() && noop;
+    (axes, keep, is_noop)
+}
+
+/// `t` (shaped like the reduction's output) with the reduced dims put back as 1s, so that it
+/// broadcasts against the input.
+fn kept(b: &mut Builder<'_>, t: &str, axes: &Option<String>, keep: bool) -> String {
+    match (axes, keep) {
+        (Some(a), false) => b.op("Unsqueeze", &[t, a], vec![]),
+        _ => t.to_string(),
+    }
+}
+
+/// `ReduceSum`, `ReduceMean`.
+pub(super) fn sum_or_mean(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (n, g) = (c.n, &c.g);
+    let (axes, keep, noop) = reduction(b, c);
+    if noop {
         return one_input(g.clone());
     }
-    let g2 = match (&axes, keep) {
-        (Some(a), false) => b.op("Unsqueeze", &[g, a], vec![]),
-        _ => g.clone(),
-    };
+    let g2 = kept(b, g, &axes, keep);
     let sx = b.shape(c.x(0));
     let e = b.op("Expand", &[&g2, &sx], vec![]);
     if n.op_type == "ReduceMean" {
@@ -38,4 +54,53 @@ pub(super) fn sum_or_mean(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     } else {
         one_input(e)
     }
+}
+
+/// `ReduceMax`, `ReduceMin`: `g` to the extreme of each reduced group, shared equally among ties.
+pub(super) fn max_or_min(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (g, x) = (&c.g, c.x(0));
+    let (axes, keep, noop) = reduction(b, c);
+    if noop {
+        return one_input(g.clone());
+    }
+    let y = kept(b, c.y(), &axes, keep);
+    let g2 = kept(b, g, &axes, keep);
+    let eq = b.op("Equal", &[x, &y], vec![]);
+    let mask = b.op("CastLike", &[&eq, g], vec![]);
+    let ties = match &axes {
+        Some(a) => b.op("ReduceSum", &[&mask, a], vec![make_i("keepdims", 1)]),
+        None => b.op("ReduceSum", &[&mask], vec![make_i("keepdims", 1)]),
+    };
+    let share = b.op("Div", &[&g2, &ties], vec![]);
+    one_input(b.op("Mul", &[&mask, &share], vec![]))
+}
+
+/// `ReduceL1` (`g·sign x`), `ReduceL2` (`g·x/y`), `ReduceSumSquare` (`2g·x`) and
+/// `ReduceLogSumExp` (`g·e^{x−y}`).
+pub(super) fn norms(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (g, x) = (&c.g, c.x(0));
+    let (axes, keep, noop) = reduction(b, c);
+    let g2 = if noop {
+        g.clone()
+    } else {
+        kept(b, g, &axes, keep)
+    };
+    let y = if noop {
+        c.y().to_string()
+    } else {
+        kept(b, c.y(), &axes, keep)
+    };
+    let d = match c.n.op_type.as_str() {
+        "ReduceL1" => b.op("Sign", &[x], vec![]),
+        "ReduceL2" => b.op("Div", &[x, &y], vec![]),
+        "ReduceSumSquare" => {
+            let two = b.scalar_like(2.0, x);
+            b.op("Mul", &[x, &two], vec![])
+        }
+        _ => {
+            let diff = b.op("Sub", &[x, &y], vec![]);
+            b.op("Exp", &[&diff], vec![])
+        }
+    };
+    one_input(b.op("Mul", &[&g2, &d], vec![]))
 }
