@@ -122,14 +122,7 @@ pub(super) fn average_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     } else {
         // Divisor per window: how many real (unpadded) inputs it covers.
         let sx = b.spatial(c.x(0));
-        let one1 = b.i64s(&[1, 1]);
-        let os = b.op("Concat", &[&one1, &sx], vec![make_i("axis", 0)]);
-        let ones = b.op(
-            "ConstantOfShape",
-            &[&os],
-            vec![make_t("value", tensor_f32("", vec![1], vec![1.0]))],
-        );
-        let ones = b.op("CastLike", &[&ones, g], vec![]);
+        let ones = ones_plane(b, &sx, g);
         let counts = b.op("Conv", &[&ones, &ones_k], attrs());
         b.op("Div", &[&g2, &counts], vec![])
     };
@@ -137,6 +130,19 @@ pub(super) fn average_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     // Back to [N, C, …]: fit to the input's size, then reshape.
     let d = b.fit_spatial_to(&d, c.x(0));
     one_input(b.reshape_like(&d, c.x(0)))
+}
+
+/// Ones shaped `[1, 1, s…]` for spatial dims `s`, in the type of `like`: one plane of an example,
+/// whose windowed sums count the inputs a pool's windows cover.
+fn ones_plane(b: &mut Builder<'_>, spatial: &str, like: &str) -> String {
+    let one1 = b.i64s(&[1, 1]);
+    let os = b.op("Concat", &[&one1, spatial], vec![make_i("axis", 0)]);
+    let ones = b.op(
+        "ConstantOfShape",
+        &[&os],
+        vec![make_t("value", tensor_f32("", vec![1], vec![1.0]))],
+    );
+    b.op("CastLike", &[&ones, like], vec![])
 }
 
 /// The divisor of every window of a `ceil_mode` average pool, shaped `[1, 1, o…]`: how many
@@ -170,15 +176,7 @@ fn ceil_divisors(
     let short = b.op("Sub", &[&needed, &have], vec![]);
     let zero = b.i64s(&vec![0; r]);
     let extra = b.op("Max", &[&short, &zero], vec![]);
-    // Ones shaped [1, 1, i…].
-    let one1 = b.i64s(&[1, 1]);
-    let os = b.op("Concat", &[&one1, &sx], vec![make_i("axis", 0)]);
-    let ones = b.op(
-        "ConstantOfShape",
-        &[&os],
-        vec![make_t("value", tensor_f32("", vec![1], vec![1.0]))],
-    );
-    let ones = b.op("CastLike", &[&ones, g], vec![]);
+    let ones = ones_plane(b, &sx, g);
     let mut explicit = vec![0, 0];
     explicit.extend(&pads[..r]);
     explicit.extend([0, 0]);
