@@ -146,6 +146,8 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Slice" => shape::slice,
         "Gather" | "GatherElements" => shape::gather,
         "Tile" => shape::tile,
+        "CumSum" => shape::cum_sum,
+        "Trilu" => shape::trilu,
         "Pad" => shape::pad,
         "Expand" => shape::expand,
         "Resize" => resize::resize,

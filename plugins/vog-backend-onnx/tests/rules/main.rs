@@ -380,3 +380,44 @@ fn reductions_agree_with_finite_differences() {
     }
     check_all(cases);
 }
+
+#[test]
+fn cumulative_sums_and_triangles_agree_with_finite_differences() {
+    // [rows, 3, 4]; every output reaches the logits.
+    let x = uniform(34, 24, -2.0, 2.0);
+    let mut cases = Vec::new();
+    for (exclusive, reverse) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let name: &'static str = Box::leak(
+            format!("CumSum axis 2 exclusive {exclusive} reverse {reverse}").into_boxed_str(),
+        );
+        let mut c = Case::op(name, "CumSum", &[2, 3, 4], x.clone())
+            .attr(make_i("exclusive", exclusive))
+            .attr(make_i("reverse", reverse))
+            .mixed(12);
+        c.nodes[0].input.push("axis".into());
+        c.inits.push(int64s("axis", &[], &[2]));
+        cases.push(c);
+    }
+    for (upper, k) in [(1, 0), (0, 0), (1, 1), (0, -1)] {
+        let name: &'static str = Box::leak(format!("Trilu upper {upper} k {k}").into_boxed_str());
+        let mut c = Case::op(name, "Trilu", &[2, 3, 4], x.clone())
+            .attr(make_i("upper", upper))
+            .mixed(12)
+            .opset(14);
+        c.nodes[0].input.push("k".into());
+        c.inits.push(int64s("k", &[], &[k]));
+        cases.push(c);
+    }
+    check_all(cases);
+}
+
+/// An int64 constant.
+fn int64s(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Int64 as i32,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}

@@ -125,3 +125,30 @@ pub(super) fn pad(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
 pub(super) fn expand(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     one_input(b.unb(&c.g, c.x(0)))
 }
+
+/// `CumSum` along `axis`: the gradient is the cumulative sum of `g` in the other direction, with
+/// the same `exclusive` (each output sums the inputs before it, so each input reaches the
+/// outputs after it).
+pub(super) fn cum_sum(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let reverse = attr_i(c.n, "reverse").unwrap_or(0);
+    let exclusive = attr_i(c.n, "exclusive").unwrap_or(0);
+    one_input(b.op(
+        "CumSum",
+        &[&c.g, c.x(1)],
+        vec![
+            make_i("exclusive", exclusive),
+            make_i("reverse", 1 - reverse),
+        ],
+    ))
+}
+
+/// `Trilu`: the kept triangle passes the gradient, the rest gets none: the same `Trilu` of `g`.
+pub(super) fn trilu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let k = c.x(1);
+    let inputs: Vec<&str> = if k.is_empty() {
+        vec![&c.g]
+    } else {
+        vec![&c.g, k]
+    };
+    one_input(b.op("Trilu", &inputs, c.n.attribute.clone()))
+}
