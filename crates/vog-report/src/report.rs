@@ -47,7 +47,7 @@ fn main_window(manifest: &Manifest) -> String {
 
 impl Row {
     fn from_score_row(r: &ScoreRow, window: &str) -> Row {
-        let raw = r.column(&format!("vog_{window}")).unwrap_or(f64::NAN);
+        let raw = r.vog.get(window).copied().flatten().unwrap_or(f64::NAN);
         Row {
             id: r.id.clone(),
             row: r.row as usize,
@@ -131,7 +131,7 @@ fn from_results(dir: &Path) -> Result<Report> {
     let mut normalized = false;
     for r in results.rows()? {
         let r = r?;
-        normalized |= r.column(&format!("vog_{window}_norm")).is_some();
+        normalized |= r.vog_norm.get(&window).copied().flatten().is_some();
         rows.push(Row::from_score_row(&r, &window));
     }
     let title = dir
