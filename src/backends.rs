@@ -13,9 +13,25 @@ use vog_plugin_host::{BuiltIn, Registry, Source};
 
 use crate::cli::{BackendsArgs, BackendsCommand};
 
-/// The backends of this binary: candle built in, plugins in the default directories and `dirs`.
+/// Backends the calling program links in besides candle ([`crate::main_with`]'s argument).
+static EXTRA_BUILT_INS: std::sync::OnceLock<Vec<BuiltIn>> = std::sync::OnceLock::new();
+
+/// Adds `built_ins` to every registry of this process; only the first call's list is kept.
+pub(crate) fn add_built_ins(built_ins: Vec<BuiltIn>) {
+    let _ = EXTRA_BUILT_INS.set(built_ins);
+}
+
+/// The backends of this program: candle built in (and whatever the program added), plugins in the
+/// default directories and `dirs`.
 pub fn registry(dirs: Vec<PathBuf>) -> Registry {
-    Registry::new(vec![BuiltIn::of::<CandleBackend>()]).with_dirs(dirs)
+    registry_with(dirs, EXTRA_BUILT_INS.get().cloned().unwrap_or_default())
+}
+
+/// The registry of a program that links `built_ins` besides candle.
+pub fn registry_with(dirs: Vec<PathBuf>, built_ins: Vec<BuiltIn>) -> Registry {
+    let mut all = vec![BuiltIn::of::<CandleBackend>()];
+    all.extend(built_ins);
+    Registry::new(all).with_dirs(dirs)
 }
 
 fn config_dirs(config: Option<&Path>) -> Result<Vec<PathBuf>> {

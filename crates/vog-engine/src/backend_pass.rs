@@ -446,6 +446,9 @@ impl Scoring<'_> {
                 let order = self.checkpoint_order();
                 let mut next_slot = 0u64;
                 for chunk in batches.chunks(plan.chunk_batches) {
+                    if progress.interrupted() {
+                        return Err(Error::Interrupted);
+                    }
                     let mut work = Vec::new();
                     for &(start, rows) in chunk {
                         let input = rx

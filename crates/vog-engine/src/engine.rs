@@ -135,6 +135,7 @@ fn stream_to_dir(
             decided.manifest.data.split.clone(),
         )?;
         progress.start(sink.tally.count as u64, "writing results");
+        let mut written = 0u64;
         for e in writer.reader()? {
             let mut e = e?;
             decided.finish_row(&mut e);
@@ -147,6 +148,10 @@ fn stream_to_dir(
                 }
             }
             progress.advance(1);
+            written += 1;
+            if written.is_multiple_of(4096) && progress.interrupted() {
+                return Err(Error::Interrupted);
+            }
         }
         progress.finish();
         rows.finish()?;

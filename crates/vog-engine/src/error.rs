@@ -9,6 +9,12 @@ pub enum Error {
     /// Inputs do not fit together (data versus model, labels versus classes, ids versus rows).
     #[error("{0}")]
     Input(String),
+    /// The run was stopped between batches because [`Progress::interrupted`] said so (Ctrl-C in
+    /// a host that watches for it); nothing was written but a `--resume` journal.
+    ///
+    /// [`Progress::interrupted`]: crate::Progress::interrupted
+    #[error("interrupted")]
+    Interrupted,
     /// A thread of the scoring pipeline could not start or stopped without its own error (a bug
     /// or an exhausted resource, never bad input).
     #[error("{0}")]

@@ -16,6 +16,13 @@ pub trait Progress: Sync {
     fn advance(&self, _n: u64) {}
     /// Work ended.
     fn finish(&self) {}
+    /// Whether the run should stop now. The engine asks between batches, on the thread that
+    /// called it, and ends the run with [`Error::Interrupted`](crate::Error::Interrupted) when
+    /// the answer is `true` (a Python host answers from its pending signals, so Ctrl-C stops a
+    /// run whose backend is native code).
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that reports nothing.

@@ -89,6 +89,9 @@ pub(crate) fn pass_stored(
     progress.start(n as u64, "scoring stored gradients");
     progress.advance(loop_start as u64);
     for start in (loop_start..n).step_by(bs) {
+        if progress.interrupted() {
+            return Err(Error::Interrupted);
+        }
         let rows = bs.min(n - start);
         acc.reset(rows);
         for (ck, src) in sources.iter_mut().enumerate() {
