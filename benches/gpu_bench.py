@@ -193,7 +193,7 @@ def main():
     ap.add_argument("--models", default="cnn,resnet18")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--batches", default="64,256,1024")
+    ap.add_argument("--batches", default="64,256,1024,4096")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--golden", action="store_true")
     ap.add_argument("--out", type=Path)

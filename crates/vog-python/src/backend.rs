@@ -71,8 +71,12 @@ pub fn to_numpy<'py>(
     data: &[f32],
     shape: &[usize],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    let buffer = PyByteArray::new(py, &bytes);
+    // SAFETY: any initialised f32 slice is also a valid byte slice of four times its length
+    // (u8 has no alignment or validity requirements), borrowed for as long as `data`.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
+    };
+    let buffer = PyByteArray::new(py, bytes);
     let np = numpy(py)?;
     np.call_method1("frombuffer", (buffer, np.getattr("float32")?))?
         .call_method1("reshape", (PyTuple::new(py, shape)?,))

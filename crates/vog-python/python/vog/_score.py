@@ -40,6 +40,27 @@ def _from_checkpoint_manifest(directory: Path, backend):
     return [str(f) for f in files_for(directory, backend)]
 
 
+def _preferred_batch(backend, inputs, input_shape):
+    """The batch size a Python backend asks for (its ``batch_size(row_shape)``), when the shape
+    of one example is known here (an array, a ``.npy`` file, or ``input_shape``)."""
+    ask = getattr(backend, "batch_size", None)
+    if not callable(ask):
+        return None
+    shape = input_shape
+    if shape is None and str(inputs.data).endswith(".npy"):
+        import numpy as np
+
+        shape = np.load(inputs.data, mmap_mode="r").shape[1:]
+    if shape is None:
+        return None
+    chosen = ask(tuple(int(d) for d in shape))
+    if chosen is None:
+        return None
+    if not isinstance(chosen, int) or chosen < 1:
+        raise ValueError(f"backend.batch_size returned {chosen!r}, not a positive integer")
+    return chosen
+
+
 def score(
     checkpoints,
     data,
@@ -107,8 +128,10 @@ def score(
         Example ids (a list or a path) and per-example metadata (a list of dicts, or a JSONL/CSV
         path), stored with the rows and searchable in the audit store.
     batch_size:
-        ``"auto"`` or a number of examples per backend call; ``memory``: the memory budget
-        (``"4GiB"``) the work order is planned for.
+        ``"auto"`` or a number of examples per backend call. With ``"auto"`` a Python backend
+        may choose (its ``batch_size(row_shape)`` method; ``vog.torch`` takes larger batches on
+        GPUs), else vog does. ``memory``: the memory budget (``"4GiB"``) the work order is
+        planned for.
     options:
         ``[backend.options]`` for a named backend (a dict).
     out:
@@ -172,7 +195,11 @@ def score(
         config["scoring"]["ranges"] = {str(k): [int(a), int(b)] for k, (a, b) in ranges.items()}
     if flag is not None:
         config["flag"] = {"top_percent": float(flag)} if isinstance(flag, (int, float)) else dict(flag)
-    if batch_size != "auto":
+    if batch_size == "auto" and python_backend is not None:
+        chosen = _preferred_batch(python_backend, inputs, input_shape)
+        if chosen is not None:
+            config["backend"]["batch_size"] = chosen
+    elif batch_size != "auto":
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be 'auto' or a positive integer, not {batch_size!r}")
         config["backend"]["batch_size"] = batch_size
