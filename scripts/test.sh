@@ -92,5 +92,28 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo bench --no-run (benchmarks compile; they are not timed in CI)"
 cargo bench --workspace --no-run --locked
 
+# The Python package: its test requirements on top of the venv (keyed by their file), the abi3
+# wheel built by maturin into the shared target directory (the release build `cargo bench` made
+# is reused), installed into the venv, then its pytest suite and the GPU benchmark's CPU dry run.
+pyreq=crates/vog-python/requirements-test.txt
+if [ ! -f "$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)" ]; then
+  step "installing the Python package's test requirements into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$pyreq"
+  touch "$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)"
+fi
+
+step "maturin build (the vog wheel)"
+rm -rf "$CARGO_TARGET_DIR/wheels"
+"$venv/bin/maturin" build --release --locked -m crates/vog-python/Cargo.toml -i "$venv/bin/python" \
+  --out "$CARGO_TARGET_DIR/wheels"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+  "$CARGO_TARGET_DIR"/wheels/vog-*.whl
+
+step "pytest (the Python package, against the installed wheel)"
+(cd crates/vog-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
+
+step "benches/gpu.sh --dry-run (the GPU benchmark on the CPU, tiny sizes, so it cannot rot)"
+PYTHON="$venv/bin/python" benches/gpu.sh --dry-run
+
 echo "browser test screenshots: $VOG_TEST_ARTIFACTS"
 step "all green in $(( $(date +%s) - started )) s (target dir: $CARGO_TARGET_DIR)"

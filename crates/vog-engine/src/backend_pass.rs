@@ -175,6 +175,7 @@ pub(crate) fn pass_backend<'a>(
                 &grad_shape
             }),
         windows: all_windows,
+        columns: extra_columns.clone(),
         num_classes: Some(state.batch_classes),
         batch_size: bs,
         work_order: Some(plan.summary()),

@@ -159,6 +159,7 @@ pub(crate) fn pass_stored(
         channels: config.scoring.channels,
         vog_map_shape: config.scoring.channels.reduced_shape(&shape),
         windows,
+        columns: Vec::new(),
         num_classes: None,
         batch_size: bs,
         work_order: None,

@@ -77,6 +77,14 @@ fn to_py(py: Python<'_>, err: &(dyn std::error::Error + 'static), failure: &Fail
     }
 }
 
+/// Keeps `err` as the run's failure unless one is kept already.
+fn keep(failure: &Failure, err: PyErr) {
+    let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(err);
+    }
+}
+
 /// Progress reported to a Python object with `start(total, message)`, `advance(n)` and
 /// `finish()`; [`Progress::interrupted`] looks at the interpreter's pending signals.
 struct PyProgress {
@@ -92,8 +100,13 @@ impl PyProgress {
         if let Some(object) = &self.object {
             Python::attach(|py| {
                 if let Err(e) = object.bind(py).call_method1(method, args) {
-                    // A broken progress display must not end the run; say so once in the log.
-                    tracing::warn!("progress callback `{method}` failed: {}", describe(py, &e));
+                    if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                        // Ctrl-C while the callback ran: the run stops at the next batch.
+                        keep(&self.failure, e);
+                    } else {
+                        // A broken progress display must not end the run; say so in the log.
+                        tracing::warn!("progress callback `{method}` failed: {}", describe(py, &e));
+                    }
                 }
             });
         }
@@ -114,13 +127,18 @@ impl Progress for PyProgress {
     }
 
     fn interrupted(&self) -> bool {
+        if self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return true;
+        }
         Python::attach(|py| match py.check_signals() {
             Ok(()) => false,
             Err(e) => {
-                let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
-                    *slot = Some(e);
-                }
+                keep(&self.failure, e);
                 true
             }
         })
@@ -195,10 +213,14 @@ fn columns<'py>(py: Python<'py>, dir: PathBuf) -> PyResult<Bound<'py, PyList>> {
         .iter()
         .map(|w| w.name.clone())
         .collect();
-    let extra: Vec<String> = rows
-        .first()
-        .map(|r| r.scores.keys().cloned().collect())
-        .unwrap_or_default();
+    // The panel in scores.csv's order (older manifests lack it: the rows' own, alphabetical).
+    let mut extra = run.manifest().scoring.columns.clone();
+    if extra.is_empty() {
+        extra = rows
+            .first()
+            .map(|r| r.scores.keys().cloned().collect())
+            .unwrap_or_default();
+    }
     let meta_keys: std::collections::BTreeSet<String> =
         rows.iter().flat_map(|r| r.meta.keys().cloned()).collect();
     let out = PyList::empty(py);
@@ -281,6 +303,7 @@ fn map_path(dir: PathBuf, row: u64, kind: &str) -> PyResult<String> {
         }
     };
     Ok(dir
+        .join(vog_results::MAPS_DIR)
         .join(vog_results::map_file(row, kind))
         .display()
         .to_string())

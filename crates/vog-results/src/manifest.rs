@@ -140,6 +140,10 @@ pub struct ScoringSummary {
     pub vog_map_shape: Vec<usize>,
     /// Windows scored.
     pub windows: Vec<Window>,
+    /// The panel's score columns in the order `scores.csv` holds them, after the VoG columns
+    /// (absent for stored gradients, and in runs of vog before the Python package).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
     /// Number of classes the model produces.
     pub num_classes: Option<usize>,
     /// Examples per pass.

@@ -6,8 +6,10 @@
 //! standard ONNX ops, only along the path from the input to the logits), and ONNX Runtime executes
 //! forward and backward passes in one run. Rewritten graphs are cached by model hash.
 //!
-//! The library is loaded at run time (`ort` with `load-dynamic`): point `library` in the options,
-//! or `ORT_DYLIB_PATH`, at `libonnxruntime.so.1.31.1` from the `onnxruntime==1.31.1` PyPI wheel.
+//! The library is loaded at run time (`ort` with `load-dynamic`): `library` in the options, else
+//! `ORT_DYLIB_PATH`, else the `onnxruntime==1.31.1` PyPI wheel's `libonnxruntime.so.1.31.1` where
+//! one is installed (the active virtual environment, this program's Python prefix, the user's
+//! site-packages).
 
 #![deny(missing_docs)]
 
@@ -52,10 +54,10 @@ fn runtime(options: &OnnxOptions) -> Result<&'static Runtime> {
             .map(PathBuf::from)
     });
     let rt = RUNTIME.get_or_init(|| {
-        let library = wanted.clone().ok_or_else(|| {
-            "no ONNX Runtime library: install it with `pip install onnxruntime==1.31.1`, then set \
-             ORT_DYLIB_PATH (or [backend.options] library) to \
-             <site-packages>/onnxruntime/capi/libonnxruntime.so.1.31.1"
+        let library = wanted.clone().or_else(find_wheel_library).ok_or_else(|| {
+            "no ONNX Runtime library: install it with `pip install onnxruntime==1.31.1` (in the \
+             active virtual environment, or beside this program's Python), or set ORT_DYLIB_PATH \
+             (or [backend.options] library) to <site-packages>/onnxruntime/capi/libonnxruntime.so.1.31.1"
                 .to_string()
         })?;
         if !library.is_file() {
@@ -86,6 +88,65 @@ fn runtime(options: &OnnxOptions) -> Result<&'static Runtime> {
         }
     }
     Ok(rt)
+}
+
+/// The ONNX Runtime library of an `onnxruntime` wheel installed where this program runs: in the
+/// active virtual environment or conda environment (`VIRTUAL_ENV`, `CONDA_PREFIX`), the Python
+/// prefix this executable lives in (a venv's `bin/vog`, or `python` itself when vog runs
+/// in-process), or the user's site-packages. The newest `libonnxruntime.so.*` of the first
+/// `onnxruntime/capi` directory found.
+fn find_wheel_library() -> Option<PathBuf> {
+    let mut prefixes: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .iter()
+        .filter_map(|k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .collect();
+    if let Ok(exe) = std::env::current_exe() {
+        // PREFIX/bin/program → PREFIX (the venv's own, and the one it was made from).
+        if let Some(prefix) = exe.parent().and_then(Path::parent) {
+            prefixes.push(prefix.to_path_buf());
+        }
+        if let Some(prefix) = exe
+            .canonicalize()
+            .ok()
+            .and_then(|e| e.parent().and_then(Path::parent).map(Path::to_path_buf))
+        {
+            prefixes.push(prefix);
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        prefixes.push(PathBuf::from(home).join(".local"));
+    }
+    prefixes.iter().find_map(|prefix| {
+        let lib = prefix.join("lib");
+        let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+            .map(|e| e.path())
+            .collect();
+        pythons.sort();
+        pythons.iter().rev().find_map(|py| {
+            let capi = py.join("site-packages/onnxruntime/capi");
+            let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("libonnxruntime.so.")
+                })
+                .map(|e| e.path())
+                .collect();
+            libs.sort();
+            let found = libs.pop()?;
+            tracing::debug!(library = %found.display(), "found the onnxruntime wheel's library");
+            Some(found)
+        })
+    })
 }
 
 /// The ONNX Runtime backend.

@@ -7,6 +7,9 @@ import sys
 def main(argv=None):
     """Runs ``vog`` with ``argv`` (default: ``sys.argv``) and exits with its status."""
     from . import _vog
+    from ._ort import ensure_library_env
+
+    ensure_library_env()
 
     args = list(sys.argv if argv is None else argv)
     if args:

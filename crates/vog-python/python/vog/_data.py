@@ -83,8 +83,14 @@ def _is_path(value):
 class Inputs:
     """The files the engine reads, and how to describe them in a configuration."""
 
-    def __init__(self, data, labels=None, ids=None, metadata=None):
+    def __init__(self, data, labels=None, ids=None, metadata=None, written=None):
         self.data, self.labels, self.ids, self.metadata = data, labels, ids, metadata
+        self.written = written
+
+    def remove_written(self):
+        """Deletes the directory this run wrote its inputs to, if it wrote any."""
+        if self.written is not None:
+            shutil.rmtree(self.written, ignore_errors=True)
 
     def data_config(self):
         c = {"path": str(self.data)}
@@ -112,7 +118,9 @@ def write_inputs(directory: Path, data, labels, ids, metadata, overwrite=False) 
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
     try:
-        return _write(directory, data, labels, ids, metadata)
+        inputs = _write(directory, data, labels, ids, metadata)
+        inputs.written = directory if needs_dir else None
+        return inputs
     except BaseException:
         if needs_dir:
             shutil.rmtree(directory, ignore_errors=True)

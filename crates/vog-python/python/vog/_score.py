@@ -8,6 +8,7 @@ from pathlib import Path
 from . import _vog
 from ._backend import check_backend, extensions_of
 from ._data import write_inputs
+from ._ort import ensure_library_env
 from ._progress import progress_for
 from ._run import Run
 
@@ -157,6 +158,11 @@ def score(
     if labels_mode is not None and labels_mode not in _LABEL_MODES:
         raise ValueError(f"labels_mode {labels_mode!r} is not one of {', '.join(_LABEL_MODES)}")
 
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be 'auto' or a positive integer, not {batch_size!r}")
+    if python_backend is not None and options:
+        raise ValueError("options are for a named backend; configure a Python backend directly")
+
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="vog-")) / "results"
     out = Path(out).absolute()
@@ -179,8 +185,6 @@ def score(
         "output": {"dir": str(out), "overwrite": bool(overwrite), "resume": bool(resume)},
         "plugins": {"dirs": [str(Path(p).absolute()) for p in plugin_dirs]},
     }
-    if python_backend is not None and options:
-        raise ValueError("options are for a named backend; configure a Python backend directly")
     if input_shape is not None:
         config["data"]["input_shape"] = [int(d) for d in input_shape]
     if split is not None:
@@ -200,16 +204,23 @@ def score(
         if chosen is not None:
             config["backend"]["batch_size"] = chosen
     elif batch_size != "auto":
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be 'auto' or a positive integer, not {batch_size!r}")
         config["backend"]["batch_size"] = batch_size
     if memory is not None:
         config["backend"]["memory"] = memory
     if store is not None:
         config["output"]["formats"] = ["csv", "jsonl"]
 
+    if python_backend is None:
+        ensure_library_env()
     bar = progress_for(progress)
-    directory = _vog.score(json.dumps(config), python_backend, bar)
+    try:
+        directory = _vog.score(json.dumps(config), python_backend, bar)
+    except BaseException:
+        # No partial output: the inputs written for this run go with it (a resumable run keeps
+        # them, as the engine keeps its journal).
+        if not resume:
+            inputs.remove_written()
+        raise
     result = Run(directory)
     if store is not None:
         result.index(store, run=run, class_names=class_names)

@@ -57,17 +57,41 @@ class Model:
     """One checkpoint on a device: ``input_gradients`` as the :class:`vog.Model` protocol says,
     with parameters frozen and the module in evaluation mode."""
 
-    def __init__(self, module, device, output=None, dtype=torch.float32):
+    def __init__(self, module, device, output=None, dtype=torch.float32, wrt=None, input_dtype=None):
         self.module = module
         self.device = device
         self.output = output
         self.dtype = dtype
+        self.input_dtype = input_dtype or dtype
+        self.wrt = None
+        if wrt is not None:
+            target = wrt(module)
+            if not isinstance(target, torch.nn.Module):
+                raise TypeError(f"wrt returned a {type(target).__name__}, not a submodule of the model")
+            self.wrt = target
 
     def input_gradients(self, x, classes, target):
         with torch.inference_mode(False), torch.enable_grad():
-            xt = torch.from_numpy(x).to(self.device, self.dtype, non_blocking=True)
-            xt.requires_grad_(True)
-            out = self.module(xt)
+            xt = torch.from_numpy(x).to(self.device, self.input_dtype, non_blocking=True)
+            leaf = {}
+            if self.wrt is None:
+                xt.requires_grad_(True)
+                leaf["x"] = xt
+                out = self.module(xt)
+            else:
+                # The submodule's output becomes the leaf the gradient is taken with respect to.
+                def capture(module, inputs, output):
+                    output = output.detach().requires_grad_(True)
+                    leaf["x"] = output
+                    return output
+
+                handle = self.wrt.register_forward_hook(capture)
+                try:
+                    out = self.module(xt)
+                finally:
+                    handle.remove()
+                if "x" not in leaf:
+                    raise RuntimeError("the wrt submodule did not run in the forward pass")
             logits = self.output(out) if self.output is not None else out
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
                 raise ValueError(
@@ -80,7 +104,7 @@ class Model:
                 chosen = torch.from_numpy(classes).to(self.device)
             score = logits if target == "logit" else torch.softmax(logits, dim=1)
             picked = score.gather(1, chosen.view(-1, 1)).sum()
-            (gradient,) = torch.autograd.grad(picked, xt)
+            (gradient,) = torch.autograd.grad(picked, leaf["x"])
         return (
             logits.detach().float().cpu().numpy(),
             gradient.float().cpu().numpy(),
@@ -107,6 +131,12 @@ class Backend:
     strict:
         Whether state dict keys must match the module exactly (a one-level prefix, such as a
         Lightning module's attribute name, is removed when that makes them match).
+    wrt:
+        Differentiate with respect to the output of a submodule instead of the input:
+        ``wrt=lambda m: m.get_input_embeddings()`` for a text model (the gradient then has the
+        embeddings' shape, ``[T, D]`` per example). Give ``input_dtype=torch.long`` for token ids.
+    input_dtype:
+        The dtype inputs are cast to before the model (default: ``dtype``).
     batch:
         Examples per call when ``vog.score(batch_size="auto")``. ``None``: vog's choice on the
         CPU; on other devices, batches of about 4 Mi input values (1,024 CIFAR images, 4,096
@@ -118,10 +148,21 @@ class Backend:
     version = torch.__version__
 
     def __init__(
-        self, factory=None, *, device=None, output=None, dtype=torch.float32, strict=True, batch=None
+        self,
+        factory=None,
+        *,
+        device=None,
+        output=None,
+        dtype=torch.float32,
+        strict=True,
+        batch=None,
+        wrt=None,
+        input_dtype=None,
     ):
         self.factory = factory
         self.batch = batch
+        self.wrt = wrt
+        self.input_dtype = input_dtype
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -163,7 +204,7 @@ class Backend:
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
-        return Model(module, self.device, self.output, self.dtype)
+        return Model(module, self.device, self.output, self.dtype, self.wrt, self.input_dtype)
 
 
 def save_checkpoint(
