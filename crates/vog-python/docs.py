@@ -8,14 +8,19 @@ Reads the installed package (`import vog`), so build and install the wheel first
 """
 import importlib
 import inspect
+import os
 import re
 import sys
 import textwrap
 from pathlib import Path
 
-import vog
-import vog._checkpoints
-import vog.torch
+os.environ.setdefault("KERAS_BACKEND", "torch")  # noqa: E402 - Keras reads it at import
+
+import vog  # noqa: E402
+import vog._checkpoints  # noqa: E402
+import vog.jax  # noqa: E402
+import vog.keras  # noqa: E402
+import vog.torch  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "python.md"
 
@@ -153,6 +158,14 @@ def render():
     lines += members(vog.torch.Backend, "Backend")
     lines += section(3, "vog.torch.save_checkpoint()", vog.torch.save_checkpoint, "save_checkpoint")
     lines += section(3, "vog.torch.load_state_dict()", vog.torch.load_state_dict, "load_state_dict")
+    lines += ["## `vog.jax`", "", doc(vog.jax), ""]
+    lines += section(3, "vog.jax.Backend", vog.jax.Backend, "Backend")
+    lines += section(3, "vog.jax.load_npz()", vog.jax.load_npz, "load_npz")
+    lines += section(3, "vog.jax.save_npz()", vog.jax.save_npz, "save_npz")
+    lines += ["## `vog.keras`", "", doc(vog.keras), ""]
+    lines += section(3, "vog.keras.Backend", vog.keras.Backend, "Backend")
+    lines += section(3, "vog.keras.save_checkpoint()", vog.keras.save_checkpoint, "save_checkpoint")
+    lines += section(3, "vog.keras.VogCheckpoint", vog.keras.VogCheckpoint, "VogCheckpoint")
     lines += ["## Checkpoint directories", "", doc(vog._checkpoints), ""]
     lines += ["## Training callbacks", ""]
     for module, name in (("vog.lightning", "VogCheckpoint"), ("vog.hf", "VogCallback")):

@@ -2,11 +2,11 @@
 //!
 //! The Python package (`python/vog/`) is the public API; this module is its engine room:
 //!
-//! * [`score`] runs a scoring pass from a configuration (the JSON of a `vog.toml`) through a
-//!   built-in backend (candle, ONNX Runtime), a plugin, or a Python object ([`backend`]), with the
+//! * `score` runs a scoring pass from a configuration (the JSON of a `vog.toml`) through a
+//!   built-in backend (candle, ONNX Runtime), a plugin, or a Python object (`backend`), with the
 //!   GIL released while Rust works, and writes a results directory;
-//! * [`columns`], [`report`], [`evaluate`], [`index`] and [`map_path`] read and use one;
-//! * [`cli`] is the `vog` command line, for the script the wheel installs.
+//! * `columns`, `report`, `evaluate`, `index` and `map_path` read and use one;
+//! * `cli` is the `vog` command line, for the script the wheel installs.
 //!
 //! Errors become `vog.VogError` with the message the command line prints. An exception raised
 //! by a Python backend or progress callback is re-raised as the `__cause__` of that error (a

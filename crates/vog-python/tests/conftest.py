@@ -1,8 +1,12 @@
 """Shared fixtures of the vog Python package's tests: the repository's golden models and data."""
 
 import json
+import os
 import sys
 from pathlib import Path
+
+# Keras picks its backend at import: torch here (vog.keras on JAX runs in a subprocess).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest

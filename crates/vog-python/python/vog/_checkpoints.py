@@ -7,8 +7,8 @@ Layout (written by ``vog.torch.save_checkpoint`` and the training callbacks)::
     DIR/onnx/step_00000100.onnx        on request
     DIR/torchscript/step_00000100.pt   on request
 
-``files`` maps each format (``state_dict``, ``onnx``, ``torchscript``, ``keras``, ``params``) to
-a path relative to DIR. Entries are kept in training order (by step); saving a step again
+``files`` maps each format (``state_dict``, ``onnx``, ``torchscript``; ``keras`` and
+``weights`` from ``vog.keras``) to a path relative to DIR. Entries are kept in training order (by step); saving a step again
 replaces its entry. Each subdirectory also works on its own with the command line
 (``vog score --checkpoints DIR/onnx``).
 """
