@@ -164,16 +164,21 @@ def main():
                                     overwrite=True, progress=False)
                     if r:
                         loops.append(run.manifest["timings"]["score_s"])
-                        calls.append(dict(TimedModel.segments))
-                seg = {k: median([c[k] for c in calls]) for k in ("in", "compute", "out", "calls")}
+                        c = dict(TimedModel.segments)
+                        n_calls = max(c["calls"], 1)
+                        # Per run: the engine's time in backend calls minus the Python segments.
+                        c["crossing"] = (run.manifest["timings"]["backend_s"] - c["in"] - c["compute"]
+                                         - c["out"]) / n_calls
+                        c["boundary"] = (c["in"] + c["out"]) / n_calls
+                        c["compute"] /= n_calls
+                        calls.append(c)
+                seg = {k: median([c[k] for c in calls]) for k in ("compute", "boundary", "crossing")}
                 chosen = run.manifest["scoring"]["batch_size"]
-                boundary = (seg["in"] + seg["out"]) / max(seg["calls"], 1)
-                backend_s = run.manifest["timings"]["backend_s"]
-                outside = (backend_s - seg["in"] - seg["compute"] - seg["out"]) / max(seg["calls"], 1)
+                boundary, outside = seg["boundary"], seg["crossing"]
                 entry["vog_torch"][str(b)] = {"loop_s": median(loops), "batch": chosen,
                                               "python_boundary_ms_per_batch": 1e3 * boundary,
                                               "engine_side_ms_per_batch": 1e3 * outside,
-                                              "compute_ms_per_batch": 1e3 * seg["compute"] / max(seg["calls"], 1)}
+                                              "compute_ms_per_batch": 1e3 * seg["compute"]}
                 print(f"{name} vog.torch batch {b} ({chosen}): loop {median(loops):.3f} s; per batch: compute "
                       f"{entry['vog_torch'][str(b)]['compute_ms_per_batch']:.1f} ms, numpy<->torch "
                       f"{1e3 * boundary:.2f} ms, crossing into Python and back {1e3 * outside:.2f} ms", flush=True)
