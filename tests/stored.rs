@@ -76,3 +76,74 @@ fn without_labels_only_raw_vog_is_computed() {
         0.0,
     );
 }
+
+/// The reference implementation's output, unmoved: `weight_STEP/grad_NNNNN.npy` beside
+/// `classified_flag.npy`, `ground_truth.npy` and `pred_label.npy` (`make_golden.py`,
+/// `reference_layout`), scored by `vog score --gradients` with no other setting.
+#[test]
+fn the_reference_layout_scores_without_settings() {
+    let g = golden("reference_layout");
+    let expected = json(&g.join("expected.json"));
+    let out = tempfile::tempdir().unwrap();
+    let status = crate::util::vog()
+        .args(["score", "-q", "--gradients"])
+        .arg(g.join("weight_*"))
+        .arg("--out")
+        .arg(out.path().join("r"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = vog_results::ResultsDir::open(&out.path().join("r")).unwrap();
+    let m = run.manifest();
+    assert_eq!(m.checkpoints.len(), 5);
+    assert!(m.checkpoints[0].path.ends_with("weight_03753"));
+    assert!(
+        m.checkpoints[4].path.ends_with("weight_12510"),
+        "natural order"
+    );
+    assert!(m
+        .data
+        .labels
+        .as_deref()
+        .unwrap()
+        .contains("ground_truth.npy"));
+    assert_eq!(m.scoring.vog_map_shape, vec![6, 6]);
+    let rows: Vec<vog_results::ScoreRow> = run.rows().unwrap().map(Result::unwrap).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let want: Vec<String> = (0..10).map(|i| format!("grad_{i:05}")).collect();
+    assert_eq!(ids, want);
+    let labels: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(r.true_label.unwrap()))
+        .collect();
+    assert_eq!(labels, floats(&expected["labels"]));
+    let windows = expected["windows"].as_object().unwrap();
+    assert_eq!(m.scoring.windows.len(), windows.len()); // 5 checkpoints: no one-checkpoint `late`
+    for w in windows.keys().map(String::as_str) {
+        let raw: Vec<f64> = rows.iter().map(|r| r.vog[w].unwrap()).collect();
+        let norm: Vec<f64> = rows.iter().map(|r| r.vog_norm[w].unwrap()).collect();
+        assert_close(w, &raw, &floats(&expected[w]["raw"]), 1e-6, 0.0);
+        assert_close(w, &norm, &floats(&expected[w]["normalized"]), 1e-6, 1.0);
+    }
+}
+
+#[test]
+fn a_gradient_pattern_picks_the_files() {
+    let g = golden("reference_layout");
+    let cfg = |pattern: &str| {
+        Config::from_toml(&format!(
+            "version = 1\n[gradients]\ndirs = [\"{}/weight_*\"]\npattern = \"{pattern}\"\n",
+            g.display()
+        ))
+        .unwrap()
+    };
+    let five = score(&cfg("grad_0000[0-4].npy"), None, &Silent).unwrap();
+    assert_eq!(five.examples.len(), 5);
+    let none = score(&cfg("gradient_*.npy"), None, &Silent).unwrap_err();
+    assert!(
+        none.to_string().contains("matching `gradient_*.npy`"),
+        "{none}"
+    );
+    let bad = score(&cfg("grad_[.npy"), None, &Silent).unwrap_err();
+    assert!(bad.to_string().contains("gradients.pattern"), "{bad}");
+}

@@ -257,6 +257,13 @@ pub struct GradientsConfig {
     /// `.npy` per example (sorted by name, numbers compared by value).
     #[serde(default)]
     pub dirs: Vec<String>,
+    /// Which `.npy` files of each directory are gradients, as a glob on file names
+    /// (`grad_*.npy`). Absent: the reference implementation's `grad_NNNNN.npy` files when a
+    /// directory has them, else every `.npy` but its side files (`ground_truth.npy`,
+    /// `pred_label.npy`, `classified_flag.npy`; then `ground_truth.npy` gives the labels when
+    /// `data.labels` is not set).
+    #[serde(default)]
+    pub pattern: Option<String>,
     /// Ordering of the directories.
     #[serde(default)]
     pub order: CheckpointOrder,

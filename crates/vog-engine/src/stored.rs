@@ -20,12 +20,45 @@ use crate::sink::Sink;
 use crate::spill::Progress as SpillProgress;
 use crate::{Error, Result};
 
-pub(crate) fn npy_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Files the reference implementation (github.com/chirag126/VOG) writes beside its per-example
+/// gradients `grad_NNNNN.npy`; never gradients themselves.
+const REFERENCE_SIDE_FILES: [&str; 3] =
+    ["ground_truth.npy", "pred_label.npy", "classified_flag.npy"];
+
+/// The reference implementation's labels file, read when no labels are given.
+pub(crate) const REFERENCE_LABELS: &str = "ground_truth.npy";
+
+/// The gradient files of `dir`, in natural order: those matching `pattern` (a glob on file
+/// names), or by default the reference layout's `grad_*.npy` when there are any, else every
+/// `.npy` but the reference's side files.
+pub(crate) fn npy_files(dir: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>> {
+    let glob = pattern
+        .map(|p| {
+            glob::Pattern::new(p)
+                .map_err(|e| Error::Config(format!("gradients.pattern `{p}`: {e}")))
+        })
+        .transpose()?;
     let mut files = Vec::new();
     for item in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let p = item.map_err(|e| Error::io(dir, e))?.path();
         if p.is_file() && p.extension().is_some_and(|e| e == "npy") {
             files.push(p);
+        }
+    }
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match &glob {
+        Some(g) => files.retain(|p| g.matches(&name(p))),
+        None => {
+            let reference = |n: &str| n.starts_with("grad_");
+            if files.iter().any(|p| reference(&name(p))) {
+                files.retain(|p| reference(&name(p)));
+            } else {
+                files.retain(|p| !REFERENCE_SIDE_FILES.contains(&name(p).as_str()));
+            }
         }
     }
     files.sort_by(|a, b| natural_file_cmp(a, b));
@@ -57,15 +90,29 @@ pub(crate) fn pass_stored(
     };
     let (dirs, windows) = checkpoints_and_windows(config, &source, &mut warnings)?;
     let k = dirs.len();
+    let pattern = config.gradients.pattern.as_deref();
 
     let Opened {
         mut sources,
         rows: n,
         shape,
         stems,
-    } = open_stored(&dirs, &mut warnings)?;
+    } = open_stored(&dirs, pattern, &mut warnings)?;
     let stem_ids = stems.filter(|_| config.data.ids.is_none());
-    let ann = load_annotations(config, n, None, None, stem_ids, &mut warnings)?;
+    // The reference layout carries its labels: ground_truth.npy beside the gradients (when its
+    // files are taken as they are, without a pattern choosing some).
+    let reference_labels = (config.data.labels.is_none() && pattern.is_none())
+        .then(|| dirs[0].join(REFERENCE_LABELS))
+        .filter(|p| p.is_file());
+    let ann = match reference_labels {
+        Some(path) => {
+            tracing::info!(labels = %path.display(), "labels from the reference layout");
+            let mut with_labels = config.clone();
+            with_labels.data.labels = Some(path);
+            load_annotations(&with_labels, n, None, None, stem_ids, &mut warnings)?
+        }
+        None => load_annotations(config, n, None, None, stem_ids, &mut warnings)?,
+    };
     let mode = match config.scoring.labels {
         LabelMode::True | LabelMode::Auto if ann.labels.is_some() => Some(LabelMode::True),
         LabelMode::True => return Err(resolve_label_mode(config, false).expect_err("no labels")),
@@ -75,7 +122,7 @@ pub(crate) fn pass_stored(
         }
     };
     let load_s = t0.elapsed().as_secs_f64();
-    let (checkpoints, hash_s) = hash_checkpoints(&dirs, npy_files)?;
+    let (checkpoints, hash_s) = hash_checkpoints(&dirs, |d| npy_files(d, pattern))?;
 
     let t_score = Instant::now();
     let row_len: usize = shape.iter().product();
@@ -190,18 +237,25 @@ struct Opened {
     stems: Option<Vec<String>>,
 }
 
-fn open_stored(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Opened> {
+fn open_stored(
+    dirs: &[PathBuf],
+    pattern: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Opened> {
     let k = dirs.len();
     let mut sources = Vec::with_capacity(k);
     let mut geometry: Option<(usize, Vec<usize>, bool)> = None;
     let mut stems: Option<Vec<String>> = None;
     for dir in dirs {
-        let files = npy_files(dir)?;
+        let files = npy_files(dir, pattern)?;
         let (src, rows, shape) = match files.len() {
             0 => {
                 return Err(Error::Input(format!(
-                    "gradients.dirs: {} holds no .npy file",
-                    dir.display()
+                    "gradients.dirs: {} holds no gradient file (.npy{})",
+                    dir.display(),
+                    pattern
+                        .map(|p| format!(" matching `{p}`"))
+                        .unwrap_or_default()
                 )))
             }
             1 => {

@@ -239,6 +239,33 @@ def stored_gradients():
     (d / "expected.json").write_text(json.dumps(out, indent=1))
 
 
+def reference_layout():
+    """Stored gradients exactly as the reference implementation (github.com/chirag126/VOG,
+    imagenet/train_get_gradients.py) writes them: a directory `weight_STEP` per checkpoint with
+    one channel-averaged gradient `grad_NNNNN.npy` per example beside `classified_flag.npy`
+    ([n, 2]: batch index, batch accuracy), `ground_truth.npy` and `pred_label.npy`; and VoG by the
+    paper's formula with numpy, class-normalized with the ground truth."""
+    d = HERE / "reference_layout"
+    rng = np.random.default_rng(11)
+    steps, n, shape = [3753, 5004, 6255, 10008, 12510], 10, (6, 6)
+    grads = rng.normal(size=(len(steps), n, *shape)).astype(np.float32)
+    grads *= rng.uniform(0.2, 3.0, size=(1, n, 1, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, size=n).astype(np.int64)
+    for k, step in enumerate(steps):
+        w = d / f"weight_{step:05d}"
+        w.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            np.save(w / f"grad_{i:05d}.npy", grads[k, i])
+        np.save(w / "classified_flag.npy", np.array([[i, float(rng.uniform() > 0.3)] for i in range(n)]))
+        np.save(w / "ground_truth.npy", labels)
+        np.save(w / "pred_label.npy", rng.integers(0, 3, size=n).astype(np.int64))
+    out = {"windows": {n_: list(r) for n_, r in windows(len(steps)).items()}, "labels": labels.tolist()}
+    for name, (s, e) in windows(len(steps)).items():
+        raw = vog_from_stack(grads[s:e].astype(np.float64), channel_mean=False)
+        out[name] = {"raw": raw.tolist(), "normalized": class_normalize(raw, labels).tolist()}
+    (d / "expected.json").write_text(json.dumps(out, indent=1))
+
+
 def linear_models():
     """Checkpoints of the example plugin (JSON linear models) and VoG from torch autograd."""
     d = HERE / "linear"
@@ -301,6 +328,7 @@ if __name__ == "__main__":
     build("cnn", make_cnn, (3, 12, 12), 5, k=6, n_train=120, n_score=24, noise=1.5, lr=1e-2)
     pooling_cases()
     stored_gradients()
+    reference_layout()
     formats()
     linear_models()  # last: it draws from torch's global generator, so it must not shift the others
     print("golden files written under", HERE)
