@@ -4,12 +4,15 @@
 `vog.lightning.VogCheckpoint`), both writing state dicts and ONNX exports every epoch; then score
 the train and test sets three ways and check they agree:
 
-  * in-process through `vog.torch` (the state dicts, PyTorch's autograd),
+  * in-process through `vog.torch` (the state dicts, PyTorch's autograd in float64),
   * in-process through ONNX Runtime (`backend="onnx"`, the exports),
   * the `vog` command line the wheel installs, on the exports (`vog score --backend onnx`),
 
-VoG of every window within 1e-5 relative, and `Run.to_pandas()` equal to the command line's
-`scores.csv` column by column. Exit status 1 on any disagreement.
+The command line and in-process ONNX give identical VoG; for every window and example it is within
+1e-5 relative of PyTorch's float64 autograd, or the example has a max-pool window whose two largest
+values differ by less than 1e-6 relative at some checkpoint (float32 rounding may then route the
+gradient the other way; each such example is printed); `Run.to_pandas()` equals `scores.csv`
+column by column. Exit status 1 otherwise.
 
     python crates/vog-python/examples/mnist_acceptance.py --digits ~/.cache/vog/mnist/package/src/digits
 
@@ -97,26 +100,69 @@ def train_lightning(train, directory, epochs):
     trainer.fit(Module(), torch.utils.data.DataLoader(ds, batch_size=64))
 
 
-def compare(name, runs, csv_run):
-    """Worst relative difference of every VoG window between `runs` and the first."""
-    first = runs[0].columns()
+def nearest_tie(paths, example):
+    """The smallest relative gap between the two largest values of any max-pool window, over the
+    checkpoints, computed in float64 for one example: below float32's resolution (~6e-8, and a few
+    ulps of rounding more), float32 arithmetic may route the gradient to the other input."""
+    smallest = np.inf
+    for p in paths:
+        m = make_cnn().double()
+        m.load_state_dict(vog.torch._strip_prefix(vog.torch.load_state_dict(p), m))  # Lightning: model.*
+        m.eval()
+        h = torch.from_numpy(example[None]).double()
+        with torch.no_grad():
+            for layer in m:
+                if isinstance(layer, torch.nn.MaxPool2d):
+                    top = h.unfold(2, 2, 2).unfold(3, 2, 2).reshape(-1, 4).sort(1, descending=True).values
+                    gap = (top[:, 0] - top[:, 1]) / top[:, 0].abs().clamp_min(1e-300)
+                    gap = gap[top[:, 0] != top[:, 1]]  # exact ties route alike everywhere
+                    if len(gap):
+                        smallest = min(smallest, gap.min().item())
+                h = layer(h)
+    return smallest
+
+
+def agreement(cli, onnx, torch64, x, paths):
+    """Per window and example, whether the CLI's VoG (ONNX Runtime, float32) is within 1e-5
+    relative of PyTorch's float64 autograd; an example that is not must have a max-pool near-tie
+    (a top-2 gap below 1e-6 relative in float64) at some checkpoint, where float32 rounding can
+    switch the gate. Returns (within 1e-5, explained by a near-tie, unexplained, worst relative
+    difference, CLI == in-process ONNX)."""
+    c, o, t = cli.columns(), onnx.columns(), torch64.columns()
+    near = ties = bad = 0
     worst = 0.0
-    for other in runs[1:]:
-        cols = other.columns()
-        for w in runs[0].windows:
-            a = np.asarray(first[f"vog_{w}"], dtype=np.float64)
-            b = np.asarray(cols[f"vog_{w}"], dtype=np.float64)
-            worst = max(worst, float(np.max(np.abs(a - b) / np.abs(a))))
+    same = True
+    for w in cli.windows:
+        a = np.asarray(c[f"vog_{w}"], dtype=np.float64)
+        same &= bool(np.array_equal(a, np.asarray(o[f"vog_{w}"], dtype=np.float64)))
+        ref = np.asarray(t[f"vog_{w}"], dtype=np.float64)
+        rel = np.abs(a - ref) / np.abs(ref)
+        worst = max(worst, float(rel.max()))
+        near += int((rel <= 1e-5).sum())
+        for i in np.where(rel > 1e-5)[0]:
+            gap = nearest_tie(paths, x[i])
+            explained = gap < 1e-6
+            ties += explained
+            bad += not explained
+            print(f"    window {w}, example {i}: {rel[i]:.1e} from float64; nearest max-pool tie {gap:.1e} "
+                  f"→ {'a float32 near-tie' if explained else 'UNEXPLAINED'}")
+    return near, ties, bad, worst, same
+
+
+def csv_matches(run):
+    """`Run.to_pandas()` equals the run's `scores.csv` column by column."""
     import pandas as pd
 
-    df = csv_run.to_pandas()
-    csv = pd.read_csv(csv_run.dir / "scores.csv", keep_default_na=False, na_values=[""], dtype={"id": str})
-    same_columns = list(df.columns) == list(csv.columns)
-    same_values = same_columns and all(
-        np.array_equal(df[c].to_numpy(dtype=np.float64), csv[c].to_numpy(dtype=np.float64), equal_nan=True)
-        for c in df.columns if c.startswith("vog_") or c in ("margin_mean", "loss_last", "el2n", "confidence")
-    ) and df["id"].astype(str).tolist() == csv["id"].astype(str).tolist()
-    return worst, same_columns and same_values
+    df = run.to_pandas()
+    csv = pd.read_csv(run.dir / "scores.csv", keep_default_na=False, na_values=[""], dtype={"id": str})
+    if list(df.columns) != list(csv.columns) or df["id"].tolist() != csv["id"].astype(str).tolist():
+        return False
+    for col in df.columns:
+        if df[col].dtype == np.float64 and not np.array_equal(
+            df[col].to_numpy(), csv[col].to_numpy(dtype=np.float64), equal_nan=True
+        ):
+            return False
+    return True
 
 
 def main():
@@ -140,7 +186,8 @@ def main():
             np.save(work / f"{split}_x.npy", x)
             np.save(work / f"{split}_y.npy", y)
             out = work / "runs" / f"{route}-{split}"
-            by_torch = vog.score(ckpt, x, y, backend=vog.torch.Backend(make_cnn, device="cpu"),
+            by_torch = vog.score(ckpt, x, y,
+                                 backend=vog.torch.Backend(make_cnn, device="cpu", dtype=torch.float64),
                                  out=out / "torch", overwrite=True, split=split, progress=False)
             by_onnx = vog.score(ckpt, x, y, backend="onnx", out=out / "onnx", overwrite=True, split=split,
                                 progress=False)
@@ -153,12 +200,16 @@ def main():
                 print(cli.stderr, file=sys.stderr)
                 return 1
             by_cli = vog.Run(out / "cli")
-            worst, csv_ok = compare(f"{route}/{split}", [by_cli, by_torch, by_onnx], by_cli)
-            good = worst <= 1e-5 and csv_ok
+            paths = [ckpt / e["files"]["state_dict"] for e in
+                     json.loads((ckpt / "vog-checkpoints.json").read_text())["checkpoints"]]
+            near64, by32, bad, worst, same = agreement(by_cli, by_onnx, by_torch, x, paths)
+            csv_ok = csv_matches(by_cli)
+            good = bad == 0 and same and csv_ok
             ok &= good
-            print(f"{route:9} {split:5} {len(x):5} examples × {len(by_cli.manifest['checkpoints'])} checkpoints: "
-                  f"vog.torch / ONNX in-process / CLI worst relative difference {worst:.1e}; "
-                  f"to_pandas == scores.csv: {csv_ok} → {'ok' if good else 'FAILED'}")
+            print(f"{route:9} {split:5} {len(x):5} examples × {len(by_cli.manifest['checkpoints'])} checkpoints, "
+                  f"{len(by_cli.windows)} windows: CLI within 1e-5 of PyTorch float64 {near64}, beyond it at a "
+                  f"float32 near-tie {by32}, unexplained {bad} (worst {worst:.1e}); "
+                  f"CLI == ONNX in-process: {same}; to_pandas == scores.csv: {csv_ok} → {'ok' if good else 'FAILED'}")
     return 0 if ok else 1
 
 
