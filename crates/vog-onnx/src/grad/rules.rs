@@ -129,6 +129,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "BatchNormalization" => normalization::batch_norm,
         "LayerNormalization" => normalization::layer_norm,
         "InstanceNormalization" => normalization::instance_norm,
+        "LpNormalization" => normalization::lp_normalization,
         // Linear algebra.
         "Gemm" => linalg::gemm,
         "MatMul" => linalg::matmul,
@@ -148,6 +149,8 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Tile" => shape::tile,
         "CumSum" => shape::cum_sum,
         "Trilu" => shape::trilu,
+        "DepthToSpace" => shape::depth_to_space,
+        "SpaceToDepth" => shape::space_to_depth,
         "Pad" => shape::pad,
         "Expand" => shape::expand,
         "Resize" => resize::resize,

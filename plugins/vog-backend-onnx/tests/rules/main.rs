@@ -411,6 +411,50 @@ fn cumulative_sums_and_triangles_agree_with_finite_differences() {
     check_all(cases);
 }
 
+#[test]
+fn depth_and_space_rearrangements_agree_with_finite_differences() {
+    // [2, 8, 2, 2] ↔ [2, 2, 4, 4] with blocks of 2; both modes of DepthToSpace.
+    let deep = uniform(35, 64, -2.0, 2.0);
+    let wide = uniform(36, 64, -2.0, 2.0);
+    let mut cases = Vec::new();
+    for mode in ["DCR", "CRD"] {
+        let name: &'static str = Box::leak(format!("DepthToSpace {mode}").into_boxed_str());
+        cases.push(
+            Case::op(name, "DepthToSpace", &[2, 8, 2, 2], deep.clone())
+                .attr(make_i("blocksize", 2))
+                .attr(make_s("mode", mode))
+                .linear()
+                .mixed(32),
+        );
+    }
+    cases.push(
+        Case::op("SpaceToDepth", "SpaceToDepth", &[2, 2, 4, 4], wide)
+            .attr(make_i("blocksize", 2))
+            .linear()
+            .mixed(32),
+    );
+    check_all(cases);
+}
+
+#[test]
+fn lp_normalization_agrees_with_finite_differences() {
+    // [2, 3, 4] normalized along each axis, with L2 and L1 norms (inputs away from zero so that
+    // every sign is stable under the differences).
+    let x = away_from(uniform(37, 24, -2.0, 2.0), &[0.0], 0.2);
+    let mut cases = Vec::new();
+    for (p, axis) in [(2, 1), (2, -1), (1, 2), (1, 1)] {
+        let name: &'static str =
+            Box::leak(format!("LpNormalization p {p} axis {axis}").into_boxed_str());
+        cases.push(
+            Case::op(name, "LpNormalization", &[2, 3, 4], x.clone())
+                .attr(make_i("p", p))
+                .attr(make_i("axis", axis))
+                .mixed(12),
+        );
+    }
+    check_all(cases);
+}
+
 /// An int64 constant.
 fn int64s(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
     TensorProto {

@@ -1,7 +1,7 @@
 //! Rules for ops that normalize along axes: `Softmax` and `LogSoftmax` (from their output),
 //! `BatchNormalization` in inference mode (a per-channel scale) and `LayerNormalization` (by its
-//! input, recomputing the statistics) and `InstanceNormalization` (the same over the spatial axes).
-//! Further normalizations (group, Lp) belong here.
+//! input, recomputing the statistics), `InstanceNormalization` (the same over the spatial axes)
+//! and `LpNormalization` (from its output and the norm). Further normalizations belong here.
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
@@ -131,4 +131,32 @@ fn normalized_backward(
     let t2 = b.op("Mul", &[&xh, &mhx], vec![]);
     let t3 = b.op("Sub", &[&t1, &t2], vec![]);
     b.op("Mul", &[&r, &t3], vec![])
+}
+
+/// `LpNormalization`: `y = x / ‖x‖_p` along `axis` (p = 1 or 2). With `s = Σ g·y` over the axis,
+/// the input gradient is `(g − y·s) / ‖x‖₂` for p = 2 and `(g − sign(x)·s) / ‖x‖₁` for p = 1.
+pub(super) fn lp_normalization(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let axis = attr_i(c.n, "axis").unwrap_or(-1);
+    let p = attr_i(c.n, "p").unwrap_or(2);
+    let axes = b.i64s(&[axis]);
+    let x = c.x(0);
+    let sum =
+        |b: &mut Builder<'_>, t: &str| b.op("ReduceSum", &[t, &axes], vec![make_i("keepdims", 1)]);
+    let (norm, direction) = match p {
+        2 => {
+            let squares = b.op("Mul", &[x, x], vec![]);
+            let total = sum(b, &squares);
+            (b.op("Sqrt", &[&total], vec![]), c.y().to_string())
+        }
+        1 => {
+            let magnitudes = b.op("Abs", &[x], vec![]);
+            (sum(b, &magnitudes), b.op("Sign", &[x], vec![]))
+        }
+        _ => return Err(()),
+    };
+    let gy = b.op("Mul", &[&c.g, c.y()], vec![]);
+    let s = sum(b, &gy);
+    let along = b.op("Mul", &[&direction, &s], vec![]);
+    let centred = b.op("Sub", &[&c.g, &along], vec![]);
+    one_input(b.op("Div", &[&centred, &norm], vec![]))
 }

@@ -1,7 +1,8 @@
 //! Rules for ops that move data without arithmetic: reshapes (`Flatten`, `Reshape`, `Squeeze`,
 //! `Unsqueeze`), `Transpose`, `Concat`, `Split`, `Slice`, `Gather`, `GatherElements`, `Tile`,
-//! `Pad` and `Expand`. Where no inverse op exists, the gradient is scattered back through the op
-//! applied to the input's element indices ([`Builder::scatter_adjoint`]).
+//! `Pad`, `Expand`, `CumSum`, `Trilu`, `DepthToSpace` and `SpaceToDepth`. Where no inverse op
+//! exists, the gradient is scattered back through the op applied to the input's element indices
+//! ([`Builder::scatter_adjoint`]).
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
@@ -151,4 +152,50 @@ pub(super) fn trilu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         vec![&c.g, k]
     };
     one_input(b.op("Trilu", &inputs, c.n.attribute.clone()))
+}
+
+/// `DepthToSpace`: a permutation, undone by `SpaceToDepth` of `g` for the `DCR` mode. In `CRD`
+/// mode the input's channels run (channel, row offset, column offset) where `SpaceToDepth`
+/// gives (row offset, column offset, channel): its result is reshaped to
+/// `[N, b, b, C/b², H, W]` and those axes put back in `CRD` order.
+pub(super) fn depth_to_space(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let block = attr_i(c.n, "blocksize").filter(|&v| v > 0).ok_or(())?;
+    let blocks = b.op("SpaceToDepth", &[&c.g], vec![make_i("blocksize", block)]);
+    match attr_s(c.n, "mode").as_deref().unwrap_or("DCR") {
+        "DCR" => one_input(blocks),
+        "CRD" => {
+            let shape = b.shape(&blocks);
+            let part = |b: &mut Builder<'_>, from: i64, to: i64| {
+                let (s, e) = (b.i64s(&[from]), b.i64s(&[to]));
+                b.op("Slice", &[&shape, &s, &e], vec![])
+            };
+            let (n, channels, spatial) = (part(b, 0, 1), part(b, 1, 2), part(b, 2, 4));
+            let squared = b.i64s(&[block * block]);
+            let per_block = b.op("Div", &[&channels, &squared], vec![]);
+            let offsets = b.i64s(&[block, block]);
+            let six = b.op(
+                "Concat",
+                &[&n, &offsets, &per_block, &spatial],
+                vec![make_i("axis", 0)],
+            );
+            let split = b.op("Reshape", &[&blocks, &six], vec![]);
+            let crd = b.op(
+                "Transpose",
+                &[&split],
+                vec![make_ints("perm", vec![0, 3, 1, 2, 4, 5])],
+            );
+            one_input(b.reshape_like(&crd, c.x(0)))
+        }
+        _ => Err(()),
+    }
+}
+
+/// `SpaceToDepth`: undone by `DepthToSpace` of `g` in `DCR` mode (the order it writes).
+pub(super) fn space_to_depth(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let block = attr_i(c.n, "blocksize").filter(|&v| v > 0).ok_or(())?;
+    one_input(b.op(
+        "DepthToSpace",
+        &[&c.g],
+        vec![make_i("blocksize", block), make_s("mode", "DCR")],
+    ))
 }
