@@ -12,7 +12,7 @@
 mod case;
 mod reference;
 
-use case::{check_all, f32_of, node, uniform, Case, PAIRS, ROWS};
+use case::{check_all, doubles, f32_of, node, uniform, Case, PAIRS, ROWS};
 use reference::{away_from, celu, pool2d, selu, spread};
 use vog_onnx::graph::{make_f, make_i, make_ints, make_s};
 use vog_onnx::proto::tensor_proto::DataType;
@@ -451,6 +451,50 @@ fn lp_normalization_agrees_with_finite_differences() {
                 .attr(make_i("axis", axis))
                 .mixed(12),
         );
+    }
+    check_all(cases);
+}
+
+#[test]
+fn matmul_with_vector_operands_agrees_with_finite_differences() {
+    let x = uniform(38, 24, -2.0, 2.0);
+    let mut cases = Vec::new();
+    // [2, 3, 4] · [4] → [2, 3]: a vector on the right.
+    let mut right = Case::op("MatMul matrix · vector", "MatMul", &[2, 3, 4], x.clone())
+        .constant("w", &[4], &uniform(39, 4, -1.0, 1.0))
+        .mixed(3);
+    right.nodes[0].input = vec!["x".into(), "w".into()];
+    cases.push(right);
+    // [3] · [2, 3, 4] → [2, 4]: a vector on the left.
+    let mut left = Case::op("MatMul vector · matrix", "MatMul", &[2, 3, 4], x)
+        .constant("v", &[3], &uniform(40, 3, -1.0, 1.0))
+        .mixed(4);
+    left.nodes[0].input = vec!["v".into(), "x".into()];
+    cases.push(left);
+    // The vector itself on the gradient's path: one row [1, 4], its row 0 as a vector, times a
+    // [4, 4] matrix (on either side), plus the vector again, so that the vector's two gradients
+    // must have its own shape to add up; back to a row.
+    for (name, vector_first) in [
+        ("MatMul input vector · matrix", true),
+        ("MatMul matrix · input vector", false),
+    ] {
+        let mut c = Case::op(name, "Gather", &[1, 4], uniform(41, 4, -2.0, 2.0)).mixed(4);
+        c.nodes[0].input.push("row".into());
+        c.nodes[0].output = vec!["vec".into()];
+        c.nodes[0].attribute.push(make_i("axis", 0));
+        c.inits.push(int64s("row", &[], &[0]));
+        let inputs = if vector_first {
+            ["vec", "m"]
+        } else {
+            ["m", "vec"]
+        };
+        c.inits
+            .push(doubles("m", &[4, 4], &uniform(42, 16, -1.0, 1.0)));
+        c.nodes.push(node("MatMul", &inputs, &["prod"]));
+        c.nodes.push(node("Add", &["prod", "vec"], &["both"]));
+        c.nodes.push(node("Unsqueeze", &["both", "zero"], &["y"]));
+        c.inits.push(int64s("zero", &[1], &[0]));
+        cases.push(c);
     }
     check_all(cases);
 }

@@ -52,16 +52,34 @@ pub(super) fn gemm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     Ok(out)
 }
 
-/// `MatMul`: both operands, summed over the batch axes they were broadcast along.
+/// `MatMul`: both operands, summed over the batch axes they were broadcast along. A vector
+/// operand is taken as `MatMul` takes it — `[K]` on the left as `[1, K]`, on the right as
+/// `[K, 1]` — with `g` given back the axis the product dropped, and its gradient reshaped to the
+/// vector at the end.
 pub(super) fn matmul(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
-    let g = &c.g;
-    // The gradient of each operand transposes the last two axes of the other one, so it
-    // needs that operand's rank (≥ 2; vectors are not supported).
-    let ranks = &b.ranks;
-    let (ra, rb) = (
-        ranks.get(c.x(0)).copied().filter(|&r| r >= 2),
-        ranks.get(c.x(1)).copied().filter(|&r| r >= 2),
-    );
+    // The gradient of each operand transposes the last two axes of the other one, so it needs
+    // both ranks.
+    let rank = |b: &Builder<'_>, t: &str| b.ranks.get(t).copied().filter(|&r| r >= 1);
+    let (ra, rb) = (rank(b, c.x(0)).ok_or(())?, rank(b, c.x(1)).ok_or(())?);
+    let unsqueeze = |b: &mut Builder<'_>, t: &str, axis: i64| {
+        let axes = b.i64s(&[axis]);
+        b.op("Unsqueeze", &[t, &axes], vec![])
+    };
+    let a = match ra {
+        1 => unsqueeze(b, c.x(0), 0),
+        _ => c.x(0).to_string(),
+    };
+    let bm = match rb {
+        1 => unsqueeze(b, c.x(1), 1),
+        _ => c.x(1).to_string(),
+    };
+    let mut g = c.g.clone();
+    if rb == 1 {
+        g = unsqueeze(b, &g, -1);
+    }
+    if ra == 1 {
+        g = unsqueeze(b, &g, -2);
+    }
     let swap = |r: usize| {
         let mut p: Vec<i64> = (0..r as i64).collect();
         p.swap(r - 1, r - 2);
@@ -69,16 +87,24 @@ pub(super) fn matmul(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     };
     let mut out = vec![None, None];
     if c.need(0) {
-        let rb = rb.ok_or(())?;
-        let bt = b.op("Transpose", &[c.x(1)], swap(rb));
-        let t = b.op("MatMul", &[g, &bt], vec![]);
-        out[0] = Some(b.unb(&t, c.x(0)));
+        let bt = b.op("Transpose", &[&bm], swap(rb.max(2)));
+        let t = b.op("MatMul", &[&g, &bt], vec![]);
+        let ga = b.unb(&t, &a);
+        out[0] = Some(if ra == 1 {
+            b.reshape_like(&ga, c.x(0))
+        } else {
+            ga
+        });
     }
     if c.need(1) {
-        let ra = ra.ok_or(())?;
-        let at = b.op("Transpose", &[c.x(0)], swap(ra));
-        let t = b.op("MatMul", &[&at, g], vec![]);
-        out[1] = Some(b.unb(&t, c.x(1)));
+        let at = b.op("Transpose", &[&a], swap(ra.max(2)));
+        let t = b.op("MatMul", &[&at, &g], vec![]);
+        let gb = b.unb(&t, &bm);
+        out[1] = Some(if rb == 1 {
+            b.reshape_like(&gb, c.x(1))
+        } else {
+            gb
+        });
     }
     Ok(out)
 }
