@@ -82,5 +82,6 @@ def test_a_directory_without_the_format_the_backend_reads(tmp_path, cnn):
     vog.torch.save_checkpoint(small_cnn(), tmp_path, step=1)
     with pytest.raises(ValueError, match="no onnx file"):
         vog.score(tmp_path, cnn.x, backend="onnx", out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r.inputs").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="example_input"):
         vog.torch.save_checkpoint(small_cnn(), tmp_path, step=2, onnx=True)

@@ -163,6 +163,7 @@ def score(
     if python_backend is not None and options:
         raise ValueError("options are for a named backend; configure a Python backend directly")
 
+    paths, order = _paths(checkpoints, python_backend if python_backend is not None else backend)
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="vog-")) / "results"
     out = Path(out).absolute()
@@ -175,46 +176,44 @@ def score(
         overwrite=overwrite or resume,
     )
 
-    paths, order = _paths(checkpoints, python_backend if python_backend is not None else backend)
-    config = {
-        "version": 1,
-        "data": inputs.data_config(),
-        "checkpoints": {"paths": paths, "order": order},
-        "backend": {"name": backend_name, "options": dict(options or {})},
-        "scoring": {"target": target, "channels": channels},
-        "output": {"dir": str(out), "overwrite": bool(overwrite), "resume": bool(resume)},
-        "plugins": {"dirs": [str(Path(p).absolute()) for p in plugin_dirs]},
-    }
-    if input_shape is not None:
-        config["data"]["input_shape"] = [int(d) for d in input_shape]
-    if split is not None:
-        config["data"]["split"] = str(split)
-    if labels_mode is not None:
-        config["scoring"]["labels"] = labels_mode
-    if second_target is not None:
-        config["scoring"]["second_target"] = second_target
-    if windows is not None:
-        config["scoring"]["windows"] = [str(w) for w in windows]
-    if ranges:
-        config["scoring"]["ranges"] = {str(k): [int(a), int(b)] for k, (a, b) in ranges.items()}
-    if flag is not None:
-        config["flag"] = {"top_percent": float(flag)} if isinstance(flag, (int, float)) else dict(flag)
-    if batch_size == "auto" and python_backend is not None:
-        chosen = _preferred_batch(python_backend, inputs, input_shape)
-        if chosen is not None:
-            config["backend"]["batch_size"] = chosen
-    elif batch_size != "auto":
-        config["backend"]["batch_size"] = batch_size
-    if memory is not None:
-        config["backend"]["memory"] = memory
-    if store is not None:
-        config["output"]["formats"] = ["csv", "jsonl"]
-
-    if python_backend is None:
-        ensure_library_env()
-    bar = progress_for(progress)
     try:
-        directory = _vog.score(json.dumps(config), python_backend, bar)
+        config = {
+            "version": 1,
+            "data": inputs.data_config(),
+            "checkpoints": {"paths": paths, "order": order},
+            "backend": {"name": backend_name, "options": dict(options or {})},
+            "scoring": {"target": target, "channels": channels},
+            "output": {"dir": str(out), "overwrite": bool(overwrite), "resume": bool(resume)},
+            "plugins": {"dirs": [str(Path(p).absolute()) for p in plugin_dirs]},
+        }
+        if input_shape is not None:
+            config["data"]["input_shape"] = [int(d) for d in input_shape]
+        if split is not None:
+            config["data"]["split"] = str(split)
+        if labels_mode is not None:
+            config["scoring"]["labels"] = labels_mode
+        if second_target is not None:
+            config["scoring"]["second_target"] = second_target
+        if windows is not None:
+            config["scoring"]["windows"] = [str(w) for w in windows]
+        if ranges:
+            config["scoring"]["ranges"] = {str(k): [int(a), int(b)] for k, (a, b) in ranges.items()}
+        if flag is not None:
+            config["flag"] = {"top_percent": float(flag)} if isinstance(flag, (int, float)) else dict(flag)
+        if batch_size == "auto" and python_backend is not None:
+            chosen = _preferred_batch(python_backend, inputs, input_shape)
+            if chosen is not None:
+                config["backend"]["batch_size"] = chosen
+        elif batch_size != "auto":
+            config["backend"]["batch_size"] = batch_size
+        if memory is not None:
+            config["backend"]["memory"] = memory
+        if store is not None:
+            config["output"]["formats"] = ["csv", "jsonl"]
+
+        if python_backend is None:
+            ensure_library_env()
+        directory = _vog.score(json.dumps(config), python_backend, progress_for(progress))
     except BaseException:
         # No partial output: the inputs written for this run go with it (a resumable run keeps
         # them, as the engine keeps its journal).
