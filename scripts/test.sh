@@ -96,10 +96,11 @@ cargo bench --workspace --no-run --locked
 # wheel built by maturin into the shared target directory (the release build `cargo bench` made
 # is reused), installed into the venv, then its pytest suite and the GPU benchmark's CPU dry run.
 pyreq=crates/vog-python/requirements-test.txt
-if [ ! -f "$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)" ]; then
+pymarker="$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)"
+if [ ! -f "$pymarker" ]; then
   step "installing the Python package's test requirements into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$pyreq"
-  touch "$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)"
+  touch "$pymarker"
 fi
 
 step "maturin build (the vog wheel)"

@@ -33,13 +33,18 @@ pub type Failure = Arc<Mutex<Option<PyErr>>>;
 /// carries its message.
 pub fn fail(failure: &Failure, backend: &str, py: Python<'_>, err: PyErr) -> vog_core::Error {
     let message = describe(py, &err);
-    let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        *slot = Some(err);
-    }
+    keep(failure, err);
     vog_core::Error::Backend {
         backend: backend.to_string(),
         message,
+    }
+}
+
+/// Keeps `err` as the run's failure unless one is kept already (the first one wins).
+pub fn keep(failure: &Failure, err: PyErr) {
+    let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(err);
     }
 }
 

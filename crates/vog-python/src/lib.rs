@@ -26,7 +26,7 @@ use vog_backend_onnx::OnnxBackend;
 use vog_engine::{Config, Progress};
 use vog_plugin_host::BuiltIn;
 
-use backend::{describe, Failure, PyBackend};
+use backend::{describe, keep, Failure, PyBackend};
 
 create_exception!(
     _vog,
@@ -74,14 +74,6 @@ fn to_py(py: Python<'_>, err: &(dyn std::error::Error + 'static), failure: &Fail
             error
         }
         None => VogError::new_err(chain(err)),
-    }
-}
-
-/// Keeps `err` as the run's failure unless one is kept already.
-fn keep(failure: &Failure, err: PyErr) {
-    let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        *slot = Some(err);
     }
 }
 

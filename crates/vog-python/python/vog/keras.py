@@ -12,7 +12,6 @@ come from the active backend's own autodiff (``torch.autograd``, ``jax.grad``,
 ``tf.GradientTape``) with the model called in inference mode.
 """
 
-import math
 from pathlib import Path
 
 import keras
@@ -129,8 +128,7 @@ def save_checkpoint(model, directory, step, *, epoch=None, metrics=None, weights
         rel = f"keras/{name}.keras"
         model.save(str(directory / rel), overwrite=True)
         files = {"keras": rel}
-    clean = {k: v for k, v in dict(metrics or {}).items() if not (isinstance(v, float) and math.isnan(v))}
-    return _checkpoints.record(directory, step, files, epoch=epoch, metrics=clean)
+    return _checkpoints.record(directory, step, files, epoch=epoch, metrics=metrics)
 
 
 class VogCheckpoint(keras.callbacks.Callback):
