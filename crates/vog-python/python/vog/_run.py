@@ -1,6 +1,7 @@
 """A finished scoring run: its results directory, read as tables, maps, a report or an evaluation."""
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from . import _vog
 
 # Columns holding class indices: nullable integers.
 _CLASS_COLUMNS = ("true_label", "label_used", "predicted")
+# FiftyOne (MongoDB) field names: no dots, no leading '$'.
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INVALID = re.compile(r"[^A-Za-z0-9_]")
 
 
 class Run:
@@ -109,6 +113,66 @@ class Run:
         finally:
             Path(name).unlink(missing_ok=True)
 
+    def to_fiftyone(self, dataset, field="vog", on="auto", maps=False):
+        """Writes every example's scores onto the samples of a FiftyOne ``dataset`` (a
+        ``Dataset`` or a view) and returns how many samples were written.
+
+        Each matched sample gets one embedded document in ``field`` holding ``row``, ``split``,
+        ``true_label``, ``label_used``, ``predicted``, every score column (``None`` where
+        undefined) and ``flagged``/``has_map``, so the App can sort and filter by them
+        (``dataset.sort_by("vog.vog_all_norm", reverse=True)``). Names other than letters,
+        digits and ``_`` become ``_``.
+
+        Rows are matched by the run's ``id`` column: to the samples' ``id`` (score with
+        ``ids=dataset.values("id")``) or to their ``filepath`` (``ids=`` the paths, or a
+        ``meta.filepath`` column; compared as absolute paths). ``on="auto"`` takes ``id`` when
+        every row matches a sample id, else ``filepath``. Every row must match exactly one
+        sample or nothing is written (``ValueError``); samples without a row are left as they
+        are. ``maps=True`` also writes each kept 2-D VoG map as a ``fiftyone.Heatmap`` in
+        ``FIELD_map``."""
+        import fiftyone as fo
+
+        if on not in ("auto", "id", "filepath"):
+            raise ValueError(f"on: {on!r}: expected 'auto', 'id' or 'filepath'")
+        if not isinstance(field, str) or not _FIELD.fullmatch(field):
+            raise ValueError(f"field: {field!r}: expected a name of letters, digits and '_'")
+        cols = self.columns()
+        n = len(cols["row"])
+        keys, sample_ids = _match_samples(dataset, cols, on)
+
+        names = {}
+        for name in cols:
+            if name == "id" or name.startswith("meta."):
+                continue
+            safe = _INVALID.sub("_", name)
+            if safe in names.values():
+                raise ValueError(f"columns {name!r} and another both become {safe!r} in FiftyOne")
+            names[name] = safe
+        heatmaps = {}
+        if maps:
+            for i in range(n):
+                if cols["has_map"][i]:
+                    m = self.map(cols["row"][i])
+                    if m.ndim != 2:
+                        raise ValueError(
+                            f"maps=True: the kept maps are shaped {list(m.shape)}; FiftyOne "
+                            "heatmaps are 2-D"
+                        )
+                    heatmaps[sample_ids[i]] = fo.Heatmap(map=m.astype(np.float32))
+        docs = {}
+        for i in range(n):
+            values = {}
+            for name, safe in names.items():
+                v = cols[name][i]
+                if isinstance(v, float) and not np.isfinite(v):
+                    v = None
+                values[safe] = v
+            docs[sample_ids[i]] = fo.DynamicEmbeddedDocument(**values)
+        dataset.set_values(field, docs, key_field="id", dynamic=True)
+        if heatmaps:
+            dataset.set_values(f"{field}_map", heatmaps, key_field="id")
+        return len(keys)
+
     def index(self, store, run=None, class_names=None):
         """Indexes this run into the audit store at ``store`` (created when missing) as ``run``;
         returns ``(run, examples, flagged)``."""
@@ -118,6 +182,47 @@ class Run:
             run,
             None if class_names is None else str(class_names),
         )
+
+
+def _match_samples(dataset, cols, on):
+    """The run's match keys and, row by row, the id of the one sample each matches."""
+    import os
+
+    keys = [str(k) for k in cols["id"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError("to_fiftyone: the run's ids repeat; rows cannot be matched to samples")
+    sample_ids = [str(i) for i in dataset.values("id")]
+    if on in ("auto", "id"):
+        known = set(sample_ids)
+        missing = [k for k in keys if k not in known]
+        if not missing:
+            return keys, keys
+        if on == "id":
+            raise ValueError(
+                f"to_fiftyone: {len(missing)} of {len(keys)} rows have no sample with that id "
+                f"(first: {missing[0]!r}); score with ids=dataset.values('id') or match on='filepath'"
+            )
+    if "meta.filepath" in cols:
+        keys = [str(k) for k in cols["meta.filepath"]]
+    keys = [os.path.abspath(os.path.expanduser(k)) for k in keys]
+    by_path = {}
+    for sid, path in zip(sample_ids, dataset.values("filepath")):
+        by_path.setdefault(os.path.abspath(path), []).append(sid)
+    chosen, missing = [], []
+    for k in keys:
+        found = by_path.get(k, [])
+        if len(found) > 1:
+            raise ValueError(f"to_fiftyone: {len(found)} samples have the filepath {k!r}")
+        if not found:
+            missing.append(k)
+        else:
+            chosen.append(found[0])
+    if missing:
+        raise ValueError(
+            f"to_fiftyone: {len(missing)} of {len(keys)} rows match no sample by id or filepath "
+            f"(first: {missing[0]!r}); score with ids=dataset.values('id') or ids= the filepaths"
+        )
+    return keys, chosen
 
 
 def _pandas_column(pd, name, values):
