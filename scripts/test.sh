@@ -133,6 +133,9 @@ rm -rf "$CARGO_TARGET_DIR/wheels"
   --out "$CARGO_TARGET_DIR/wheels"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
   "$CARGO_TARGET_DIR"/wheels/vog-*.whl
+# test_install.py installs it again into a fresh venv (numpy from PyPI, nothing else).
+VOG_WHEEL=$(ls "$CARGO_TARGET_DIR"/wheels/vog-*.whl)
+export VOG_WHEEL
 
 step "pytest (the Python package, against the installed wheel)"
 (cd crates/vog-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
