@@ -121,7 +121,11 @@ fn panel_scores_match_numpy_from_the_same_logits() {
             "confidence",
             "variability",
             "forgetting",
-            "el2n"
+            "el2n",
+            "msp_last",
+            "margin_last",
+            "entropy_last",
+            "pred_changes"
         ]
     );
     for (col, name) in r.extra_columns.iter().enumerate() {
@@ -138,6 +142,8 @@ fn panel_scores_match_numpy_from_the_same_logits() {
     }
     let forgetting: f64 = r.examples.iter().map(|e| e.extra[5]).sum();
     assert!(forgetting > 10.0, "the fixture should exercise forgetting");
+    let changes: f64 = r.examples.iter().map(|e| e.extra[10]).sum();
+    assert!(changes > 10.0, "the fixture should exercise prediction changes");
     for e in &r.examples {
         let predicted: Vec<u64> = want["predicted"][e.row]
             .as_array()
@@ -157,6 +163,41 @@ fn panel_scores_match_numpy_from_the_same_logits() {
             assert!((t.1 - m.as_f64().unwrap()).abs() < 1e-9);
         }
     }
+}
+
+/// Without labels: the label-based columns are taken against the last checkpoint's prediction
+/// (numpy's "unlabelled" values), correctness-based ones are undefined, the label-free ones are
+/// the same as with labels.
+#[test]
+fn without_labels_the_panel_uses_the_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = json(&root().join("tests/data/panel/expected.json"));
+    let el2n_at = want["el2n_checkpoint"].as_u64().unwrap();
+    let mut config = setup(dir.path(), &format!("el2n_checkpoint = {el2n_at}"));
+    config.data.labels = None;
+    let r = score(&config, Some(&replay()), &Silent).unwrap();
+    let unlabelled = &want["unlabelled"];
+    let mut checked = 0;
+    for (col, name) in r.extra_columns.iter().enumerate() {
+        for e in &r.examples {
+            let got = e.extra[col];
+            let w = match name.as_str() {
+                "correct_ratio" | "forgetting" => {
+                    assert!(got.is_nan(), "{name} row {}: {got} without labels", e.row);
+                    continue;
+                }
+                n if unlabelled.get(n).is_some() => unlabelled[n][e.row].as_f64().unwrap(),
+                n => want[n][e.row].as_f64().unwrap(),
+            };
+            assert!(
+                (got - w).abs() <= 1e-9 * w.abs().max(1.0),
+                "{name} row {}: vog {got} numpy {w}",
+                e.row
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * r.examples.len());
 }
 
 #[test]

@@ -74,7 +74,7 @@ training order). Leave out `y_test` to score with the predicted class (label-fre
 | `row` | int64 | uint64 | position in the data |
 | `true_label`, `label_used`, `predicted` | Int64 (nullable) | uint32 (nullable) | class indices |
 | `vog_WINDOW`, `vog_WINDOW_norm` | float64 (NaN: undefined) | float64 (null) | raw and class-normalized VoG per window |
-| panel scores (`margin_mean`, `loss_last`, `correct_ratio`, `confidence`, `variability`, `forgetting`, `el2n`) | float64 | float64 | |
+| panel scores (`margin_mean`, `loss_last`, `correct_ratio`, `confidence`, `variability`, `forgetting`, `el2n`, `msp_last`, `margin_last`, `entropy_last`, `pred_changes`) | float64 | float64 | |
 | `flagged`, `has_map` | bool | bool | |
 | `meta.KEY` | object | inferred | metadata given with `metadata=` |
 

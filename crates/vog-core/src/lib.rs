@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 pub use normalize::{ClassStats, ClassSummary};
 pub use reduce::{
     accuracy, panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting,
-    LastLoss, MeanMargin, Reducer, RowOutcome,
+    LastLoss, LastUncertainty, MeanMargin, PredictionChanges, Reducer, RowOutcome,
 };
 pub use rng::{Lcg, SplitMix64};
 pub use sort::natural_cmp;

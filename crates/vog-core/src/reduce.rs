@@ -331,9 +331,91 @@ impl Reducer for El2n {
     }
 }
 
+/// Label-free uncertainty of the last checkpoint's softmax, higher meaning less certain:
+/// `msp_last` (one minus the maximum softmax probability), `margin_last` (the top-2 probability
+/// minus the top-1 one, so the negated probability margin) and `entropy_last` (natural log).
+/// None of them needs a label; they rank test-time data by how unsure the final model is.
+#[derive(Debug, Default)]
+pub struct LastUncertainty {
+    values: Vec<[f64; 3]>,
+}
+
+impl LastUncertainty {
+    /// `[1 - p_max, p_second - p_max, entropy]` of one row of logits.
+    pub fn of(logits: &[f32]) -> [f64; 3] {
+        let max = logits
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+        let z: f64 = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+        let log_z = z.ln();
+        let (mut first, mut second, mut entropy) = (0.0f64, 0.0f64, 0.0f64);
+        for &x in logits {
+            let log_p = f64::from(x) - max - log_z;
+            let p = log_p.exp();
+            if p > first {
+                second = first;
+                first = p;
+            } else if p > second {
+                second = p;
+            }
+            entropy -= p * log_p;
+        }
+        [1.0 - first, second - first, entropy]
+    }
+}
+
+impl Reducer for LastUncertainty {
+    fn columns(&self) -> Vec<String> {
+        vec!["msp_last".into(), "margin_last".into(), "entropy_last".into()]
+    }
+    fn begin_batch(&mut self, rows: usize) {
+        self.values = vec![[f64::NAN; 3]; rows];
+    }
+    fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
+        if o.checkpoint + 1 == o.num_checkpoints {
+            for (v, row) in self.values.iter_mut().zip(o.logits.chunks_exact(o.num_classes)) {
+                *v = Self::of(row);
+            }
+        }
+    }
+    fn finish_batch(&mut self, out: &mut Vec<f64>) {
+        out.extend(self.values.drain(..).flatten());
+    }
+}
+
+/// How many times the predicted class (argmax, first maximum on ties) changes between
+/// consecutive checkpoints; label-free.
+#[derive(Debug, Default)]
+pub struct PredictionChanges {
+    changes: Vec<f64>,
+    last: Vec<Option<u32>>,
+}
+
+impl Reducer for PredictionChanges {
+    fn columns(&self) -> Vec<String> {
+        vec!["pred_changes".into()]
+    }
+    fn begin_batch(&mut self, rows: usize) {
+        self.changes = vec![0.0; rows];
+        self.last = vec![None; rows];
+    }
+    fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
+        for ((c, last), r) in self.changes.iter_mut().zip(&mut self.last).zip(o.rows) {
+            if last.is_some_and(|l| l != r.predicted) {
+                *c += 1.0;
+            }
+            *last = Some(r.predicted);
+        }
+    }
+    fn finish_batch(&mut self, out: &mut Vec<f64>) {
+        out.append(&mut self.changes);
+    }
+}
+
 /// The difficulty panel every scoring run with a model computes from the same logits, in column
 /// order: `margin_mean` (area under the margin), `loss_last`, `correct_ratio`, `confidence`,
-/// `variability`, `forgetting`, `el2n` (at checkpoint position `el2n_at`, 0-based).
+/// `variability`, `forgetting`, `el2n` (at checkpoint position `el2n_at`, 0-based), then the
+/// label-free `msp_last`, `margin_last`, `entropy_last` and `pred_changes`.
 pub fn panel_reducers(el2n_at: usize) -> Vec<Box<dyn Reducer>> {
     vec![
         Box::<MeanMargin>::default(),
@@ -342,6 +424,8 @@ pub fn panel_reducers(el2n_at: usize) -> Vec<Box<dyn Reducer>> {
         Box::<Confidence>::default(),
         Box::<Forgetting>::default(),
         Box::new(El2n::at(el2n_at)),
+        Box::<LastUncertainty>::default(),
+        Box::<PredictionChanges>::default(),
     ]
 }
 
@@ -398,6 +482,13 @@ mod tests {
         assert_eq!(out[5], 1.0);
         // EL2N at checkpoint 1: |(p0 - 1, 1 - p0)| = √2 (1 - p0).
         assert!((out[6] - 2f64.sqrt() * (1.0 - p[1])).abs() < 1e-12);
+        // Last checkpoint (3, 0): p = (σ(3), 1 - σ(3)).
+        let (p0, p1) = (p[2], 1.0 - p[2]);
+        assert!((out[7] - p1).abs() < 1e-12);
+        assert!((out[8] - (p1 - p0)).abs() < 1e-12);
+        assert!((out[9] + p0 * p0.ln() + p1 * p1.ln()).abs() < 1e-12);
+        // Predictions 0, 1, 0: two changes.
+        assert_eq!(out[10], 2.0);
     }
 
     #[test]
@@ -420,5 +511,6 @@ mod tests {
         reducers.iter_mut().for_each(|r| r.finish_batch(&mut out));
         assert!(out[2].is_nan() && out[5].is_nan(), "{out:?}");
         assert!(out[3].is_finite() && out[6].is_finite());
+        assert!(out[7..].iter().all(|v| v.is_finite()), "{out:?}");
     }
 }

@@ -9,8 +9,8 @@
 //!   order (`numpy.argsort(-s, kind="stable")`).
 //!
 //! Each score is oriented so that higher means "more likely bad" before it is evaluated:
-//! VoG, losses, EL2N, variability and forgetting as they are, margins, confidence and
-//! correctness negated. Examples whose score is undefined (NaN) are left out of that score.
+//! VoG, losses, EL2N, variability, forgetting and the label-free `msp_last`, `margin_last`,
+//! `entropy_last`, `pred_changes` as they are; `margin_mean`, confidence and correctness negated. Examples whose score is undefined (NaN) are left out of that score.
 
 use std::path::Path;
 

@@ -7,8 +7,10 @@ Writes logits.npy ([K, N, C] float32, checkpoints in training order), labels.npy
 expected.json: per example, every panel column computed here independently of vog (float64):
 margin_mean (area under the margin), loss_last, correct_ratio, confidence and variability (data
 maps: mean and population std of the label's softmax probability), forgetting (correct -> incorrect
-transitions in checkpoint order), el2n at checkpoint EL2N_AT (1-based), and the per-checkpoint
-predicted class and margin. tests/panel.rs replays the logits through vog's engine.
+transitions in checkpoint order), el2n at checkpoint EL2N_AT (1-based), the label-free msp_last,
+margin_last, entropy_last (the last checkpoint's softmax) and pred_changes, the per-checkpoint
+predicted class and margin, and under "unlabelled" the label-based columns taken against the last
+checkpoint's prediction (what vog uses when no labels are given). tests/panel.rs replays the logits through vog's engine.
 """
 import json
 from pathlib import Path
@@ -39,6 +41,12 @@ others[:, rows, labels] = -np.inf
 margin = label_logit - others.max(axis=2)         # [K, N]
 predicted = z.argmax(axis=2)                      # [K, N]
 correct = predicted == labels[None, :]
+p_top = -np.sort(-p, axis=2)                      # [K, N, C], descending
+used = predicted[-1]                              # the label used without true labels
+p_used = p[:, rows, used]
+others_u = z.copy()
+others_u[:, rows, used] = -np.inf
+margin_u = z[:, rows, used] - others_u.max(axis=2)
 
 expected = {
     "el2n_checkpoint": EL2N_AT,
@@ -49,6 +57,20 @@ expected = {
     "variability": p_label.std(axis=0).tolist(),
     "forgetting": (correct[:-1] & ~correct[1:]).sum(axis=0).astype(float).tolist(),
     "el2n": np.linalg.norm(p[EL2N_AT - 1] - np.eye(C)[labels], axis=1).tolist(),
+    # Label-free: the last checkpoint's softmax, and argmax changes across checkpoints.
+    "msp_last": (1.0 - p_top[-1, :, 0]).tolist(),
+    "margin_last": (p_top[-1, :, 1] - p_top[-1, :, 0]).tolist(),
+    "entropy_last": (-(p[-1] * log_softmax[-1]).sum(axis=1)).tolist(),
+    "pred_changes": (predicted[1:] != predicted[:-1]).sum(axis=0).astype(float).tolist(),
+    # Without labels the reference class is the prediction at the last checkpoint: the panel's
+    # label-based scores are taken against it, correct_ratio and forgetting are undefined.
+    "unlabelled": {
+        "margin_mean": margin_u.mean(axis=0).tolist(),
+        "loss_last": (-log_softmax[-1, rows, used]).tolist(),
+        "confidence": p_used.mean(axis=0).tolist(),
+        "variability": p_used.std(axis=0).tolist(),
+        "el2n": np.linalg.norm(p[EL2N_AT - 1] - np.eye(C)[used], axis=1).tolist(),
+    },
     "predicted": predicted.T.tolist(),
     "margin": margin.T.tolist(),
 }
