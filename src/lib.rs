@@ -116,11 +116,14 @@ fn demo(a: cli::DemoArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 fn reproduce(a: cli::ReproduceArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let options = vog_experiments::ReproduceOptions {
         mnist: a.mnist,
+        digits: a.digits,
         work: a.work,
         out: a.out,
         train: a.train,
         mlp_epochs: a.mlp_epochs,
         cnn_epochs: a.cnn_epochs,
+        digits_epochs: a.digits_epochs,
+        seeds: a.seeds,
     };
     let say = |msg: String| {
         if !quiet {

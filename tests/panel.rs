@@ -143,7 +143,10 @@ fn panel_scores_match_numpy_from_the_same_logits() {
     let forgetting: f64 = r.examples.iter().map(|e| e.extra[5]).sum();
     assert!(forgetting > 10.0, "the fixture should exercise forgetting");
     let changes: f64 = r.examples.iter().map(|e| e.extra[10]).sum();
-    assert!(changes > 10.0, "the fixture should exercise prediction changes");
+    assert!(
+        changes > 10.0,
+        "the fixture should exercise prediction changes"
+    );
     for e in &r.examples {
         let predicted: Vec<u64> = want["predicted"][e.row]
             .as_array()

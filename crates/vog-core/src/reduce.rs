@@ -366,14 +366,22 @@ impl LastUncertainty {
 
 impl Reducer for LastUncertainty {
     fn columns(&self) -> Vec<String> {
-        vec!["msp_last".into(), "margin_last".into(), "entropy_last".into()]
+        vec![
+            "msp_last".into(),
+            "margin_last".into(),
+            "entropy_last".into(),
+        ]
     }
     fn begin_batch(&mut self, rows: usize) {
         self.values = vec![[f64::NAN; 3]; rows];
     }
     fn observe(&mut self, o: &CheckpointOutcomes<'_>) {
         if o.checkpoint + 1 == o.num_checkpoints {
-            for (v, row) in self.values.iter_mut().zip(o.logits.chunks_exact(o.num_classes)) {
+            for (v, row) in self
+                .values
+                .iter_mut()
+                .zip(o.logits.chunks_exact(o.num_classes))
+            {
                 *v = Self::of(row);
             }
         }

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod demo;
+pub mod metrics;
 pub mod reproduce;
 
 pub use demo::{Correlation, DemoOptions, DemoSummary};
