@@ -201,8 +201,19 @@ fn flags_alone_describe_a_run_and_predicted_labels_need_none() {
             (got - want).abs() < 1e-5 * want.abs().max(1.0),
             "row {i}: {got} vs {want}"
         );
-        assert_eq!(l["vog"].as_object().unwrap().len(), 2);
+        // The two windows asked for, and (label-free, `second_target = "auto"`) their
+        // probability-target twins, checked against the reference too.
+        assert_eq!(l["vog"].as_object().unwrap().len(), 4);
+        let want = expected["predicted/probability"]["late"]["normalized"][i]
+            .as_f64()
+            .unwrap();
+        let got = l["vog_norm"]["late_probability"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "row {i}: {got} vs {want}"
+        );
     }
+    assert_eq!(manifest["scoring"]["second_target"], "probability");
 }
 
 #[test]

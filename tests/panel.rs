@@ -201,6 +201,19 @@ fn without_labels_the_panel_uses_the_prediction() {
         }
     }
     assert_eq!(checked, 9 * r.examples.len());
+    // Label-free, the probability target comes along by default; `none` turns it off.
+    assert_eq!(r.windows.len(), 8);
+    assert_eq!(
+        r.manifest.scoring.second_target,
+        Some(vog_core::Target::Probability)
+    );
+    config.scoring.second_target = vog_engine::SecondTarget::None;
+    let plain = score(&config, Some(&replay()), &Silent).unwrap();
+    assert_eq!(plain.windows.len(), 4);
+    assert_eq!(plain.manifest.scoring.second_target, None);
+    for (a, b) in r.examples.iter().zip(&plain.examples) {
+        assert_eq!(a.vog[..4], b.vog[..]);
+    }
 }
 
 #[test]

@@ -6,7 +6,14 @@ use serde_json::json;
 use crate::serve::{artifacts, image_store, skip_browser, Browser};
 use crate::util::{run, text};
 
-const SECTIONS: [&str; 5] = ["summary", "distributions", "deciles", "datamap", "examples"];
+const SECTIONS: [&str; 6] = [
+    "summary",
+    "distributions",
+    "deciles",
+    "trust",
+    "datamap",
+    "examples",
+];
 
 #[test]
 fn report_is_self_contained_and_shows_every_section() {
@@ -54,7 +61,7 @@ fn report_is_self_contained_and_shows_every_section() {
         dir.path().join("report.html").display()
     ));
     let sizes = b.script(
-        "return ['summary','distributions','deciles','datamap','examples'].map(id => {
+        "return ['summary','distributions','deciles','trust','datamap','examples'].map(id => {
            const r = document.getElementById(id).getBoundingClientRect(); return [r.width, r.height]; });",
     );
     for (id, wh) in SECTIONS.iter().zip(sizes.as_array().unwrap()) {
@@ -130,4 +137,72 @@ fn the_server_renders_a_runs_report_that_can_load_nothing() {
         let (got, text) = crate::serve::get(&a, &format!("{}{path}", s.base));
         assert_eq!(got, status, "{path}: {text}");
     }
+}
+
+/// "Which score to trust": every score's AUROC for the run's own errors equals `vog evaluate`'s
+/// with those errors as the bad examples, the label-reading scores left out, best first.
+#[test]
+fn which_score_to_trust_ranks_scores_by_the_runs_own_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    image_store(dir.path());
+    let out = run(&["report", "res", "-o", "r.html"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let html = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    let start = html.find("<section id=trust>").unwrap();
+    let section = &html[start..start + html[start..].find("</section>").unwrap()];
+    let table: Vec<(String, String)> = section
+        .split("<tr><td><code>")
+        .skip(1)
+        .map(|row| {
+            let name = row[..row.find("</code>").unwrap()].to_string();
+            let rest = &row[row.find("</td><td>").unwrap() + 9..];
+            (name, rest[..rest.find("</td>").unwrap()].to_string())
+        })
+        .collect();
+    let scores = std::fs::read_to_string(dir.path().join("res/scores.jsonl")).unwrap();
+    let bad: Vec<String> = scores
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["true_label"] != r["predicted"])
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!bad.is_empty(), "the golden CNN run should have errors");
+    std::fs::write(dir.path().join("bad.txt"), bad.join("\n")).unwrap();
+    let out = run(
+        &[
+            "evaluate",
+            "res",
+            "--bad-ids",
+            "bad.txt",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<(String, String)> = eval["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !["correct_ratio", "forgetting"].contains(&s["score"].as_str().unwrap()))
+        .map(|s| {
+            let a = s["auroc"]
+                .as_f64()
+                .map_or("–".to_string(), |a| format!("{a:.3}"));
+            (s["score"].as_str().unwrap().to_string(), a)
+        })
+        .collect();
+    let mut got = table.clone();
+    got.sort();
+    let mut want = expected;
+    want.sort();
+    assert_eq!(got, want);
+    assert!(table.iter().any(|(n, _)| n == "msp_last"));
+    let aurocs: Vec<f64> = table.iter().filter_map(|(_, a)| a.parse().ok()).collect();
+    assert!(aurocs.windows(2).all(|w| w[0] >= w[1]), "{table:?}");
+    assert!(
+        section.contains(&format!("{} of 24", bad.len())),
+        "{section}"
+    );
 }

@@ -696,3 +696,48 @@ fn a_run_larger_than_one_search_page_is_reported_whole() {
         "the summary does not count every example"
     );
 }
+
+/// The label-free panel scores are indexed like the rest: sortable and range-searchable under
+/// `scores.`, with the values of `scores.jsonl`.
+#[test]
+fn label_free_panel_scores_sort_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&scored_store(dir.path())).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("res/scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for name in ["msp_last", "margin_last", "entropy_last", "pred_changes"] {
+        let sorted = store
+            .search(&SearchRequest {
+                sort: Some(format!("scores.{name}")),
+                ..req()
+            })
+            .unwrap();
+        assert_eq!(sorted.total, 40, "{name}");
+        let got: Vec<f64> = sorted
+            .hits
+            .iter()
+            .map(|h| h["scores"][name].as_f64().unwrap())
+            .collect();
+        assert!(got.windows(2).all(|w| w[0] >= w[1]), "{name}: {got:?}");
+        let mut want: Vec<f64> = rows
+            .iter()
+            .map(|r| r["scores"][name].as_f64().unwrap())
+            .collect();
+        want.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(got, want, "{name}");
+    }
+    let changed = rows
+        .iter()
+        .filter(|r| r["scores"]["pred_changes"].as_f64().unwrap() >= 1.0)
+        .count();
+    let hits = store
+        .search(&SearchRequest {
+            query: Some("scores.pred_changes:[1 TO *]".into()),
+            ..req()
+        })
+        .unwrap();
+    assert_eq!(hits.total, changed);
+}

@@ -38,6 +38,7 @@ mod backend;
 mod error;
 mod kernels;
 mod normalize;
+pub mod rank;
 mod reduce;
 mod rng;
 mod sort;

@@ -59,8 +59,6 @@ pub(crate) fn pass_backend<'a>(
     };
     let (paths, windows) = checkpoints_and_windows(config, &source, &mut warnings)?;
     let k = paths.len();
-    let second = config.scoring.second_target;
-    let all_windows = with_second_target(&windows, second)?;
     tracing::info!(checkpoints = k, backend = %info.name, "scoring through a backend");
     for (i, p) in paths.iter().enumerate() {
         tracing::debug!(position = i, path = %p.display(), "checkpoint");
@@ -68,6 +66,11 @@ pub(crate) fn pass_backend<'a>(
     let mut input = Input::open(config, &mut warnings)?;
     let n = input.data.len();
     let mode = resolve_label_mode(config, input.ann.labels.is_some())?;
+    let second = config
+        .scoring
+        .second_target
+        .resolve(config.scoring.target, mode);
+    let all_windows = with_second_target(&windows, second)?;
     let (plan, mut models) = load_models(config, backend, &paths, &input, &all_windows)?;
     let bs = plan.batch;
     let load_s = t0.elapsed().as_secs_f64();

@@ -423,9 +423,10 @@ pub struct ScoringConfig {
     #[serde(default)]
     pub ranges: BTreeMap<String, [usize; 2]>,
     /// A second VoG from the same pass with the other target (one more backward per checkpoint):
-    /// its windows are named `WINDOW_TARGET` (`all_probability`). Needs a backend.
+    /// its windows are named `WINDOW_TARGET` (`all_probability`). Needs a backend. By default
+    /// (`auto`) the probability target is added when scoring without labels.
     #[serde(default)]
-    pub second_target: Option<Target>,
+    pub second_target: SecondTarget,
     /// Checkpoint (1-based position in training order) at which `el2n` is taken; the last one when
     /// the run has fewer.
     #[serde(default = "default_el2n_checkpoint")]
@@ -434,6 +435,47 @@ pub struct ScoringConfig {
 
 fn default_el2n_checkpoint() -> usize {
     1
+}
+
+/// `scoring.second_target`: a second VoG target from the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecondTarget {
+    /// The probability target when the run scores predicted classes (no labels, or `labels =
+    /// "predicted"`/`"predicted-each"`) with the logit target; none otherwise. Finding a model's
+    /// test errors without labels, probability-target VoG does far better than the paper's logit
+    /// VoG in every setting of docs/RESULTS.md, so label-free runs get both.
+    #[default]
+    Auto,
+    /// No second target.
+    None,
+    /// The pre-softmax logit.
+    Logit,
+    /// The softmax probability.
+    Probability,
+}
+
+impl SecondTarget {
+    /// The second target a run with `target` in label mode `mode` computes (`None`: none).
+    pub fn resolve(self, target: Target, mode: LabelMode) -> Option<Target> {
+        match self {
+            SecondTarget::Auto => {
+                (target == Target::Logit && mode != LabelMode::True).then_some(Target::Probability)
+            }
+            SecondTarget::None => None,
+            SecondTarget::Logit => Some(Target::Logit),
+            SecondTarget::Probability => Some(Target::Probability),
+        }
+    }
+
+    /// The target asked for explicitly (`None` for `auto` and `none`).
+    pub fn explicit(self) -> Option<Target> {
+        match self {
+            SecondTarget::Logit => Some(Target::Logit),
+            SecondTarget::Probability => Some(Target::Probability),
+            SecondTarget::Auto | SecondTarget::None => None,
+        }
+    }
 }
 
 /// The name a target has in configuration and column names.
@@ -452,7 +494,7 @@ impl Default for ScoringConfig {
             channels: ChannelReduce::default(),
             windows: default_windows(),
             ranges: BTreeMap::new(),
-            second_target: None,
+            second_target: SecondTarget::Auto,
             el2n_checkpoint: default_el2n_checkpoint(),
         }
     }
@@ -631,7 +673,7 @@ impl Config {
                 "positions start at 1 (the first checkpoint)".into(),
             );
         }
-        if let Some(t) = self.scoring.second_target {
+        if let Some(t) = self.scoring.second_target.explicit() {
             if from_gradients {
                 return bad(
                     "scoring.second_target",

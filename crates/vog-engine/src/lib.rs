@@ -41,7 +41,7 @@ pub mod spill;
 pub mod stats;
 mod stored;
 
-pub use config::{ByteSize, Config, LabelMode, Shard};
+pub use config::{ByteSize, Config, LabelMode, SecondTarget, Shard};
 pub use engine::{score, score_to_dir, Written};
 pub use error::{Error, Result};
 pub use output::{check_output_dir, write_results};

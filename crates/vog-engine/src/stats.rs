@@ -1,24 +1,6 @@
 //! Rank statistics used to judge scores: Spearman's correlation with its two-sided p-value.
 
-/// Ranks of `v` (1-based), ties sharing their average rank.
-pub fn average_ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut ranks = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            ranks[k] = avg;
-        }
-        i = j + 1;
-    }
-    ranks
-}
+pub use vog_core::rank::average_ranks;
 
 /// Pearson's correlation; NaN when either side is constant.
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {

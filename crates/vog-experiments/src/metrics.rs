@@ -5,13 +5,13 @@
 //! `confidence` and `correct_ratio` negated) and examples where a score is undefined (NaN) are
 //! left out of that score, so the AUROC and AUPRC here equal `vog evaluate`'s.
 
+use vog_core::rank::{auroc, average_precision, orientation};
 use vog_core::SplitMix64;
-use vog_engine::evaluate::{auroc, average_precision, LOWER_IS_HARDER};
 use vog_engine::stats::student_t_two_sided;
 use vog_engine::RunResult;
 
 /// Panel scores that read the true label: undefined at test time, and a label leak if given.
-pub const NEEDS_LABELS: &[&str] = &["correct_ratio", "forgetting"];
+pub use vog_core::rank::NEEDS_TRUE_LABELS as NEEDS_LABELS;
 
 /// One score of every example of a run, oriented so that higher means harder (NaN: undefined).
 #[derive(Debug, Clone)]
@@ -44,11 +44,7 @@ pub fn score_columns(r: &RunResult, label_free: bool) -> Vec<ScoreColumn> {
         if label_free && NEEDS_LABELS.contains(&name.as_str()) {
             continue;
         }
-        let sign = if LOWER_IS_HARDER.contains(&name.as_str()) {
-            -1.0
-        } else {
-            1.0
-        };
+        let sign = orientation(name);
         cols.push(ScoreColumn {
             name: name.clone(),
             values: r.examples.iter().map(|e| sign * e.extra[j]).collect(),

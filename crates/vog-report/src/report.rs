@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 use vog_results::{Manifest, MapKind, ResultsDir, ScoreRow};
 
 use crate::html::escape as e;
+
+mod trust;
 use crate::png::{data_uri, heat_png, image_dims, input_png};
 use crate::{Error, Result};
+use trust::trust;
 
 /// One example, as the report needs it.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ struct Row {
     confidence: Option<f64>,
     variability: Option<f64>,
     has_map: bool,
+    /// Every score column, in the order of [`Report::score_names`] (NaN: undefined).
+    scores: Vec<f64>,
 }
 
 /// A run, read from a results directory or from a store, ready to render.
@@ -38,6 +43,8 @@ pub struct Report {
     window: String,
     normalized: bool,
     class_names: BTreeMap<u64, String>,
+    /// Every score column of the run (VoG windows raw and normalized, the panel).
+    score_names: Vec<String>,
 }
 
 /// The run's main window (`all` for a manifest without windows).
@@ -46,7 +53,7 @@ fn main_window(manifest: &Manifest) -> String {
 }
 
 impl Row {
-    fn from_score_row(r: &ScoreRow, window: &str) -> Row {
+    fn from_score_row(r: &ScoreRow, window: &str, names: &[String]) -> Row {
         let raw = r.vog.get(window).copied().flatten().unwrap_or(f64::NAN);
         Row {
             id: r.id.clone(),
@@ -59,6 +66,10 @@ impl Row {
             confidence: r.column("confidence"),
             variability: r.column("variability"),
             has_map: r.has_map,
+            scores: names
+                .iter()
+                .map(|n| r.column(n).unwrap_or(f64::NAN))
+                .collect(),
         }
     }
 }
@@ -129,10 +140,12 @@ fn from_results(dir: &Path) -> Result<Report> {
     let window = main_window(results.manifest());
     let mut rows = Vec::new();
     let mut normalized = false;
+    let mut score_names: Option<Vec<String>> = None;
     for r in results.rows()? {
         let r = r?;
         normalized |= r.vog_norm.get(&window).copied().flatten().is_some();
-        rows.push(Row::from_score_row(&r, &window));
+        let names = score_names.get_or_insert_with(|| r.columns().map(|(n, _)| n).collect());
+        rows.push(Row::from_score_row(&r, &window, names));
     }
     let title = dir
         .canonicalize()
@@ -147,6 +160,7 @@ fn from_results(dir: &Path) -> Result<Report> {
         window,
         normalized,
         class_names: BTreeMap::new(),
+        score_names: score_names.unwrap_or_default(),
     })
 }
 
@@ -200,6 +214,10 @@ fn from_store(store: &vog_store::Store, run: &str) -> Result<Report> {
     }
     let mut class_names = BTreeMap::new();
     let mut normalized = false;
+    let score_names: Vec<String> = hits[0]["scores"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let rows = hits
         .iter()
         .map(|h| {
@@ -222,6 +240,10 @@ fn from_store(store: &vog_store::Store, run: &str) -> Result<Report> {
                 confidence: h["scores"]["confidence"].as_f64(),
                 variability: h["scores"]["variability"].as_f64(),
                 has_map: h["has_map"].as_bool() == Some(true),
+                scores: score_names
+                    .iter()
+                    .map(|n| h["scores"][n].as_f64().unwrap_or(f64::NAN))
+                    .collect(),
             }
         })
         .collect();
@@ -233,6 +255,7 @@ fn from_store(store: &vog_store::Store, run: &str) -> Result<Report> {
         window,
         normalized,
         class_names,
+        score_names,
     })
 }
 
@@ -383,6 +406,7 @@ fn render(src: &Report, per_class: usize) -> Result<String> {
     summary(&page, &mut b);
     distributions(&page, &mut b);
     deciles(&page, &mut b);
+    trust(&page, &mut b);
     datamap(&page, &mut b);
     examples(&page, &mut b, per_class);
     b.push_str("</section></body></html>\n");

@@ -113,7 +113,9 @@ def score(
         Python backend object (:class:`vog.Backend`, e.g. ``vog.torch.Backend(...)``).
     target:
         ``"logit"`` (the paper) or ``"probability"``; ``second_target`` adds the other's VoG
-        columns from the same pass.
+        columns from the same pass (``*_probability``). ``None`` (``"auto"``) adds the
+        probability target when scoring without labels, where it finds the model's errors far
+        better than the logit target (docs/RESULTS.md); ``"none"`` turns that off.
     labels_mode:
         ``"auto"``, ``"true"``, ``"predicted"`` (the last checkpoint's prediction for every
         checkpoint) or ``"predicted-each"``.
@@ -153,8 +155,10 @@ def score(
         backend_name = getattr(backend, "name", None) or type(backend).__name__
     if target not in _TARGETS:
         raise ValueError(f"target {target!r} is not one of {', '.join(_TARGETS)}")
-    if second_target is not None and second_target not in _TARGETS:
-        raise ValueError(f"second_target {second_target!r} is not one of {', '.join(_TARGETS)}")
+    if second_target is not None and second_target not in _TARGETS + ("auto", "none"):
+        raise ValueError(
+            f"second_target {second_target!r} is not one of {', '.join(_TARGETS)}, auto, none"
+        )
     if labels_mode is not None and labels_mode not in _LABEL_MODES:
         raise ValueError(f"labels_mode {labels_mode!r} is not one of {', '.join(_LABEL_MODES)}")
 
