@@ -13,8 +13,9 @@ pub enum Error {
         "cannot differentiate {} node(s) on the path from `{wrt}` to `{output}`: {}. Ways out: \
          re-export the model at another opset or with another exporter (the op may be expressed \
          with ops vog differentiates), differentiate with respect to a tensor after these nodes \
-         ([backend.options] wrt), or score a PyTorch model's TorchScript checkpoints with the torch \
-         backend",
+         ([backend.options] wrt), or compute the gradients in the model's own framework: from \
+         Python with `vog.torch.Backend`, `vog.jax.Backend` or `vog.keras.Backend` (any op that \
+         framework differentiates), or the torch backend on TorchScript checkpoints",
         .nodes.len(),
         list(.nodes)
     )]
