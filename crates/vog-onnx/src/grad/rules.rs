@@ -158,6 +158,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "ReduceSum" | "ReduceMean" => reduce::sum_or_mean,
         "ReduceMax" | "ReduceMin" => reduce::max_or_min,
         "ReduceL1" | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => reduce::norms,
+        "ReduceProd" => reduce::prod,
         _ => return None,
     })
 }

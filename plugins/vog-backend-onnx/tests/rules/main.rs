@@ -343,27 +343,36 @@ fn reductions_agree_with_finite_differences() {
     // [rows, 3, 4] reduced over the last axis (attribute at opset 17, input at 18), kept or not,
     // and over everything but the rows; every reduced value reaches the logits.
     let x = uniform(33, 24, -2.0, 2.0);
+    // ReduceProd again where some groups hold one zero or two (its rule must not divide by
+    // them): row 0's first group of 4 has one, its second two.
+    let mut with_zeros = x.clone();
+    for i in [1, 4, 6] {
+        with_zeros[i] = 0.0;
+    }
     let mut cases = Vec::new();
-    for op in [
-        "ReduceMax",
-        "ReduceMin",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceSumSquare",
-        "ReduceLogSumExp",
+    for (op, x) in [
+        ("ReduceMax", &x),
+        ("ReduceMin", &x),
+        ("ReduceL1", &x),
+        ("ReduceL2", &x),
+        ("ReduceSumSquare", &x),
+        ("ReduceLogSumExp", &x),
+        ("ReduceProd", &x),
+        ("ReduceProd with zeros", &with_zeros),
     ] {
+        let op_name = op.split(' ').next().unwrap();
         for keep in [0, 1] {
             let name: &'static str =
                 Box::leak(format!("{op} axis 2 keepdims {keep}").into_boxed_str());
             cases.push(
-                Case::op(name, op, &[2, 3, 4], x.clone())
+                Case::op(name, op_name, &[2, 3, 4], x.clone())
                     .attr(make_ints("axes", vec![2]))
                     .attr(make_i("keepdims", keep))
                     .mixed(3),
             );
             let name: &'static str =
                 Box::leak(format!("{op} axes [1, 2] as input, keepdims {keep}").into_boxed_str());
-            let mut c = Case::op(name, op, &[2, 3, 4], x.clone())
+            let mut c = Case::op(name, op_name, &[2, 3, 4], x.clone())
                 .attr(make_i("keepdims", keep))
                 .mixed(1)
                 .opset(18);

@@ -1,12 +1,12 @@
 //! Rules for reductions: `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceL1`,
-//! `ReduceL2`, `ReduceSumSquare` and `ReduceLogSumExp`, with axes from the attribute (older
+//! `ReduceL2`, `ReduceSumSquare`, `ReduceLogSumExp` and `ReduceProd`, with axes from the attribute (older
 //! opsets) or the second input, either `keepdims`, and `noop_with_empty_axes`. The gradient (and
 //! the output, where the derivative needs it) is brought back over the reduced axes; `ReduceMax`
 //! and `ReduceMin` share it equally among tied extremes.
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
-use crate::graph::{attr_i, attr_ints, make_i};
+use crate::graph::{attr_i, attr_ints, make_i, make_ints};
 
 /// A reduction's axes (`None`: all, or none with `noop_with_empty_axes`), whether it keeps the
 /// reduced dims, and whether it is the no-op `noop_with_empty_axes` makes of empty axes.
@@ -102,5 +102,51 @@ pub(super) fn norms(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             b.op("Exp", &[&diff], vec![])
         }
     };
+    one_input(b.op("Mul", &[&g2, &d], vec![]))
+}
+
+/// `ReduceProd`: each element's derivative is the product of the other elements of its group,
+/// computed without dividing by zero: with no zero in the group it is `p / x` (`p` the product
+/// of the group's non-zero elements), with exactly one zero it is `p` at the zero and 0
+/// elsewhere, with two or more zeros it is 0.
+pub(super) fn prod(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let (n, g, x) = (c.n, &c.g, c.x(0));
+    let (axes, keep, noop) = reduction(b, c);
+    if noop {
+        return one_input(g.clone());
+    }
+    let g2 = kept(b, g, &axes, keep);
+    let zero = b.scalar_like(0.0, x);
+    let one = b.scalar_like(1.0, x);
+    let is_zero = b.op("Equal", &[x, &zero], vec![]);
+    let safe = b.op("Where", &[&is_zero, &one, x], vec![]);
+    let keepdims = make_i("keepdims", 1);
+    // The product of the non-zero elements and the number of zeros, per group (dims kept).
+    let (p, zeros) = {
+        let mask = b.op("CastLike", &[&is_zero, x], vec![]);
+        let count = match &axes {
+            Some(a) => b.op("ReduceSum", &[&mask, a], vec![keepdims.clone()]),
+            None => b.op("ReduceSum", &[&mask], vec![keepdims.clone()]),
+        };
+        let p = if c.opset >= 18 {
+            match &axes {
+                Some(a) => b.op("ReduceProd", &[&safe, a], vec![keepdims]),
+                None => b.op("ReduceProd", &[&safe], vec![keepdims]),
+            }
+        } else {
+            let mut attrs = vec![keepdims];
+            if let Some(a) = attr_ints(n, "axes").filter(|a| !a.is_empty()) {
+                attrs.push(make_ints("axes", a));
+            }
+            b.op("ReduceProd", &[&safe], attrs)
+        };
+        (p, count)
+    };
+    let none = b.op("Equal", &[&zeros, &zero], vec![]);
+    let single = b.op("Equal", &[&zeros, &one], vec![]);
+    let others = b.op("Div", &[&p, &safe], vec![]);
+    let at_nonzero = b.op("Where", &[&none, &others, &zero], vec![]);
+    let at_zero = b.op("Where", &[&single, &p, &zero], vec![]);
+    let d = b.op("Where", &[&is_zero, &at_zero, &at_nonzero], vec![]);
     one_input(b.op("Mul", &[&g2, &d], vec![]))
 }
