@@ -438,6 +438,14 @@ pub enum ChannelsArg {
     None,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ChannelAxisArg {
+    Auto,
+    First,
+    Last,
+    None,
+}
+
 /// Flags override the configuration file; without a file they describe the whole run.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -465,9 +473,13 @@ pub struct ScoreArgs {
     /// Differentiate the pre-softmax logit (the paper) or the softmax probability.
     #[arg(long, value_enum)]
     pub target: Option<TargetArg>,
-    /// Channel reduction for [C, H, W] examples.
+    /// Channel reduction for colour examples (mean: average the channels).
     #[arg(long, value_enum)]
     pub channels: Option<ChannelsArg>,
+    /// Where 3-D examples keep their channels: auto (from the shape), first ([C, H, W]),
+    /// last ([H, W, C]) or none.
+    #[arg(long, value_enum)]
+    pub channel_axis: Option<ChannelAxisArg>,
     /// Windows to score (all, early, middle, late, or names from scoring.ranges).
     #[arg(long, value_delimiter = ',')]
     pub windows: Option<Vec<String>>,

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use vog_core::{ChannelReduce, Target};
+use vog_core::{ChannelAxis, ChannelReduce, Target};
 use vog_engine::config::OutputFormat;
 use vog_engine::{check_output_dir, score_to_dir, Config, LabelMode, Written};
 
-use crate::cli::{ChannelsArg, LabelsArg, ScoreArgs, TargetArg};
+use crate::cli::{ChannelAxisArg, ChannelsArg, LabelsArg, ScoreArgs, TargetArg};
 use crate::progress::Bar;
 
 /// Builds the run configuration: the file (if any), then the flags on top.
@@ -51,6 +51,14 @@ pub fn config_from_args(a: &ScoreArgs) -> Result<Config> {
         c.scoring.channels = match ch {
             ChannelsArg::Mean => ChannelReduce::Mean,
             ChannelsArg::None => ChannelReduce::None,
+        };
+    }
+    if let Some(axis) = a.channel_axis {
+        c.scoring.channel_axis = match axis {
+            ChannelAxisArg::Auto => ChannelAxis::Auto,
+            ChannelAxisArg::First => ChannelAxis::First,
+            ChannelAxisArg::Last => ChannelAxis::Last,
+            ChannelAxisArg::None => ChannelAxis::None,
         };
     }
     if let Some(w) = &a.windows {

@@ -147,3 +147,61 @@ fn a_gradient_pattern_picks_the_files() {
     let bad = score(&cfg("grad_[.npy"), None, &Silent).unwrap_err();
     assert!(bad.to_string().contains("gradients.pattern"), "{bad}");
 }
+
+/// The same stored gradients laid out channels-last (`[N, H, W, C]`): `channel_axis = "auto"`
+/// reads the layout from the shape and gives numpy's channel-mean VoG; a shape that does not
+/// tell is an error naming the setting, and setting it scores.
+#[test]
+fn channels_last_gradients_average_the_colours_too() {
+    let g = golden("stored");
+    let expected = json(&g.join("expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    for k in 1..=6 {
+        let (shape, v) = crate::util::npy(&g.join(format!("stacked/epoch_{k}/grads.npy")));
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let mut last = vec![0f32; v.len()];
+        for (i, &x) in v.iter().enumerate() {
+            let (e, ch, y, xx) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
+            last[((e * h + y) * w + xx) * c + ch] = x;
+        }
+        let d = dir.path().join(format!("last/epoch_{k}"));
+        std::fs::create_dir_all(&d).unwrap();
+        vog_data::write_npy_f32(&d.join("grads.npy"), &[n, h, w, c], &last).unwrap();
+        // A cube: neither end looks like colour channels.
+        let d = dir.path().join(format!("cube/epoch_{k}"));
+        std::fs::create_dir_all(&d).unwrap();
+        vog_data::write_npy_f32(&d.join("grads.npy"), &[n, 4, 3, 4], &v).unwrap();
+    }
+    let cfg = |layout: &str, axis: &str| {
+        Config::from_toml(&format!(
+            "version = 1\n[data]\nlabels = \"{}\"\n[gradients]\ndirs = [\"{}/{layout}/epoch_*\"]\n\
+             [scoring]\nwindows = [\"all\"]\nchannel_axis = \"{axis}\"\n",
+            g.join("labels.npy").display(),
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let result = score(&cfg("last", "auto"), None, &Silent).unwrap();
+    let raw: Vec<f64> = result.examples.iter().map(|e| e.vog[0]).collect();
+    assert_close(
+        "channels last",
+        &raw,
+        &floats(&expected["mean"]["all"]["raw"]),
+        1e-9,
+        0.0,
+    );
+    assert_eq!(
+        result.manifest.scoring.channels,
+        vog_core::ChannelReduce::MeanLast
+    );
+    assert_eq!(result.manifest.scoring.vog_map_shape, vec![4, 4]);
+    let first = score(&cfg("last", "first"), None, &Silent).unwrap();
+    assert_ne!(first.examples[0].vog[0], result.examples[0].vog[0]);
+    let err = score(&cfg("cube", "auto"), None, &Silent).unwrap_err();
+    assert!(err.to_string().contains("channel_axis"), "{err}");
+    let none = score(&cfg("cube", "none"), None, &Silent).unwrap();
+    assert_eq!(
+        none.manifest.scoring.channels,
+        vog_core::ChannelReduce::None
+    );
+}

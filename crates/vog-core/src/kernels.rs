@@ -164,6 +164,14 @@ kernel!(
     )
 );
 
+/// The mean over `c` interleaved channels: `out[i]` = Σ_ch g[i·c + ch] / c (channels-last `g`).
+pub fn channel_mean_last(out: &mut [f64], g: &[f32], c: usize) {
+    let inv_c = 1.0 / c as f64;
+    for (o, px) in out.iter_mut().zip(g.chunks_exact(c)) {
+        *o = px.iter().map(|&v| f64::from(v)).sum::<f64>() * inv_c;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,5 +61,5 @@ pub use rng::{Lcg, SplitMix64};
 pub use sort::natural_cmp;
 pub use tensor::{batch_shape_string, Tensor, TensorView};
 pub use time::now_rfc3339;
-pub use vog::{ChannelReduce, Moments, VogAccumulator};
+pub use vog::{ChannelAxis, ChannelReduce, Moments, VogAccumulator};
 pub use window::{resolve_windows, thirds, Window, BUILTIN_WINDOWS};

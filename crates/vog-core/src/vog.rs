@@ -23,34 +23,95 @@ pub enum ChannelReduce {
     /// Average over the channel axis of `[C, H, W]` examples (the paper's choice for images).
     #[default]
     Mean,
+    /// Average over the channel axis of channels-last `[H, W, C]` examples.
+    MeanLast,
     /// Keep every element as it is.
     None,
 }
 
 impl ChannelReduce {
-    /// The name used in configuration files.
+    /// The name used in configuration files and run.json.
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelReduce::Mean => "mean",
+            ChannelReduce::MeanLast => "mean-last",
             ChannelReduce::None => "none",
         }
     }
 
     /// Channel count and elements per channel when this reduction applies to examples of
-    /// `row_shape`: only channel-first `[C, H, W]` examples with `C > 1` are averaged.
+    /// `row_shape`: only `[C, H, W]` (or, for [`ChannelReduce::MeanLast`], `[H, W, C]`) examples
+    /// with `C > 1` are averaged.
     pub fn plan(self, row_shape: &[usize]) -> Option<(usize, usize)> {
         match (self, row_shape) {
             (ChannelReduce::Mean, &[c, h, w]) if c > 1 => Some((c, h * w)),
+            (ChannelReduce::MeanLast, &[h, w, c]) if c > 1 => Some((c, h * w)),
             _ => None,
         }
     }
 
     /// Shape of the per-element statistics (the VoG map) for examples of `row_shape`.
     pub fn reduced_shape(self, row_shape: &[usize]) -> Vec<usize> {
-        match self.plan(row_shape) {
-            Some(_) => row_shape[1..].to_vec(),
-            None => row_shape.to_vec(),
+        match (self.plan(row_shape), self) {
+            (Some(_), ChannelReduce::MeanLast) => row_shape[..2].to_vec(),
+            (Some(_), _) => row_shape[1..].to_vec(),
+            (None, _) => row_shape.to_vec(),
         }
+    }
+}
+
+/// Where the channels of a 3-D example are (`[scoring] channel_axis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelAxis {
+    /// From the example's shape: `[C, H, W]` when only the first axis is short (at most 4) or
+    /// only the first is 3 (RGB), `[H, W, C]` when the same holds for the last axis; otherwise
+    /// the run stops and asks.
+    #[default]
+    Auto,
+    /// Channels first, `[C, H, W]` (PyTorch, ONNX exports of it).
+    First,
+    /// Channels last, `[H, W, C]` (TensorFlow, Keras, JAX/flax).
+    Last,
+    /// No channel averaging.
+    None,
+}
+
+impl ChannelAxis {
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelAxis::Auto => "auto",
+            ChannelAxis::First => "first",
+            ChannelAxis::Last => "last",
+            ChannelAxis::None => "none",
+        }
+    }
+
+    /// The reduction for examples of `row_shape` when `reduce` (`[scoring] channels`) asks for
+    /// channel averaging. An `auto` axis that the shape does not settle is an error that names
+    /// the setting.
+    pub fn resolve(self, reduce: ChannelReduce, row_shape: &[usize]) -> Result<ChannelReduce> {
+        let short = |d: usize| d <= 4;
+        Ok(match (reduce, self) {
+            (ChannelReduce::None, _) | (_, ChannelAxis::None) => ChannelReduce::None,
+            (ChannelReduce::MeanLast, _) | (_, ChannelAxis::Last) => ChannelReduce::MeanLast,
+            (ChannelReduce::Mean, ChannelAxis::First) => ChannelReduce::Mean,
+            (ChannelReduce::Mean, ChannelAxis::Auto) => match *row_shape {
+                [a, _, c] if a == 1 || (short(a) && !short(c)) => ChannelReduce::Mean,
+                [a, _, c] if c == 1 || (short(c) && !short(a)) => ChannelReduce::MeanLast,
+                [3, _, c] if c != 3 => ChannelReduce::Mean,
+                [a, _, 3] if a != 3 => ChannelReduce::MeanLast,
+                [a, b, c] => {
+                    return Err(Error::Config(format!(
+                        "scoring.channel_axis: examples shaped [{a}, {b}, {c}] do not say where their \
+                         colour channels are; set channel_axis = \"first\" ([C, H, W]), \"last\" ([H, W, C]) \
+                         or \"none\" (no channel averaging)"
+                    )))
+                }
+                _ => ChannelReduce::Mean,
+            },
+        })
     }
 }
 
@@ -127,6 +188,8 @@ pub struct VogAccumulator {
     row_shape: Vec<usize>,
     row_len: usize,
     channels: Option<(usize, usize)>,
+    /// Whether the channels are the last axis (`[H, W, C]`).
+    channels_last: bool,
     elems: usize,
     num_checkpoints: usize,
     segment_of: Vec<usize>,
@@ -217,6 +280,7 @@ impl VogAccumulator {
             row_shape: row_shape.to_vec(),
             row_len,
             channels,
+            channels_last: reduce == ChannelReduce::MeanLast,
             elems,
             num_checkpoints,
             segment_of,
@@ -368,7 +432,11 @@ impl VogAccumulator {
                 None => kernels::update_f32(mean, m2, g, inv),
                 Some((c, _)) => {
                     let acc = &mut self.scratch.0;
-                    kernels::channel_mean(acc, g, c, 1.0 / c as f64);
+                    if self.channels_last {
+                        kernels::channel_mean_last(acc, g, c);
+                    } else {
+                        kernels::channel_mean(acc, g, c, 1.0 / c as f64);
+                    }
                     if first {
                         kernels::first_f64(mean, m2, acc);
                     } else {
@@ -404,7 +472,11 @@ impl VogAccumulator {
             .chunks_exact_mut(self.elems)
             .zip(gradient.chunks_exact(self.row_len))
         {
-            kernels::channel_mean(out, g, c, 1.0 / c as f64);
+            if self.channels_last {
+                kernels::channel_mean_last(out, g, c);
+            } else {
+                kernels::channel_mean(out, g, c, 1.0 / c as f64);
+            }
         }
         Rows::F64(buf)
     }
@@ -719,6 +791,79 @@ mod tests {
         };
         let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
         assert_eq!(bits(run(false)), bits(run(true)));
+    }
+
+    #[test]
+    fn channels_last_give_the_same_vog_as_channels_first() {
+        // The same gradients laid out [C, H, W] and [H, W, C]: identical VoG, to the bit.
+        let windows = vec![Window {
+            name: "all".into(),
+            start: 0,
+            end: 3,
+        }];
+        let (c, h, w) = (3usize, 2usize, 2usize);
+        let first: Vec<Vec<f32>> = (0..3)
+            .map(|k| {
+                (0..c * h * w)
+                    .map(|i| ((i * 7 + k * 5) % 11) as f32 - 4.5)
+                    .collect()
+            })
+            .collect();
+        let last: Vec<Vec<f32>> = first
+            .iter()
+            .map(|g| {
+                (0..h * w)
+                    .flat_map(|px| (0..c).map(move |ch| g[ch * h * w + px]))
+                    .collect()
+            })
+            .collect();
+        let mut a = VogAccumulator::new(&[c, h, w], &windows, 3, ChannelReduce::Mean).unwrap();
+        let mut b = VogAccumulator::new(&[h, w, c], &windows, 3, ChannelReduce::MeanLast).unwrap();
+        a.reset(1);
+        b.reset(1);
+        for k in 0..3 {
+            a.add(k, &first[k]).unwrap();
+            b.add(k, &last[k]).unwrap();
+        }
+        assert_eq!(a.elements(), h * w);
+        assert_eq!(b.elements(), h * w);
+        assert_eq!(a.vog_map(0, 0).unwrap(), b.vog_map(0, 0).unwrap());
+        assert_eq!(
+            ChannelReduce::MeanLast.reduced_shape(&[h, w, c]),
+            vec![h, w]
+        );
+    }
+
+    #[test]
+    fn the_channel_axis_follows_the_shape_or_asks() {
+        use ChannelReduce::{Mean, MeanLast};
+        let auto = |s: &[usize]| ChannelAxis::Auto.resolve(Mean, s);
+        assert_eq!(auto(&[3, 32, 32]).unwrap(), Mean);
+        assert_eq!(auto(&[1, 28, 28]).unwrap(), Mean);
+        assert_eq!(auto(&[32, 32, 3]).unwrap(), MeanLast);
+        assert_eq!(auto(&[28, 28, 1]).unwrap(), MeanLast);
+        assert_eq!(auto(&[784]).unwrap(), Mean);
+        assert_eq!(auto(&[3, 4, 4]).unwrap(), Mean);
+        assert_eq!(auto(&[4, 4, 3]).unwrap(), MeanLast);
+        for ambiguous in [[3, 4, 3], [16, 32, 32], [2, 2, 2]] {
+            let e = auto(&ambiguous).unwrap_err().to_string();
+            assert!(e.contains("channel_axis") && e.contains("\"last\""), "{e}");
+        }
+        assert_eq!(
+            ChannelAxis::Last.resolve(Mean, &[3, 4, 3]).unwrap(),
+            MeanLast
+        );
+        assert_eq!(ChannelAxis::First.resolve(Mean, &[3, 4, 3]).unwrap(), Mean);
+        assert_eq!(
+            ChannelAxis::None.resolve(Mean, &[3, 4, 3]).unwrap(),
+            ChannelReduce::None
+        );
+        assert_eq!(
+            ChannelAxis::Auto
+                .resolve(ChannelReduce::None, &[3, 4, 3])
+                .unwrap(),
+            ChannelReduce::None
+        );
     }
 
     #[test]

@@ -163,20 +163,19 @@ pub(crate) fn pass_backend<'a>(
         metadata_missing: ann.metadata_missing,
         shard_rows: config.shard.map(|_| [first, end]),
     };
+    let reduced_from = if grad_shape.is_empty() {
+        &transform.shape
+    } else {
+        &grad_shape
+    };
+    let channels = config.scoring.channel_reduce(reduced_from)?;
     let scoring = ScoringSummary {
         labels: Some(mode),
         target: Some(config.scoring.target),
         second_target: second,
         el2n_checkpoint: Some(config.scoring.el2n_checkpoint.min(k)),
-        channels: config.scoring.channels,
-        vog_map_shape: config
-            .scoring
-            .channels
-            .reduced_shape(if grad_shape.is_empty() {
-                &transform.shape
-            } else {
-                &grad_shape
-            }),
+        channels,
+        vog_map_shape: channels.reduced_shape(reduced_from),
         windows: all_windows,
         columns: extra_columns.clone(),
         num_classes: Some(state.batch_classes),
@@ -406,7 +405,10 @@ impl Scoring<'_> {
             // Folding gradients into the running statistics overlaps the next backend call.
             let (jobs, job_rx) = std::sync::mpsc::sync_channel::<AccJob>(2 * k);
             let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
-            let channels = self.config.scoring.channels;
+            let channels = (
+                self.config.scoring.channels,
+                self.config.scoring.channel_axis,
+            );
             // Gradients are checked for NaN and infinity there too, described as the loop would.
             let describe = |e, ck: usize, start, rows| self.step_error(e, ck, start, rows);
             spawn_helper(scope, "vog-stats", loop_cpu, move |helper| {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vog_core::{ChannelReduce, Target, BUILTIN_WINDOWS};
+use vog_core::{ChannelAxis, ChannelReduce, Target, BUILTIN_WINDOWS};
 
 use crate::{Error, Result};
 
@@ -413,9 +413,13 @@ pub struct ScoringConfig {
     /// Pre-softmax logit (the paper) or softmax probability.
     #[serde(default)]
     pub target: Target,
-    /// Channel reduction for `[C, H, W]` examples.
+    /// Channel reduction for colour examples: `mean` (the paper) or `none`.
     #[serde(default)]
     pub channels: ChannelReduce,
+    /// Where a 3-D example's channels are: `auto` (from its shape), `first` (`[C, H, W]`),
+    /// `last` (`[H, W, C]`) or `none`.
+    #[serde(default)]
+    pub channel_axis: ChannelAxis,
     /// Windows to score: `all`, `early`, `middle`, `late` and names from `ranges`.
     #[serde(default = "default_windows")]
     pub windows: Vec<String>,
@@ -455,6 +459,14 @@ pub enum SecondTarget {
     Probability,
 }
 
+impl ScoringConfig {
+    /// The channel reduction for examples (gradients) of `row_shape`: `channels` and
+    /// `channel_axis` together, an `auto` axis settled by the shape (or an error that asks).
+    pub fn channel_reduce(&self, row_shape: &[usize]) -> vog_core::Result<ChannelReduce> {
+        self.channel_axis.resolve(self.channels, row_shape)
+    }
+}
+
 impl SecondTarget {
     /// The second target a run with `target` in label mode `mode` computes (`None`: none).
     pub fn resolve(self, target: Target, mode: LabelMode) -> Option<Target> {
@@ -492,6 +504,7 @@ impl Default for ScoringConfig {
             labels: LabelMode::default(),
             target: Target::default(),
             channels: ChannelReduce::default(),
+            channel_axis: ChannelAxis::default(),
             windows: default_windows(),
             ranges: BTreeMap::new(),
             second_target: SecondTarget::Auto,

@@ -135,8 +135,8 @@ pub(crate) fn maps_of_group(
             let (a, _) = match accs[ci].as_mut() {
                 Some(x) => x,
                 None => {
-                    let mut a =
-                        VogAccumulator::new(&grad_shape, windows, k, config.scoring.channels)?;
+                    let reduce = config.scoring.channel_reduce(&grad_shape)?;
+                    let mut a = VogAccumulator::new(&grad_shape, windows, k, reduce)?;
                     a.reset(chunk.len());
                     accs[ci].insert((a, grad_shape.clone()))
                 }
@@ -150,7 +150,10 @@ pub(crate) fn maps_of_group(
     for ((chunk, acc), last) in chunks.iter().zip(accs).zip(lasts) {
         let (mut a, grad_shape) = acc.expect("at least two checkpoints");
         let row_len: usize = grad_shape.iter().product();
-        let map_shape = config.scoring.channels.reduced_shape(&grad_shape);
+        let map_shape = config
+            .scoring
+            .channel_reduce(&grad_shape)?
+            .reduced_shape(&grad_shape);
         for (i, &r) in chunk.iter().enumerate() {
             each(ExampleMap {
                 row: r,

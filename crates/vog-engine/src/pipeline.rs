@@ -80,7 +80,7 @@ pub(crate) fn accumulate(
     results: std::sync::mpsc::Sender<Result<BatchScores>>,
     windows: &[Window],
     k: usize,
-    channels: vog_core::ChannelReduce,
+    channels: (vog_core::ChannelReduce, vog_core::ChannelAxis),
     describe: DescribeStep<'_>,
     helper: &mut Helper<'_>,
 ) {
@@ -98,7 +98,10 @@ pub(crate) fn accumulate(
                 let mut fresh = || -> Result<VogAccumulator> {
                     let mut a = match spare.pop() {
                         Some(a) if a.row_shape() == shape.as_slice() => a,
-                        _ => VogAccumulator::new(&shape, windows, k, channels)?,
+                        _ => {
+                            let reduce = channels.1.resolve(channels.0, &shape)?;
+                            VogAccumulator::new(&shape, windows, k, reduce)?
+                        }
                     };
                     a.reset(rows);
                     Ok(a)

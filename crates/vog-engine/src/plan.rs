@@ -91,7 +91,13 @@ impl WorkPlan {
         let models_all: u64 = sizes.iter().sum::<u64>() * MODEL_FACTOR;
         let model_max: u64 = sizes.iter().copied().max().unwrap_or(0) * MODEL_FACTOR;
         let classes = num_classes.unwrap_or(ASSUMED_CLASSES);
-        let per_row = per_row_bytes(input_shape, windows, k, classes, config.scoring.channels)?;
+        // An axis the shape does not settle fails later, with the gradient's shape; the estimate
+        // assumes no reduction (the larger footprint).
+        let channels = config
+            .scoring
+            .channel_reduce(input_shape)
+            .unwrap_or(ChannelReduce::None);
+        let per_row = per_row_bytes(input_shape, windows, k, classes, channels)?;
         let usable = budget.map(|b| b / 4 * 3);
         let mut batch = config
             .backend

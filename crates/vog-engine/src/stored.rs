@@ -130,7 +130,8 @@ pub(crate) fn pass_stored(
         .backend
         .batch_size
         .unwrap_or_else(|| crate::plan::auto_batch(&shape));
-    let mut acc = VogAccumulator::new(&shape, &windows, k, config.scoring.channels)?;
+    let channels = config.scoring.channel_reduce(&shape)?;
+    let mut acc = VogAccumulator::new(&shape, &windows, k, channels)?;
     let mut buf = Vec::with_capacity(bs * row_len);
     let (loop_start, _) = start_sink(sink, config, &checkpoints, n, [0, n], bs)?;
     progress.start(n as u64, "scoring stored gradients");
@@ -203,8 +204,8 @@ pub(crate) fn pass_stored(
         target: None,
         second_target: None,
         el2n_checkpoint: None,
-        channels: config.scoring.channels,
-        vog_map_shape: config.scoring.channels.reduced_shape(&shape),
+        channels,
+        vog_map_shape: channels.reduced_shape(&shape),
         windows,
         columns: Vec::new(),
         num_classes: None,

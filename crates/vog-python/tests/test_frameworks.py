@@ -132,3 +132,63 @@ def test_keras_on_jax_agrees_with_keras_on_torch(keras_checkpoints, cnn, tmp_pat
     on_jax = vog.Run(tmp_path / "j")
     assert on_jax.manifest["backend"]["devices"] == ["jax"]
     assert relative_error(on_jax.columns()["vog_all"], on_torch.columns()["vog_all"]) < 1e-5
+
+
+def test_channels_last_keras_and_channels_first_torch_give_the_same_vog(keras_checkpoints, cnn, tmp_path):
+    """Keras on [H, W, 3] images: the channel axis is read from the shape (last) and the colour
+    gradients averaged, matching Keras' own autodiff; the same data as [3, H, W] through a PyTorch
+    twin of each checkpoint (the same weights, channels first) gives the same VoG."""
+    import keras
+    import torch
+
+    import vog.keras
+    import vog.torch
+
+    directory, x_last = keras_checkpoints
+    manifest = json.loads((directory / "vog-checkpoints.json").read_text())
+    y = cnn.y
+    run_keras = vog.score(directory, x_last, y, backend=vog.keras.Backend(), out=tmp_path / "k",
+                          progress=False)
+    assert run_keras.manifest["scoring"]["channels"] == "mean-last"
+
+    class Twin(torch.nn.Module):
+        """keras_cnn() in PyTorch's layout: NCHW convolution, NHWC flatten before the dense layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.dense = torch.nn.Linear(4 * 6 * 6, 5)
+
+        def forward(self, x):
+            h = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+            return self.dense(h.permute(0, 2, 3, 1).flatten(1))
+
+    twin_dir = tmp_path / "twin"
+    twin_dir.mkdir()
+    grads = []
+    for i, e in enumerate(manifest["checkpoints"]):
+        m = keras.saving.load_model(str(directory / e["files"]["keras"]), compile=False)
+        kernel, bias, dense_kernel, dense_bias = (np.asarray(w) for w in m.get_weights())
+        state = {
+            "conv.weight": torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()),
+            "conv.bias": torch.from_numpy(bias),
+            "dense.weight": torch.from_numpy(dense_kernel.T.copy()),
+            "dense.bias": torch.from_numpy(dense_bias),
+        }
+        torch.save(state, twin_dir / f"epoch_{i + 1}.pt")
+        xt = torch.from_numpy(x_last).requires_grad_(True)
+        logits = m(xt, training=False)
+        (g,) = torch.autograd.grad(logits.gather(1, torch.from_numpy(y)[:, None]).sum(), xt)
+        grads.append(g.numpy().astype(np.float64).mean(axis=-1))  # colours averaged, [N, H, W]
+    assert relative_error(run_keras.columns()["vog_all"], vog_of(grads)) < 1e-5
+
+    x_first = np.ascontiguousarray(np.transpose(x_last, (0, 3, 1, 2)))
+    run_torch = vog.score(twin_dir, x_first, y, backend=vog.torch.Backend(Twin, device="cpu"),
+                          out=tmp_path / "t", progress=False)
+    assert run_torch.manifest["scoring"]["channels"] == "mean"
+    assert relative_error(run_torch.columns()["vog_all"], run_keras.columns()["vog_all"]) < 1e-5
+    # A shape that does not say where the channels are is refused with the setting to use.
+    with pytest.raises(vog.VogError, match="channel_axis"):
+        vog.score(twin_dir, np.zeros((4, 3, 4, 3), np.float32), backend=vog.torch.Backend(
+            lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 5)), device="cpu",
+            strict=False), out=tmp_path / "bad", progress=False)

@@ -75,6 +75,7 @@ def score(
     ranges=None,
     flag=None,
     channels="mean",
+    channel_axis=None,
     input_shape=None,
     ids=None,
     metadata=None,
@@ -126,7 +127,12 @@ def score(
         Which examples to flag for review: a dict of ``[flag]`` settings (``top_percent``,
         ``threshold``, ``window``, ``max_maps``, ``extremes_per_class``) or a number (top percent).
     channels:
-        ``"mean"`` averages ``[C, H, W]`` gradients over channels (the paper), ``"none"`` keeps them.
+        ``"mean"`` averages colour gradients over channels (the paper), ``"none"`` keeps them.
+    channel_axis:
+        Where 3-D examples keep their channels: ``"first"`` (``[C, H, W]``, PyTorch),
+        ``"last"`` (``[H, W, C]``, Keras/TensorFlow/JAX) or ``"none"``. ``None`` (``"auto"``)
+        reads it from the shape (a short first or last axis) and raises when the shape does
+        not tell.
     ids, metadata:
         Example ids (a list or a path) and per-example metadata (a list of dicts, or a JSONL/CSV
         path), stored with the rows and searchable in the audit store.
@@ -159,6 +165,8 @@ def score(
         raise ValueError(
             f"second_target {second_target!r} is not one of {', '.join(_TARGETS)}, auto, none"
         )
+    if channel_axis is not None and channel_axis not in ("auto", "first", "last", "none"):
+        raise ValueError(f"channel_axis {channel_axis!r} is not one of auto, first, last, none")
     if labels_mode is not None and labels_mode not in _LABEL_MODES:
         raise ValueError(f"labels_mode {labels_mode!r} is not one of {', '.join(_LABEL_MODES)}")
 
@@ -196,6 +204,8 @@ def score(
             config["data"]["split"] = str(split)
         if labels_mode is not None:
             config["scoring"]["labels"] = labels_mode
+        if channel_axis is not None:
+            config["scoring"]["channel_axis"] = channel_axis
         if second_target is not None:
             config["scoring"]["second_target"] = second_target
         if windows is not None:
