@@ -13,7 +13,7 @@ mod case;
 mod reference;
 
 use case::{check_all, doubles, f32_of, node, uniform, Case, PAIRS, ROWS};
-use reference::{away_from, celu, pool2d, selu, spread};
+use reference::{away_from, celu, conv2d_same, pool2d, selu, spread};
 use vog_onnx::graph::{make_f, make_i, make_ints, make_s};
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_onnx::proto::TensorProto;
@@ -286,6 +286,35 @@ fn pools_with_ceil_mode_agree_with_finite_differences() {
         ),
         pool("MaxPool 2×2/2 ceil", "MaxPool", 2, 0, false),
         pool("MaxPool 3×3/2 pad 1 ceil", "MaxPool", 3, 1, false),
+    ]);
+}
+
+#[test]
+fn same_padded_convolutions_at_any_stride_agree_with_finite_differences() {
+    // [N, C, H, W] = [2, 2, 7, 6] into 3 channels, `auto_pad` SAME_UPPER or SAME_LOWER at stride
+    // 2 or 3: the padding depends on the input size and is uneven for odd totals. (ONNX Runtime
+    // runs no dilated convolution with SAME padding, so none is tested.)
+    let x = uniform(36, 2 * 2 * 7 * 6, -2.0, 2.0);
+    let weight = f32_of(&uniform(37, 3 * 2 * 3 * 3, -1.0, 1.0));
+    let conv = |name: &'static str, mode: &str, stride: usize, dilation: usize| {
+        let lower = mode == "SAME_LOWER";
+        let w = weight.clone();
+        let (oh, ow) = (7usize.div_ceil(stride), 6usize.div_ceil(stride));
+        Case::op(name, "Conv", &[2, 2, 7, 6], x.clone())
+            .constant("W", &[3, 2, 3, 3], &weight)
+            .attr(make_s("auto_pad", mode))
+            .attr(make_ints("strides", vec![stride as i64; 2]))
+            .attr(make_ints("dilations", vec![dilation as i64; 2]))
+            .forward(move |x| {
+                let rows = x.len() / (2 * 7 * 6);
+                conv2d_same(x, [rows, 2, 7, 6], &w, [3, 3], stride, dilation, lower)
+            })
+            .mixed(3 * oh * ow)
+    };
+    check_all(vec![
+        conv("Conv 3×3/2 SAME_UPPER", "SAME_UPPER", 2, 1),
+        conv("Conv 3×3/2 SAME_LOWER", "SAME_LOWER", 2, 1),
+        conv("Conv 3×3/3 SAME_UPPER", "SAME_UPPER", 3, 1),
     ]);
 }
 

@@ -81,3 +81,52 @@ pub(crate) fn away_from(mut x: Vec<f64>, kinks: &[f64], gap: f64) -> Vec<f64> {
     }
     x
 }
+
+/// A 2-D convolution with `auto_pad = SAME_UPPER` (or `SAME_LOWER`) in float64: `x` is
+/// `[n, cin, h, w]`, `weight` `[cout, cin, k, k]`, output `[n, cout, ⌈h/s⌉, ⌈w/s⌉]`.
+pub(crate) fn conv2d_same(
+    x: &[f64],
+    [n, cin, h, w]: [usize; 4],
+    weight: &[f64],
+    [cout, k]: [usize; 2],
+    s: usize,
+    d: usize,
+    lower: bool,
+) -> Vec<f64> {
+    let begin = |len: usize| {
+        let o = len.div_ceil(s);
+        let total = ((o - 1) * s + (k - 1) * d + 1).saturating_sub(len);
+        if lower {
+            total - total / 2
+        } else {
+            total / 2
+        }
+    };
+    let (oh, ow, ph, pw) = (h.div_ceil(s), w.div_ceil(s), begin(h), begin(w));
+    let mut y = Vec::with_capacity(n * cout * oh * ow);
+    for b in 0..n {
+        for o in 0..cout {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = 0.0;
+                    for ci in 0..cin {
+                        for a in 0..k {
+                            for c in 0..k {
+                                let (r, q) = (
+                                    (i * s + a * d) as i64 - ph as i64,
+                                    (j * s + c * d) as i64 - pw as i64,
+                                );
+                                if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < w {
+                                    acc += weight[((o * cin + ci) * k + a) * k + c]
+                                        * x[((b * cin + ci) * h + r as usize) * w + q as usize];
+                                }
+                            }
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+    }
+    y
+}

@@ -1,6 +1,7 @@
 //! Rules for convolutions, by their data input only (weights are never differentiated): `Conv`,
 //! whose input gradient is a convolution with the flipped kernel when the geometry allows and a
-//! `ConvTranspose` otherwise, and `ConvTranspose`, whose input gradient is a `Conv`.
+//! `ConvTranspose` otherwise (`SAME` padding at any stride included), and `ConvTranspose`, whose
+//! input gradient is a `Conv`.
 
 use super::context::{one_input, Ctx, Grads};
 use super::geometry::{conv_geometry, explicit_pads, ints_or};
@@ -11,11 +12,13 @@ use crate::graph::{attr, attr_i, attr_s, make_i, make_ints};
 pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let (n, g) = (c.n, &c.g);
     let (kernel, strides, dil) = conv_geometry(b, n).ok_or(())?;
-    let pads = explicit_pads(n, &kernel, &strides, &dil).ok_or(())?;
     let group = attr_i(n, "group").unwrap_or(1);
     if !c.need(0) {
         return Err(()); // weight gradients are never needed
     }
+    let Some(pads) = explicit_pads(n, &kernel, &strides, &dil) else {
+        return same_at_any_stride(b, c, &kernel, &strides, &dil, group);
+    };
     let r = kernel.len();
     // A gradient of few channels (the input image's: 1 or 3) is left to ConvTranspose:
     // ONNX Runtime runs convolutions in a blocked layout of 8 or 16 channels, so a
@@ -60,6 +63,67 @@ pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         ],
     );
     Ok(vec![Some(b.fit_spatial_to(&t, c.x(0)))])
+}
+
+/// `Conv` with `auto_pad = SAME_UPPER | SAME_LOWER` at a stride above 1, by its input `X`. The
+/// padding then depends on the input's size: in total `max((⌈i/s⌉ − 1)·s + (k − 1)·d + 1 − i, 0)`
+/// per axis, half of it (rounded down for `SAME_UPPER`, up for `SAME_LOWER`) before the input.
+/// So the transposed convolution runs unpadded, over the padded input's coordinates, and the
+/// gradient is cut out of it from the begin padding, computed in the graph.
+fn same_at_any_stride(
+    b: &mut Builder<'_>,
+    c: &Ctx<'_>,
+    kernel: &[i64],
+    strides: &[i64],
+    dil: &[i64],
+    group: i64,
+) -> Grads {
+    let lower = match attr_s(c.n, "auto_pad").as_deref() {
+        Some("SAME_UPPER") => false,
+        Some("SAME_LOWER") => true,
+        _ => return Err(()),
+    };
+    let r = kernel.len();
+    let t = b.op(
+        "ConvTranspose",
+        &[&c.g, c.x(1)],
+        vec![
+            make_i("group", group),
+            make_ints("strides", strides.to_vec()),
+            make_ints("dilations", dil.to_vec()),
+            make_ints("pads", vec![0; 2 * r]),
+        ],
+    );
+    let i = b.spatial(c.x(0));
+    let s = b.i64s(strides);
+    let one = b.i64s(&vec![1; r]);
+    let reach: Vec<i64> = kernel
+        .iter()
+        .zip(dil)
+        .map(|(k, d)| (k - 1) * d + 1)
+        .collect();
+    let reach = b.i64s(&reach);
+    // ⌈i/s⌉ − 1 = (i + s − 1) / s − 1, in integers.
+    let s1 = b.op("Sub", &[&s, &one], vec![]);
+    let up = b.op("Add", &[&i, &s1], vec![]);
+    let o = b.op("Div", &[&up, &s], vec![]);
+    let o1 = b.op("Sub", &[&o, &one], vec![]);
+    let span = b.op("Mul", &[&o1, &s], vec![]);
+    let needed = b.op("Add", &[&span, &reach], vec![]);
+    let short = b.op("Sub", &[&needed, &i], vec![]);
+    let zero = b.i64s(&vec![0; r]);
+    let total = b.op("Max", &[&short, &zero], vec![]);
+    let two = b.i64s(&vec![2; r]);
+    let half = b.op("Div", &[&total, &two], vec![]);
+    let begin = if lower {
+        b.op("Sub", &[&total, &half], vec![])
+    } else {
+        half
+    };
+    let ends = b.i64s(&vec![i64::MAX; r]);
+    let axes = b.i64s(&(2..2 + r as i64).collect::<Vec<_>>());
+    let cut = b.op("Slice", &[&t, &begin, &ends, &axes], vec![]);
+    Ok(vec![Some(b.fit_spatial_to(&cut, c.x(0)))])
 }
 
 /// `ConvTranspose` with explicit pads and no `output_shape`, by its input `X`.
