@@ -98,13 +98,17 @@ fn descending(s: &[f64]) -> Vec<usize> {
 
 /// Bad rate among the `⌊n/10⌋` (at least one) highest and lowest scores.
 pub fn decile_rates(s: &[f64], bad: &[bool]) -> (f64, f64) {
-    if s.is_empty() {
+    rates_in_order(&descending(s), bad)
+}
+
+/// [`decile_rates`] of examples already in descending score order.
+fn rates_in_order(order: &[usize], bad: &[bool]) -> (f64, f64) {
+    if order.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let order = descending(s);
-    let k = (s.len() / 10).max(1);
+    let k = (order.len() / 10).max(1);
     let rate = |rows: &[usize]| rows.iter().filter(|&&r| bad[r]).count() as f64 / k as f64;
-    (rate(&order[..k]), rate(&order[s.len() - k..]))
+    (rate(&order[..k]), rate(&order[order.len() - k..]))
 }
 
 /// Mean and sample standard deviation of per-seed values.
@@ -164,12 +168,9 @@ pub fn decile_gap(per_seed: &[(Vec<f64>, Vec<bool>)], draws: usize, seed: u64) -
             (descending(&s), b)
         })
         .collect();
-    let gaps: Vec<(f64, f64)> = per_seed
+    let gaps: Vec<(f64, f64)> = prepared
         .iter()
-        .map(|(v, b)| {
-            let (s, b) = defined(v, b);
-            decile_rates(&s, &b)
-        })
+        .map(|(order, bad)| rates_in_order(order, bad))
         .collect();
     let d: Vec<f64> = gaps.iter().map(|(t, b)| t - b).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
