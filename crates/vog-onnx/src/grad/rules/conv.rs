@@ -4,7 +4,7 @@
 //! input gradient is a `Conv`.
 
 use super::context::{one_input, Ctx, Grads};
-use super::geometry::{conv_geometry, explicit_pads, ints_or};
+use super::geometry::{conv_geometry, explicit_pads, ints_or, overhang};
 use crate::grad::builder::Builder;
 use crate::graph::{attr, attr_i, attr_s, make_i, make_ints};
 
@@ -94,25 +94,9 @@ fn same_at_any_stride(
             make_ints("pads", vec![0; 2 * r]),
         ],
     );
+    // The output is ⌈i/s⌉ long: its windows overhang the input by the total SAME padding.
     let i = b.spatial(c.x(0));
-    let s = b.i64s(strides);
-    let one = b.i64s(&vec![1; r]);
-    let reach: Vec<i64> = kernel
-        .iter()
-        .zip(dil)
-        .map(|(k, d)| (k - 1) * d + 1)
-        .collect();
-    let reach = b.i64s(&reach);
-    // ⌈i/s⌉ − 1 = (i + s − 1) / s − 1, in integers.
-    let s1 = b.op("Sub", &[&s, &one], vec![]);
-    let up = b.op("Add", &[&i, &s1], vec![]);
-    let o = b.op("Div", &[&up, &s], vec![]);
-    let o1 = b.op("Sub", &[&o, &one], vec![]);
-    let span = b.op("Mul", &[&o1, &s], vec![]);
-    let needed = b.op("Add", &[&span, &reach], vec![]);
-    let short = b.op("Sub", &[&needed, &i], vec![]);
-    let zero = b.i64s(&vec![0; r]);
-    let total = b.op("Max", &[&short, &zero], vec![]);
+    let total = overhang(b, c.y(), [kernel, strides, dil], &i);
     let two = b.i64s(&vec![2; r]);
     let half = b.op("Div", &[&total, &two], vec![]);
     let begin = if lower {

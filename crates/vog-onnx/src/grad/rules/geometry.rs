@@ -1,7 +1,8 @@
 //! The window geometry of convolution and pooling nodes, read from their attributes: kernel
 //! size, strides, dilations and explicit pads (resolving `auto_pad` where the input size does not
-//! matter), whether a max pool's windows are disjoint, and the `MaxUnpool` attributes that undo
-//! one. Shared by the `conv` and `pool` rules; it emits no nodes.
+//! matter), whether a max pool's windows are disjoint, the `MaxUnpool` attributes that undo one,
+//! and (in the graph, where sizes are known only at run time) how far windows overhang their
+//! input. Shared by the `conv` and `pool` rules.
 
 use crate::grad::builder::Builder;
 use crate::graph::{attr_ints, attr_s, make_ints};
@@ -95,4 +96,31 @@ pub(super) fn max_unpool_attrs(n: &NodeProto) -> Vec<AttributeProto> {
         make_ints("strides", strides),
         make_ints("pads", pads),
     ]
+}
+
+/// Per spatial axis, how far the windows of a node with output `y` reach past `have` input
+/// positions, or 0: `max((o − 1)·s + (k − 1)·d + 1 − have, 0)` with `o` the output's size.
+/// Emitted in the graph: it depends on sizes known only at run time.
+pub(super) fn overhang(
+    b: &mut Builder<'_>,
+    y: &str,
+    [kernel, strides, dilations]: [&[i64]; 3],
+    have: &str,
+) -> String {
+    let r = kernel.len();
+    let sy = b.spatial(y);
+    let one = b.i64s(&vec![1; r]);
+    let s = b.i64s(strides);
+    let reach: Vec<i64> = kernel
+        .iter()
+        .zip(dilations)
+        .map(|(k, d)| (k - 1) * d + 1)
+        .collect();
+    let reach = b.i64s(&reach);
+    let o1 = b.op("Sub", &[&sy, &one], vec![]);
+    let span = b.op("Mul", &[&o1, &s], vec![]);
+    let needed = b.op("Add", &[&span, &reach], vec![]);
+    let short = b.op("Sub", &[&needed, have], vec![]);
+    let zero = b.i64s(&vec![0; r]);
+    b.op("Max", &[&short, &zero], vec![])
 }

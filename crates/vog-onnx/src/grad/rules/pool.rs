@@ -4,7 +4,7 @@
 //! `GlobalAveragePool`.
 
 use super::context::{one_input, Ctx, Grads};
-use super::geometry::{explicit_pads, ints_or, max_unpool_attrs, non_overlapping_pool};
+use super::geometry::{explicit_pads, ints_or, max_unpool_attrs, non_overlapping_pool, overhang};
 use crate::grad::builder::Builder;
 use crate::grad::names::{MAX_POOL_GRAD, VOG_DOMAIN};
 use crate::graph::{attr_i, attr_ints, make_i, make_ints, make_t, tensor_f32};
@@ -162,20 +162,11 @@ fn ceil_divisors(
     let r = kernel.len();
     let g = &c.g;
     let sx = b.spatial(c.x(0));
-    let sy = b.spatial(c.y());
-    // extra = max(0, (o − 1)·s + k − (i + begin + end)) per spatial axis.
-    let one = b.i64s(&vec![1; r]);
-    let s = b.i64s(strides);
-    let k = b.i64s(kernel);
-    let o1 = b.op("Sub", &[&sy, &one], vec![]);
-    let span = b.op("Mul", &[&o1, &s], vec![]);
-    let needed = b.op("Add", &[&span, &k], vec![]);
+    // The extra end padding: how far the windows overhang the explicitly padded input.
     let both: Vec<i64> = (0..r).map(|a| pads[a] + pads[a + r]).collect();
     let both = b.i64s(&both);
     let have = b.op("Add", &[&sx, &both], vec![]);
-    let short = b.op("Sub", &[&needed, &have], vec![]);
-    let zero = b.i64s(&vec![0; r]);
-    let extra = b.op("Max", &[&short, &zero], vec![]);
+    let extra = overhang(b, c.y(), [kernel, strides, &vec![1; r]], &have);
     let ones = ones_plane(b, &sx, g);
     let mut explicit = vec![0, 0];
     explicit.extend(&pads[..r]);
