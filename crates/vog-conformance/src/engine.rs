@@ -235,9 +235,10 @@ pub fn check_vog_through_engine(subject: &Subject, case: &VogCase) -> Vec<Scores
         let config = case.config(labels, target, subject.options());
         let result = score(&config, Some(backend.as_ref()), &Silent).unwrap_or_else(|e| {
             panic!(
-                "{at}: scoring with labels {} and target {}: {e:#}",
+                "{at}: scoring with labels {} and target {}: {}",
                 labels.as_str(),
-                target.as_str()
+                target.as_str(),
+                with_sources(&e)
             )
         });
         let scores = Scores::from_result(labels, target, &result);
@@ -252,6 +253,18 @@ pub fn check_vog_through_engine(subject: &Subject, case: &VogCase) -> Vec<Scores
         all.push(scores);
     }
     all
+}
+
+/// An error and its sources, `: `-separated (the engine's errors name where, their sources what).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
 }
 
 /// Compares one run with the reference file.

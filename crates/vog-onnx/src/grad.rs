@@ -79,10 +79,12 @@ pub struct GradModel {
 pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> {
     let mut model = model.clone();
     let opset = raise_opset(&mut model)?;
-    let graph = model
+    let mut graph = model
         .graph
         .take()
         .ok_or_else(|| Error::Decode("the model has no graph".into()))?;
+    crate::upgrade::inline_constant_ifs(&mut graph);
+    let graph = graph;
     let consts = Constants::new(&graph);
     let roles = Roles::find(&graph, spec)?;
     let active = active_tensors(&graph, &roles.wrt);
@@ -158,14 +160,19 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
 fn raise_opset(model: &mut ModelProto) -> Result<i64> {
     let opset = default_opset(model)
         .ok_or_else(|| Error::Model("the model imports no ai.onnx opset".into()))?;
-    if opset < 13 {
+    if opset < 11 {
         return Err(Error::Model(format!(
-            "the model uses ai.onnx opset {opset}; vog needs opset 13 or newer (re-export, e.g. \
+            "the model uses ai.onnx opset {opset}; vog needs opset 11 or newer (re-export, e.g. \
              torch.onnx.export(..., opset_version=17))"
         )));
     }
+    if opset < 13 {
+        if let Some(graph) = model.graph.as_mut() {
+            crate::upgrade::to_opset13(graph);
+        }
+    }
     // Ops emitted for the reverse pass (CastLike, ScatterElements with reduction) need opset 16;
-    // 13–15 → 16 changes no existing op's behaviour.
+    // 13–15 → 16 changes no existing op's behaviour (11–12 models were rewritten above).
     let opset = opset.max(16);
     for o in model.opset_import.iter_mut() {
         if o.domain.is_empty() || o.domain == "ai.onnx" {

@@ -153,6 +153,14 @@ pub fn tensor_ints(t: &TensorProto) -> Option<Vec<i64>> {
                 .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
                 .collect()
         }),
+        // One byte each in raw data, else one int32 each.
+        x if x == DataType::Bool as i32 || x == DataType::Uint8 as i32 => {
+            Some(if t.raw_data.is_empty() {
+                t.int32_data.iter().map(|&v| i64::from(v)).collect()
+            } else {
+                t.raw_data.iter().map(|&v| i64::from(v)).collect()
+            })
+        }
         _ => None,
     }
 }
@@ -227,6 +235,9 @@ pub fn type_name(elem_type: i32) -> String {
 pub struct Constants<'a> {
     tensors: HashMap<&'a str, &'a TensorProto>,
     constant_nodes: HashMap<&'a str, &'a NodeProto>,
+    /// Dimensions of tensors computed from constants by layout ops (a kernel stored in another
+    /// layout and transposed in the graph, as jax2onnx and tf2onnx export convolutions).
+    derived_dims: HashMap<&'a str, Vec<i64>>,
 }
 
 impl<'a> Constants<'a> {
@@ -243,10 +254,65 @@ impl<'a> Constants<'a> {
             .filter(|n| n.op_type == "Constant" && n.domain.is_empty())
             .filter_map(|n| n.output.first().map(|o| (o.as_str(), n)))
             .collect();
-        Constants {
+        let mut c = Constants {
             tensors,
             constant_nodes,
+            derived_dims: HashMap::new(),
+        };
+        for n in graph.node.iter().filter(|n| n.domain.is_empty()) {
+            let (Some(x), Some(y)) = (n.input.first(), n.output.first()) else {
+                continue;
+            };
+            let Some(d) = c.dims(x) else { continue };
+            let out = match n.op_type.as_str() {
+                "Identity" | "Cast" => d,
+                "Transpose" => {
+                    let perm =
+                        attr_ints(n, "perm").unwrap_or_else(|| (0..d.len() as i64).rev().collect());
+                    match perm
+                        .iter()
+                        .map(|&p| usize::try_from(p).ok().and_then(|p| d.get(p).copied()))
+                        .collect::<Option<Vec<i64>>>()
+                    {
+                        Some(v) if v.len() == d.len() => v,
+                        _ => continue,
+                    }
+                }
+                "Reshape" => {
+                    let Some(shape) = n.input.get(1).and_then(|t| c.ints(t)) else {
+                        continue;
+                    };
+                    let total: i64 = d.iter().product();
+                    let mut out: Vec<i64> = shape
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| match v {
+                            0 if attr_i(n, "allowzero").unwrap_or(0) == 0 => {
+                                d.get(i).copied().unwrap_or(-2)
+                            }
+                            v => v,
+                        })
+                        .collect();
+                    let known: i64 = out.iter().filter(|&&v| v >= 0).product();
+                    match out.iter().filter(|&&v| v == -1).count() {
+                        0 => {}
+                        1 if known > 0 && total % known == 0 => {
+                            out.iter_mut()
+                                .filter(|v| **v == -1)
+                                .for_each(|v| *v = total / known);
+                        }
+                        _ => continue,
+                    }
+                    if out.iter().any(|&v| v < 0) || out.iter().product::<i64>() != total {
+                        continue;
+                    }
+                    out
+                }
+                _ => continue,
+            };
+            c.derived_dims.insert(y.as_str(), out);
         }
+        c
     }
 
     /// Whether `name` is an initializer or a `Constant` output.
@@ -289,10 +355,14 @@ impl<'a> Constants<'a> {
         attr(n, "value_float").map(|a| vec![f64::from(a.f)])
     }
 
-    /// Dimensions of an initializer.
+    /// Dimensions of a constant: an initializer, a `Constant` output, or a layout op's output
+    /// of one (`Transpose`, `Identity`, `Cast`, `Reshape` to a constant shape).
     pub fn dims(&self, name: &str) -> Option<Vec<i64>> {
         if let Some(t) = self.tensors.get(name) {
             return Some(t.dims.clone());
+        }
+        if let Some(d) = self.derived_dims.get(name) {
+            return Some(d.clone());
         }
         let n = self.constant_nodes.get(name)?;
         attr(n, "value")
@@ -321,6 +391,8 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
     // Lengths of 1-d integer tensors (shape computations), so that `Reshape(x, Concat(…))` has a
     // known rank even when the shape values are only known at run time.
     let mut lens: HashMap<String, usize> = HashMap::new();
+    // `Shape(v)` of a vector v of known length: the one-element vector holding that length.
+    let mut shape_of_vector: HashMap<String, usize> = HashMap::new();
     for n in &graph.node {
         let out_len = {
             let r = |i: usize| n.input.get(i).and_then(|t| ranks.get(t)).copied();
@@ -333,17 +405,38 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
                         .map(|v| v.len())
                 })
             };
+            // A scalar input of a broadcasting op leaves the vector's length alone.
+            let scalar = |i: usize| {
+                n.input.get(i).is_some_and(|t| {
+                    ranks.get(t) == Some(&0) || consts.dims(t).is_some_and(|d| d.is_empty())
+                })
+            };
             let out_len: Option<usize> = match n.op_type.as_str() {
                 "Shape" if attr(n, "start").is_none() && attr(n, "end").is_none() => r(0),
                 "Unsqueeze" if r(0) == Some(0) => Some(1),
                 "Concat" if attr_i(n, "axis") == Some(0) || attr_i(n, "axis") == Some(-1) => {
                     (0..n.input.len()).map(l).sum::<Option<usize>>()
                 }
-                "Cast" | "Identity" | "Neg" | "Abs" => l(0),
-                "Add" | "Sub" | "Mul" | "Div" | "Where" | "Max" | "Min" => {
-                    let ls: Vec<usize> = (0..n.input.len()).filter_map(l).collect();
-                    ls.iter().max().copied().filter(|_| !ls.is_empty())
+                "Cast" | "Identity" | "Neg" | "Abs" | "Not" => l(0),
+                "Add" | "Sub" | "Mul" | "Div" | "Where" | "Max" | "Min" | "Equal" | "Less"
+                | "Greater" | "And" | "Or" | "Mod" => {
+                    // Vectors broadcast with scalars only when every operand's length is known.
+                    let ls: Option<Vec<usize>> =
+                        (0..n.input.len()).filter(|&i| !scalar(i)).map(l).collect();
+                    ls.and_then(|v| v.into_iter().max())
                 }
+                // Reshape(v, [-1]) or to a fixed length.
+                "Reshape" => match n.input.get(1).and_then(|t| consts.ints(t)).as_deref() {
+                    Some([-1]) => l(0),
+                    Some(&[k]) if k >= 0 => Some(k as usize),
+                    _ => None,
+                },
+                // ConstantOfShape(Shape(v)) for a vector v: a vector as long as v.
+                "ConstantOfShape" => n
+                    .input
+                    .first()
+                    .and_then(|t| shape_of_vector.get(t))
+                    .copied(),
                 "Gather" if r(0) == Some(1) => n
                     .input
                     .get(1)
@@ -375,6 +468,14 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
         if let (Some(k), Some(o)) = (out_len, n.output.first()) {
             lens.insert(o.clone(), k);
             ranks.entry(o.clone()).or_insert(1);
+        }
+        if n.op_type == "Shape" && attr(n, "start").is_none() && attr(n, "end").is_none() {
+            if let (Some(k), Some(o)) = (
+                n.input.first().and_then(|t| lens.get(t)).copied(),
+                n.output.first(),
+            ) {
+                shape_of_vector.insert(o.clone(), k);
+            }
         }
         let r = |i: usize| n.input.get(i).and_then(|t| ranks.get(t)).copied();
         let len_of = |i: usize| {
@@ -430,8 +531,11 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
                 }
             }
             "Expand" => r(0).zip(len_of(1)).map(|(a, k)| a.max(k)),
+            // Every input of a Concat has the output's rank.
+            "Concat" => (0..n.input.len()).find_map(r),
             "ConstantOfShape" => len_of(0),
-            "Einsum" | "If" | "Loop" | "Scan" | "TopK" => None,
+            "Einsum" => attr_s(n, "equation").and_then(|e| einsum_rank(&e, r)),
+            "If" | "Loop" | "Scan" | "TopK" => None,
             // Everything else keeps the rank of its first input (elementwise, conv, pool, norms,
             // Transpose, Concat, Split, Slice, Pad, Tile, Cast, Softmax, …).
             _ => r(0),
@@ -445,6 +549,38 @@ pub fn infer_ranks(graph: &GraphProto, consts: &Constants<'_>) -> HashMap<String
         }
     }
     ranks
+}
+
+/// The rank of an `Einsum`'s output from its equation (and, with an ellipsis, the rank of an
+/// input holding one).
+fn einsum_rank(equation: &str, rank: impl Fn(usize) -> Option<usize>) -> Option<usize> {
+    let letters = |t: &str| t.chars().filter(char::is_ascii_alphabetic).count();
+    let (lhs, rhs) = match equation.split_once("->") {
+        Some((l, r)) => (l, Some(r)),
+        None => (equation, None),
+    };
+    let inputs: Vec<&str> = lhs.split(',').collect();
+    let ellipsis = || {
+        inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.contains("..."))
+            .filter_map(|(i, t)| rank(i).and_then(|r| r.checked_sub(letters(t))))
+            .max()
+    };
+    match rhs {
+        Some(out) if out.contains("...") => Some(letters(out) + ellipsis()?),
+        Some(out) => Some(letters(out)),
+        None => {
+            let all: String = inputs.concat();
+            let once = all
+                .chars()
+                .filter(|c| c.is_ascii_alphabetic() && all.matches(*c).count() == 1)
+                .count();
+            let any_ellipsis = inputs.iter().any(|t| t.contains("..."));
+            Some(once + if any_ellipsis { ellipsis()? } else { 0 })
+        }
+    }
 }
 
 /// Moves tensors stored in external data files (`location`, `offset`, `length` entries, relative

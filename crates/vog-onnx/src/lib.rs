@@ -21,6 +21,7 @@ mod error;
 mod grad;
 pub mod graph;
 pub mod kernels;
+mod upgrade;
 
 /// Types generated from `onnx.proto3`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

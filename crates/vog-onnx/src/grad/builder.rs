@@ -171,6 +171,45 @@ impl<'a> Builder<'a> {
         self.op("CastLike", &[&z, x], vec![])
     }
 
+    /// [`Builder::unb`] for `t` shaped like the forward tensor `y` (a broadcasting op's output):
+    /// where the ranks of `y` and `a` are known, the axes to sum are found with fewer nodes
+    /// (the leading ones are known; of the others, those where `a` has size 1: summing over an axis
+    /// where `t` has size 1 too changes nothing).
+    pub(super) fn unb_like(&mut self, t: &str, y: &str, a: &str) -> String {
+        let (Some(ry), Some(ra)) = (self.ranks.get(y).copied(), self.ranks.get(a).copied()) else {
+            return self.unb(t, a);
+        };
+        if ra > ry {
+            return self.unb(t, a);
+        }
+        if ra == 0 {
+            return self.op(
+                "ReduceSum",
+                &[t],
+                vec![make_i("keepdims", 0), make_i("noop_with_empty_axes", 0)],
+            );
+        }
+        let pad = ry - ra;
+        let t = if pad > 0 {
+            let lead: Vec<i64> = (0..pad as i64).collect();
+            let axes = self.i64s(&lead);
+            self.op("ReduceSum", &[t, &axes], vec![make_i("keepdims", 0)])
+        } else {
+            t.to_string()
+        };
+        let sa = self.shape(a);
+        let one = self.i64_scalar(1);
+        let a_is_one = self.op("Equal", &[&sa, &one], vec![]);
+        let nz = self.op("NonZero", &[&a_is_one], vec![]);
+        let flat = self.i64s(&[-1]);
+        let axes = self.op("Reshape", &[&nz, &flat], vec![]);
+        self.op(
+            "ReduceSum",
+            &[&t, &axes],
+            vec![make_i("keepdims", 1), make_i("noop_with_empty_axes", 1)],
+        )
+    }
+
     /// Sums `t` over the axes along which `a` was broadcast to `t`'s shape, then reshapes to `a`.
     pub(super) fn unb(&mut self, t: &str, a: &str) -> String {
         let st = self.shape(t);

@@ -1,8 +1,8 @@
 //! The backward rules and what the sweep must know about each op. The rules are one function per
 //! op, grouped by family in `rules/`: `unary` (elementwise, one differentiable input),
 //! `arithmetic` (broadcasting), `normalization` (softmax and normalization layers), `linalg`,
-//! `conv` and `pool` (with their window `geometry`), `shape` (data movement), `reduce`,
-//! `activation` (hard and modern activations), `trig` (trigonometric and hyperbolic) and `resize`. Here
+//! `einsum`, `conv` and `pool` (with their window `geometry`), `shape` (data movement), `reduce`,
+//! `scatter` (GatherND and the scatters), `activation` (hard and modern activations), `trig` (trigonometric and hyperbolic) and `resize`. Here
 //! are the dispatcher, [`backward`], which checks the node and the gradients flowing into it and
 //! hands it to the rule [`rule_for`] finds for its op type (an op without one is reported as
 //! unsupported, never differentiated wrongly), and the per-op facts used before any rule runs:
@@ -20,12 +20,14 @@ mod activation;
 mod arithmetic;
 mod context;
 mod conv;
+mod einsum;
 mod geometry;
 mod linalg;
 mod normalization;
 mod pool;
 mod reduce;
 mod resize;
+mod scatter;
 mod shape;
 mod trig;
 mod unary;
@@ -129,10 +131,12 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "BatchNormalization" => normalization::batch_norm,
         "LayerNormalization" => normalization::layer_norm,
         "InstanceNormalization" => normalization::instance_norm,
+        "GroupNormalization" => normalization::group_norm,
         "LpNormalization" => normalization::lp_normalization,
         // Linear algebra.
         "Gemm" => linalg::gemm,
         "MatMul" => linalg::matmul,
+        "Einsum" => einsum::einsum,
         // Convolution and pooling.
         "Conv" => conv::conv,
         "ConvTranspose" => conv::conv_transpose,
@@ -146,6 +150,8 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "Split" => shape::split,
         "Slice" => shape::slice,
         "Gather" | "GatherElements" => shape::gather,
+        "GatherND" => scatter::gather_nd,
+        "ScatterND" | "ScatterElements" => scatter::scatter,
         "Tile" => shape::tile,
         "CumSum" => shape::cum_sum,
         "Trilu" => shape::trilu,

@@ -400,7 +400,8 @@ impl Case {
         );
     }
 
-    /// Float64 throughout: the gradient graph against central differences of its own logits.
+    /// Float64 throughout: the gradient graph against central differences of the model's logits
+    /// (and its logits equal to the model's).
     pub(crate) fn check_double(&self, mut session: Session, g: &vog_onnx::GradModel) {
         let rows = self.shape[0] as usize;
         // The row's class: every case's op keeps the shape, so the logits are as wide as a row.
@@ -424,10 +425,36 @@ impl Case {
                 .expect("double gradient");
             (logits.to_vec(), grad.to_vec(), lshape[1] as usize)
         };
-        let (_, gradient, width) = run(&self.x);
+        let (logits0, gradient, width) = run(&self.x);
         assert_eq!(
             width, width0,
             "{}: logits as wide as the flattened input",
+            self.name
+        );
+        // The differences come from the model as written, run by ONNX Runtime at its own opset,
+        // not from the gradient graph's copy of the forward (which vog may have rewritten).
+        let bytes = vog_onnx::encode_model(&self.model(DOUBLE));
+        let mut forward = Session::builder(env())
+            .expect("session builder")
+            .commit_from_memory(&bytes)
+            .unwrap_or_else(|e| panic!("{}: ONNX Runtime refuses the model: {e}", self.name));
+        let mut run = |x: &[f64]| -> Vec<f64> {
+            let xt = Tensor::from_array((self.shape.clone(), x.to_vec())).expect("x");
+            let out = forward
+                .run(ort::inputs!["x" => xt])
+                .unwrap_or_else(|e| panic!("{}: running the model: {e}", self.name));
+            let (_, logits) = out["logits"]
+                .try_extract_tensor::<f64>()
+                .expect("double logits");
+            logits.to_vec()
+        };
+        let original = run(&self.x);
+        assert!(
+            original
+                .iter()
+                .zip(&logits0)
+                .all(|(a, b)| (a - b).abs() <= 1e-12 * a.abs().max(1.0)),
+            "{}: the gradient graph's logits differ from the model's",
             self.name
         );
         // S(x) = Σ_r logit[r, r mod width]: the class of row r is r mod width (given above).
@@ -442,7 +469,7 @@ impl Case {
                 xp[i] += H;
                 let mut xm = self.x.clone();
                 xm[i] -= H;
-                (score(&run(&xp).0) - score(&run(&xm).0)) / (2.0 * H)
+                (score(&run(&xp)) - score(&run(&xm))) / (2.0 * H)
             })
             .collect();
         self.compare(&gradient, &fd, TOLERANCE);

@@ -5,6 +5,23 @@
 use super::context::{Ctx, Grads};
 use crate::grad::builder::Builder;
 
+/// `t`, shaped like the node's output, summed back to the shape of input `i`: nothing to do when
+/// every other input is a constant of size 1 whose rank is at most input `i`'s (a scalar
+/// multiplier, an epsilon: the output then has input `i`'s shape).
+pub(super) fn reduce(b: &mut Builder<'_>, c: &Ctx<'_>, t: &str, i: usize) -> String {
+    let rank = b.ranks.get(c.x(i)).copied();
+    let others_scalar = (0..c.n.input.len()).filter(|&j| j != i).all(|j| {
+        b.consts
+            .dims(c.x(j))
+            .is_some_and(|d| d.iter().all(|&k| k == 1) && rank.is_some_and(|r| d.len() <= r))
+    });
+    if others_scalar {
+        t.to_string()
+    } else {
+        b.unb_like(t, c.y(), c.x(i))
+    }
+}
+
 /// `Add`, `Sub`, `Mul`, `Div`: both operands, each summed over its broadcast axes.
 pub(super) fn binary(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let (g, op) = (&c.g, c.n.op_type.as_str());
@@ -15,7 +32,7 @@ pub(super) fn binary(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             "Div" => b.op("Div", &[g, c.x(1)], vec![]),
             _ => g.clone(),
         };
-        out[0] = Some(b.unb(&t, c.x(0)));
+        out[0] = Some(reduce(b, c, &t, 0));
     }
     if c.need(1) {
         let t = match op {
@@ -28,7 +45,7 @@ pub(super) fn binary(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
                 b.op("Neg", &[&q], vec![])
             }
         };
-        out[1] = Some(b.unb(&t, c.x(1)));
+        out[1] = Some(reduce(b, c, &t, 1));
     }
     Ok(out)
 }
@@ -43,7 +60,7 @@ pub(super) fn variadic(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         g.clone()
     };
     Ok((0..n.input.len())
-        .map(|i| c.need(i).then(|| b.unb(&t, c.x(i))))
+        .map(|i| c.need(i).then(|| reduce(b, c, &t, i)))
         .collect())
 }
 
@@ -54,11 +71,11 @@ pub(super) fn where_(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let mut out = vec![None, None, None];
     if c.need(1) {
         let w = b.op("Where", &[c.x(0), g, &gz], vec![]);
-        out[1] = Some(b.unb(&w, c.x(1)));
+        out[1] = Some(reduce(b, c, &w, 1));
     }
     if c.need(2) {
         let w = b.op("Where", &[c.x(0), &gz, g], vec![]);
-        out[2] = Some(b.unb(&w, c.x(2)));
+        out[2] = Some(reduce(b, c, &w, 2));
     }
     Ok(out)
 }
@@ -85,7 +102,7 @@ pub(super) fn max_or_min(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         .map(|i| {
             c.need(i).then(|| {
                 let t = b.op("Mul", &[&share, &chosen[i]], vec![]);
-                b.unb(&t, c.x(i))
+                reduce(b, c, &t, i)
             })
         })
         .collect())
@@ -106,7 +123,7 @@ pub(super) fn prelu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         let gx = b.op("Mul", &[g, x], vec![]);
         let gz = b.scalar_like(0.0, g);
         let w = b.op("Where", &[&pos, &gz, &gx], vec![]);
-        out[1] = Some(b.unb(&w, slope));
+        out[1] = Some(b.unb_like(&w, c.y(), slope));
     }
     Ok(out)
 }

@@ -47,7 +47,7 @@ pub(super) fn gemm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     if c.need(2) {
         let bt = b.scalar_like(beta, g);
         let gb = b.op("Mul", &[g, &bt], vec![]);
-        out[2] = Some(b.unb(&gb, c.x(2)));
+        out[2] = Some(b.unb_like(&gb, c.y(), c.x(2)));
     }
     Ok(out)
 }
@@ -89,7 +89,12 @@ pub(super) fn matmul(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     if c.need(0) {
         let bt = b.op("Transpose", &[&bm], swap(rb.max(2)));
         let t = b.op("MatMul", &[&g, &bt], vec![]);
-        let ga = b.unb(&t, &a);
+        // Only batch axes broadcast, and only when both operands have them.
+        let ga = match (ra, rb) {
+            (_, 1 | 2) => t,
+            (2.., _) => b.unb_like(&t, c.y(), &a),
+            _ => b.unb(&t, &a),
+        };
         out[0] = Some(if ra == 1 {
             b.reshape_like(&ga, c.x(0))
         } else {
@@ -99,7 +104,11 @@ pub(super) fn matmul(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     if c.need(1) {
         let at = b.op("Transpose", &[&a], swap(ra.max(2)));
         let t = b.op("MatMul", &[&at, &g], vec![]);
-        let gb = b.unb(&t, &bm);
+        let gb = match (ra, rb) {
+            (1 | 2, _) => t,
+            (_, 2..) => b.unb_like(&t, c.y(), &bm),
+            _ => b.unb(&t, &bm),
+        };
         out[1] = Some(if rb == 1 {
             b.reshape_like(&gb, c.x(1))
         } else {

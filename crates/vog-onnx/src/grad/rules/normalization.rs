@@ -92,6 +92,35 @@ pub(super) fn instance_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     one_input(normalized_backward(b, xs, &c.g, &scale, &axes, eps))
 }
 
+/// `GroupNormalization`, by its input: `x` as `[N, G, C/G·…]`, each group normalized like a
+/// layer, then the affine per group (opset 18: `scale` has `G` values) or per channel (opset 21:
+/// `C` values).
+pub(super) fn group_norm(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    let groups = attr_i(c.n, "num_groups").ok_or(())?;
+    if c.need(1) || c.need(2) {
+        return Err(()); // a scale or bias computed from the input (FiLM-like): not differentiated
+    }
+    let eps = attr_f(c.n, "epsilon").unwrap_or(1e-5);
+    let xs = c.x(0);
+    let grouped = b.i64s(&[0, groups, -1]);
+    let xg = b.op("Reshape", &[xs, &grouped], vec![]);
+    let (g, scale) = if c.opset >= 21 {
+        let per = per_channel(b, c.x(1), xs);
+        let h = b.op("Mul", &[&c.g, &per], vec![]);
+        let one = b.scalar_like(1.0, xs);
+        (b.op("Reshape", &[&h, &grouped], vec![]), one)
+    } else {
+        let per_group = b.i64s(&[1, groups, 1]);
+        (
+            b.op("Reshape", &[&c.g, &grouped], vec![]),
+            b.op("Reshape", &[c.x(1), &per_group], vec![]),
+        )
+    };
+    let axes = b.i64s(&[2]);
+    let dx = normalized_backward(b, &xg, &g, &scale, &axes, eps);
+    one_input(b.reshape_like(&dx, xs))
+}
+
 /// The input gradient of `scale·(x − mean) / √(var + ε)` over `axes` (population statistics),
 /// given `g`, the gradient of its output: with `x̂` the normalized input, `r = 1/σ` and
 /// `h = g·scale`, `r·(h − mean(h) − x̂·mean(h·x̂))`.

@@ -53,6 +53,11 @@ fn max_pool_grad_kernel(
     let Some(pads) = explicit_pads(n, &kernel, &strides, &dil) else {
         return Ok(None);
     };
+    // vog's kernel handles 1 to 3 spatial axes (what convolution layers pool over); more (jax2onnx
+    // pools a channels-last tensor over 4 axes with windows of 1) take the standard ops.
+    if !(1..=3).contains(&r) {
+        return Ok(None);
+    }
     b.used_vog_domain = true;
     // A ReLU feeding only this pool: its backward (a mask on the same elements)
     // is done in the same pass, and the ReLU's rule passes the result through.

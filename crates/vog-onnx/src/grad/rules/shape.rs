@@ -124,7 +124,7 @@ pub(super) fn pad(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
 
 /// `Expand`: `g` summed over the expanded axes.
 pub(super) fn expand(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
-    one_input(b.unb(&c.g, c.x(0)))
+    one_input(b.unb_like(&c.g, c.y(), c.x(0)))
 }
 
 /// `CumSum` along `axis`: the gradient is the cumulative sum of `g` in the other direction, with

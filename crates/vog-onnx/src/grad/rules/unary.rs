@@ -194,7 +194,7 @@ pub(super) fn pow(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let xp = b.op("Pow", &[x, &pm1], vec![]);
     let d = b.op("Mul", &[&p, &xp], vec![]);
     let gd = b.op("Mul", &[&c.g, &d], vec![]);
-    one_input(b.unb(&gd, x))
+    one_input(super::arithmetic::reduce(b, c, &gd, 0))
 }
 
 /// `Clip`: `g` where `min ≤ x ≤ max` (each bound when given), 0 elsewhere.

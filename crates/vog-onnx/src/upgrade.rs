@@ -1,0 +1,171 @@
+//! Rewrites of the forward graph before it is differentiated: opset 11–12 models in their opset
+//! 13 form, and `If` nodes whose condition is a constant replaced by the branch they take.
+//!
+//! ## Opset 11–12
+//! The reverse pass emits ops of opset 16, so a model is raised to it; for the few ops whose
+//! meaning changed at opset 13 the forward nodes are rewritten first, to what they meant at the
+//! model's own opset:
+//!
+//! - `Squeeze`, `Unsqueeze`, `ReduceSum`: the `axes` attribute becomes an input;
+//! - `Split`: the `split` attribute becomes an input;
+//! - `Softmax`, `LogSoftmax`, `Hardmax`: up to opset 12 they flatten the input to 2-D at `axis`
+//!   (default 1) and normalise each row; over the last axis that is the opset 13 op, otherwise
+//!   it becomes `Flatten` → the op over the last axis → `Reshape` back.
+//!
+//! Every other op of the standard domain the exporters emit means the same at 11, 12 and 16
+//! (attributes and inputs added since then are optional with the old behaviour as default).
+//! Subgraphs (`If`, `Loop`, `Scan` bodies) are rewritten too: they run under the raised opset.
+
+use std::collections::HashMap;
+
+use crate::graph::{attr_i, attr_ints, infer_ranks, make_i, tensor_i64, Constants};
+use crate::proto::{GraphProto, NodeProto};
+
+/// Rewrites `graph` (of opset 11 or 12) into its opset 13 form; see the module documentation.
+pub fn to_opset13(graph: &mut GraphProto) {
+    let mut fresh = 0usize;
+    upgrade(graph, &mut fresh);
+}
+
+fn upgrade(graph: &mut GraphProto, fresh: &mut usize) {
+    let ranks: HashMap<String, usize> = infer_ranks(graph, &Constants::new(graph));
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    let mut inits = Vec::new();
+    for mut n in std::mem::take(&mut graph.node) {
+        for a in &mut n.attribute {
+            if let Some(g) = a.g.as_mut() {
+                upgrade(g, fresh);
+            }
+            for g in &mut a.graphs {
+                upgrade(g, fresh);
+            }
+        }
+        let mut name = |what: &str| {
+            *fresh += 1;
+            format!("vog_opset13_{what}_{fresh}")
+        };
+        if !n.domain.is_empty() && n.domain != "ai.onnx" {
+            nodes.push(n);
+            continue;
+        }
+        match n.op_type.as_str() {
+            "Squeeze" | "Unsqueeze" | "ReduceSum" => {
+                if let Some(axes) = attr_ints(&n, "axes") {
+                    n.attribute.retain(|a| a.name != "axes");
+                    let t = name("axes");
+                    inits.push(tensor_i64(&t, vec![axes.len() as i64], axes));
+                    n.input.truncate(1);
+                    n.input.push(t);
+                }
+                nodes.push(n);
+            }
+            "Split" => {
+                if let Some(split) = attr_ints(&n, "split") {
+                    n.attribute.retain(|a| a.name != "split");
+                    let t = name("split");
+                    inits.push(tensor_i64(&t, vec![split.len() as i64], split));
+                    n.input.truncate(1);
+                    n.input.push(t);
+                }
+                nodes.push(n);
+            }
+            "Softmax" | "LogSoftmax" | "Hardmax" => {
+                let axis = attr_i(&n, "axis").unwrap_or(1);
+                let rank = n.input.first().and_then(|x| ranks.get(x)).copied();
+                let last = axis == -1 || rank.is_some_and(|r| axis == r as i64 - 1);
+                if last {
+                    n.attribute.retain(|a| a.name != "axis");
+                    n.attribute.push(make_i("axis", -1));
+                    nodes.push(n);
+                    continue;
+                }
+                // [d0 … d(axis-1), d(axis) …] → [∏ d(<axis), ∏ d(≥axis)], normalised per row,
+                // and back to the input's shape.
+                let x = n.input[0].clone();
+                let y = n.output[0].clone();
+                let (flat, inner, shape) = (name("flat"), name("rows"), name("shape"));
+                nodes.push(NodeProto {
+                    op_type: "Flatten".into(),
+                    name: format!("{}_flatten", n.name),
+                    input: vec![x.clone()],
+                    output: vec![flat.clone()],
+                    attribute: vec![make_i("axis", axis)],
+                    ..Default::default()
+                });
+                nodes.push(NodeProto {
+                    op_type: n.op_type.clone(),
+                    name: n.name.clone(),
+                    input: vec![flat],
+                    output: vec![inner.clone()],
+                    attribute: vec![make_i("axis", -1)],
+                    ..Default::default()
+                });
+                nodes.push(NodeProto {
+                    op_type: "Shape".into(),
+                    name: format!("{}_shape", n.name),
+                    input: vec![x],
+                    output: vec![shape.clone()],
+                    ..Default::default()
+                });
+                nodes.push(NodeProto {
+                    op_type: "Reshape".into(),
+                    name: format!("{}_reshape", n.name),
+                    input: vec![inner, shape],
+                    output: vec![y],
+                    ..Default::default()
+                });
+            }
+            _ => nodes.push(n),
+        }
+    }
+    graph.node = nodes;
+    graph.initializer.extend(inits);
+}
+
+/// Replaces every `If` whose condition is a constant (exporters leave them behind for shape
+/// checks and for traced Python branches) by the nodes of the branch it takes, its initializers,
+/// and an `Identity` from each branch output to the `If`'s output; repeated until none is left
+/// (a taken branch may hold more). `If`s on a condition computed at run time stay, and are
+/// reported as unsupported when they lie on the differentiated path.
+pub fn inline_constant_ifs(graph: &mut GraphProto) {
+    loop {
+        let consts = Constants::new(graph);
+        let found = graph.node.iter().position(|n| {
+            n.op_type == "If"
+                && (n.domain.is_empty() || n.domain == "ai.onnx")
+                && n.input
+                    .first()
+                    .is_some_and(|c| constant_condition(&consts, c).is_some())
+        });
+        let Some(i) = found else { return };
+        let n = graph.node[i].clone();
+        let take = constant_condition(&consts, &n.input[0]).unwrap_or(false);
+        let branch_name = if take { "then_branch" } else { "else_branch" };
+        let Some(branch) = n
+            .attribute
+            .iter()
+            .find(|a| a.name == branch_name)
+            .and_then(|a| a.g.clone())
+        else {
+            return;
+        };
+        let mut inlined = branch.node;
+        for (out, b_out) in n.output.iter().zip(&branch.output) {
+            inlined.push(NodeProto {
+                op_type: "Identity".into(),
+                name: format!("{}_{}", n.name, out),
+                input: vec![b_out.name.clone()],
+                output: vec![out.clone()],
+                ..Default::default()
+            });
+        }
+        graph.initializer.extend(branch.initializer);
+        graph.node.splice(i..=i, inlined);
+    }
+}
+
+/// The value of a constant scalar condition (bool or integer).
+fn constant_condition(consts: &Constants<'_>, name: &str) -> Option<bool> {
+    let v = consts.ints(name)?;
+    (v.len() == 1).then(|| v[0] != 0)
+}
