@@ -1,5 +1,6 @@
 //! Rewrites of the forward graph before it is differentiated: opset 11–12 models in their opset
-//! 13 form, and `If` nodes whose condition is a constant replaced by the branch they take.
+//! 13 form, `If` nodes whose condition is a constant replaced by the branch they take, and pools
+//! with `SAME` padding at a stride above 1 as an explicit `Pad` computed from the input's size.
 //!
 //! ## Opset 11–12
 //! The reverse pass emits ops of opset 16, so a model is raised to it; for the few ops whose
@@ -168,4 +169,153 @@ pub fn inline_constant_ifs(graph: &mut GraphProto) {
 fn constant_condition(consts: &Constants<'_>, name: &str) -> Option<bool> {
     let v = consts.ints(name)?;
     (v.len() == 1).then(|| v[0] != 0)
+}
+
+/// Rewrites `MaxPool` and `AveragePool` with `auto_pad = SAME_UPPER | SAME_LOWER` at a stride
+/// above 1, whose padding depends on the input's size, into an explicit `Pad` computed in the
+/// graph from that size followed by the same pool without padding: `-∞` padding for the max (a
+/// padded value is never a window's maximum, as with SAME), zeros for the average, divided, unless
+/// `count_include_pad`, by the same average over a padded tensor of ones (the window's count of
+/// real elements). Per axis: total `max((⌈i/s⌉ − 1)·s + (k − 1)·d + 1 − i, 0)`, half of it (rounded
+/// down for `SAME_UPPER`, up for `SAME_LOWER`) before the input. The existing rules then
+/// differentiate `Pad`, the pool and the division.
+pub fn lower_same_pools(graph: &mut GraphProto) {
+    let mut fresh = 0usize;
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    let mut inits = Vec::new();
+    for n in std::mem::take(&mut graph.node) {
+        let pool = matches!(n.op_type.as_str(), "MaxPool" | "AveragePool")
+            && (n.domain.is_empty() || n.domain == "ai.onnx");
+        let mode = crate::graph::attr_s(&n, "auto_pad").unwrap_or_default();
+        let kernel = attr_ints(&n, "kernel_shape").unwrap_or_default();
+        let r = kernel.len();
+        let strides = attr_ints(&n, "strides").unwrap_or_else(|| vec![1; r]);
+        let dil = attr_ints(&n, "dilations").unwrap_or_else(|| vec![1; r]);
+        let strided = strides.iter().any(|&s| s > 1);
+        // The max pool's optional Indices output would index the padded tensor: left alone.
+        let indices = n.output.get(1).is_some_and(|o| !o.is_empty());
+        if !pool
+            || !matches!(mode.as_str(), "SAME_UPPER" | "SAME_LOWER")
+            || !strided
+            || indices
+            || r == 0
+        {
+            nodes.push(n);
+            continue;
+        }
+        fresh += 1;
+        let p = |what: &str| format!("vog_same_pool_{fresh}_{what}");
+        let mut add = |op: &str, inputs: &[&str], out: &str, attrs| {
+            nodes.push(NodeProto {
+                op_type: op.into(),
+                name: out.to_string(),
+                input: inputs.iter().map(|s| s.to_string()).collect(),
+                output: vec![out.to_string()],
+                attribute: attrs,
+                ..Default::default()
+            });
+        };
+        let konst = |inits: &mut Vec<_>, what: &str, v: Vec<i64>| {
+            let name = p(what);
+            inits.push(tensor_i64(&name, vec![v.len() as i64], v));
+            name
+        };
+        let x = n.input[0].clone();
+        let s = konst(&mut inits, "s", strides.clone());
+        let span = konst(
+            &mut inits,
+            "span",
+            kernel
+                .iter()
+                .zip(&dil)
+                .map(|(k, d)| (k - 1) * d + 1)
+                .collect(),
+        );
+        let s_minus_1 = konst(&mut inits, "sm1", strides.iter().map(|s| s - 1).collect());
+        let zero = konst(&mut inits, "zero", vec![0]);
+        let zeros2 = konst(&mut inits, "zeros2", vec![0, 0]);
+        let one = konst(&mut inits, "one", vec![1]);
+        let two = konst(&mut inits, "two", vec![2]);
+        let start = konst(&mut inits, "start", vec![2]);
+        let end = konst(&mut inits, "end", vec![i64::MAX]);
+        let shape = p("shape");
+        add("Shape", &[&x], &shape, vec![]);
+        let i = p("i");
+        add("Slice", &[&shape, &start, &end], &i, vec![]);
+        // ⌈i/s⌉ = (i + s − 1) / s for positive integers.
+        let ip = p("ip");
+        add("Add", &[&i, &s_minus_1], &ip, vec![]);
+        let o = p("o");
+        add("Div", &[&ip, &s], &o, vec![]);
+        let om1 = p("om1");
+        add("Sub", &[&o, &one], &om1, vec![]);
+        let covered = p("covered");
+        add("Mul", &[&om1, &s], &covered, vec![]);
+        let need = p("need");
+        add("Add", &[&covered, &span], &need, vec![]);
+        let over = p("over");
+        add("Sub", &[&need, &i], &over, vec![]);
+        let total = p("total");
+        add("Max", &[&over, &zero], &total, vec![]);
+        let half = if mode == "SAME_UPPER" {
+            total.clone()
+        } else {
+            let t1 = p("t1");
+            add("Add", &[&total, &one], &t1, vec![]);
+            t1
+        };
+        let begin = p("begin");
+        add("Div", &[&half, &two], &begin, vec![]);
+        let end_pad = p("endpad");
+        add("Sub", &[&total, &begin], &end_pad, vec![]);
+        let pads = p("pads");
+        add(
+            "Concat",
+            &[&zeros2, &begin, &zeros2, &end_pad],
+            &pads,
+            vec![make_i("axis", 0)],
+        );
+        let valid: Vec<_> = n
+            .attribute
+            .iter()
+            .filter(|a| !matches!(a.name.as_str(), "auto_pad" | "pads" | "count_include_pad"))
+            .cloned()
+            .collect();
+        let y = n.output[0].clone();
+        if n.op_type == "MaxPool" {
+            let lowest = p("lowest");
+            inits.push(crate::graph::tensor_f32(
+                &lowest,
+                vec![],
+                vec![f32::NEG_INFINITY],
+            ));
+            let lowest_like = p("lowest_like");
+            add("CastLike", &[&lowest, &x], &lowest_like, vec![]);
+            let padded = p("padded");
+            add("Pad", &[&x, &pads, &lowest_like], &padded, vec![]);
+            add("MaxPool", &[&padded], &y, valid);
+            continue;
+        }
+        let padded = p("padded");
+        add("Pad", &[&x, &pads], &padded, vec![]);
+        if crate::graph::attr_i(&n, "count_include_pad").unwrap_or(0) != 0 {
+            add("AveragePool", &[&padded], &y, valid);
+            continue;
+        }
+        let sum = p("avg");
+        add("AveragePool", &[&padded], &sum, valid.clone());
+        let ones = p("ones");
+        let one_f = p("one_f");
+        inits.push(crate::graph::tensor_f32(&one_f, vec![], vec![1.0]));
+        let one_like = p("one_like");
+        add("CastLike", &[&one_f, &x], &one_like, vec![]);
+        add("Expand", &[&one_like, &shape], &ones, vec![]);
+        let ones_padded = p("ones_padded");
+        add("Pad", &[&ones, &pads], &ones_padded, vec![]);
+        let count = p("count");
+        add("AveragePool", &[&ones_padded], &count, valid);
+        add("Div", &[&sum, &count], &y, vec![]);
+    }
+    graph.node = nodes;
+    graph.initializer.extend(inits);
 }

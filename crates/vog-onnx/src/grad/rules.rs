@@ -85,7 +85,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
     Some(match op_type {
         // Elementwise, one differentiable input.
         "Identity" | "Dropout" => unary::identity,
-        "Cast" => unary::cast,
+        "Cast" | "CastLike" => unary::cast,
         "Relu" => unary::relu,
         "LeakyRelu" => unary::leaky_relu,
         "Elu" => unary::elu,
@@ -188,6 +188,8 @@ pub(super) fn stops(n: &NodeProto, i: usize) -> bool {
         }
         "ScatterElements" | "ScatterND" | "Scatter" => i == 1,
         "Where" => i == 0,
+        // The type comes from the second input, nothing else.
+        "CastLike" => i == 1,
         "Pow" => i == 1,
         "BatchNormalization" => i >= 1,
         _ => false,

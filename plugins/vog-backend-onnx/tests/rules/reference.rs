@@ -130,3 +130,46 @@ pub(crate) fn conv2d_same(
     }
     y
 }
+
+/// A 2-D pool with `SAME` padding (`upper`: SAME_UPPER) over `[planes, h, w]`: windows `k` at
+/// strides `s`, ⌈n/s⌉ outputs per axis, the total padding split with the smaller half before
+/// (UPPER) or after (LOWER); max, or average over the real cells or over the whole window.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn same_pool2d(
+    x: &[f64],
+    [planes, h, w]: [usize; 3],
+    k: [usize; 2],
+    s: [usize; 2],
+    upper: bool,
+    avg: bool,
+    include_pad: bool,
+) -> Vec<f64> {
+    let axis = |n: usize, k: usize, s: usize| {
+        let o = n.div_ceil(s);
+        let total = ((o - 1) * s + k).saturating_sub(n);
+        let begin = if upper { total / 2 } else { total - total / 2 };
+        (o, begin as i64)
+    };
+    let ((oh, ph), (ow, pw)) = (axis(h, k[0], s[0]), axis(w, k[1], s[1]));
+    let mut y = Vec::with_capacity(planes * oh * ow);
+    for plane in x.chunks(h * w).take(planes) {
+        for i in 0..oh {
+            for j in 0..ow {
+                let (h0, w0) = ((i * s[0]) as i64 - ph, (j * s[1]) as i64 - pw);
+                let rows = h0.max(0) as usize..((h0 + k[0] as i64).min(h as i64)) as usize;
+                let cols = w0.max(0) as usize..((w0 + k[1] as i64).min(w as i64)) as usize;
+                let cells: Vec<f64> = rows
+                    .flat_map(|a| cols.clone().map(move |b| plane[a * w + b]))
+                    .collect();
+                y.push(if !avg {
+                    cells.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                } else if include_pad {
+                    cells.iter().sum::<f64>() / (k[0] * k[1]) as f64
+                } else {
+                    cells.iter().sum::<f64>() / cells.len() as f64
+                });
+            }
+        }
+    }
+    y
+}
