@@ -4,7 +4,7 @@
 
 use crate::case::{check_all, doubles, node, uniform, Case, ROWS};
 use crate::int64s;
-use crate::reference::same_pool2d;
+use crate::reference::{conv_transpose2d, same_pool2d};
 use vog_onnx::graph::{make_f, make_i, make_ints, make_s};
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_onnx::proto::TensorProto;
@@ -316,4 +316,65 @@ fn pools_with_same_padding_at_a_stride_agree_with_finite_differences() {
         }
     }
     check_all(cases);
+}
+
+#[test]
+fn transposed_convolutions_with_output_shape_or_same_padding_agree_with_finite_differences() {
+    // x [rows 2, C_in 2, 4, 5], weight [2, C_out 3, 3, 3], stride 2: the full output is 9 × 11.
+    let x = uniform(54, 80, -2.0, 2.0);
+    let w = uniform(55, 54, -1.0, 1.0);
+    let case = |name: &'static str, attrs: Vec<vog_onnx::proto::AttributeProto>, begin, out| {
+        let w = w.clone();
+        let [oh, ow]: [usize; 2] = out;
+        let mut c = Case::op(name, "ConvTranspose", &[2, 2, 4, 5], x.clone())
+            .constant("w", &[2, 3, 3, 3], &w)
+            .attr(make_ints("strides", vec![2, 2]))
+            .forward(move |x| {
+                let rows = x.len() / 40;
+                conv_transpose2d(x, [rows, 2, 4, 5], &w, [3, 3], 2, begin, out)
+            })
+            .mixed(3 * oh * ow);
+        for a in attrs {
+            c = c.attr(a);
+        }
+        c
+    };
+    // SAME: output 8 × 10, total 1 per axis: the one cropped row first (LOWER) or last (UPPER).
+    // output_shape: the crop from the input's size (8 × 9: totals 1 and 2; 10 × 12: −1, the
+    // output extended by a zero row and column at the end, as ONNX Runtime computes it).
+    check_all(vec![
+        case(
+            "ConvTranspose SAME_UPPER",
+            vec![make_s("auto_pad", "SAME_UPPER")],
+            [0, 0],
+            [8, 10],
+        ),
+        case(
+            "ConvTranspose SAME_LOWER",
+            vec![make_s("auto_pad", "SAME_LOWER")],
+            [1, 1],
+            [8, 10],
+        ),
+        case(
+            "ConvTranspose output_shape [8, 9]",
+            vec![make_ints("output_shape", vec![8, 9])],
+            [1, 1],
+            [8, 9],
+        ),
+        case(
+            "ConvTranspose output_shape [10, 12] (zeros past the full output)",
+            vec![make_ints("output_shape", vec![10, 12])],
+            [0, 0],
+            [10, 12],
+        ),
+        case(
+            "ConvTranspose output_shape [8, 9] SAME_UPPER",
+            vec![
+                make_ints("output_shape", vec![8, 9]),
+                make_s("auto_pad", "SAME_UPPER"),
+            ],
+            [0, 1],
+            [8, 9],
+        ),
+    ]);
 }

@@ -173,3 +173,54 @@ pub(crate) fn same_pool2d(
     }
     y
 }
+
+/// A 2-D transposed convolution in float64, as the operator defines it: `x` `[n, cin, h, w]`,
+/// `weight` `[cin, cout, k, k]`, stride `s`; the full output (`s·(i − 1) + k` per axis, plus
+/// `output_padding` zeros at the end) cropped by `begin` and to `out` (a negative `begin`, or
+/// an `out` past the full output, reads zeros).
+pub(crate) fn conv_transpose2d(
+    x: &[f64],
+    [n, cin, h, w]: [usize; 4],
+    weight: &[f64],
+    [cout, k]: [usize; 2],
+    s: usize,
+    begin: [i64; 2],
+    out: [usize; 2],
+) -> Vec<f64> {
+    let (fh, fw) = (s * (h - 1) + k, s * (w - 1) + k);
+    let mut full = vec![0.0; n * cout * fh * fw];
+    for b in 0..n {
+        for ci in 0..cin {
+            for i in 0..h {
+                for j in 0..w {
+                    let v = x[((b * cin + ci) * h + i) * w + j];
+                    for o in 0..cout {
+                        for a in 0..k {
+                            for c in 0..k {
+                                full[((b * cout + o) * fh + i * s + a) * fw + j * s + c] +=
+                                    v * weight[((ci * cout + o) * k + a) * k + c];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut y = Vec::with_capacity(n * cout * out[0] * out[1]);
+    for b in 0..n {
+        for o in 0..cout {
+            for i in 0..out[0] {
+                for j in 0..out[1] {
+                    let (r, q) = (i as i64 + begin[0], j as i64 + begin[1]);
+                    let inside = r >= 0 && q >= 0 && (r as usize) < fh && (q as usize) < fw;
+                    y.push(if inside {
+                        full[((b * cout + o) * fh + r as usize) * fw + q as usize]
+                    } else {
+                        0.0
+                    });
+                }
+            }
+        }
+    }
+    y
+}

@@ -6,7 +6,7 @@
 use super::context::{one_input, Ctx, Grads};
 use super::geometry::{conv_geometry, explicit_pads, ints_or, overhang};
 use crate::grad::builder::Builder;
-use crate::graph::{attr, attr_i, attr_s, make_i, make_ints};
+use crate::graph::{attr_i, attr_ints, attr_s, make_i, make_ints};
 
 /// `Conv`, by its input `X`.
 pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
@@ -113,21 +113,32 @@ fn same_at_any_stride(
 /// `ConvTranspose` with explicit pads and no `output_shape`, by its input `X`.
 pub(super) fn conv_transpose(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let n = c.n;
-    if attr(n, "output_shape").is_some()
-        || !matches!(
-            attr_s(n, "auto_pad").as_deref(),
-            None | Some("NOTSET") | Some("")
-        )
-    {
-        return Err(());
-    }
     let (kernel, strides, dil) = conv_geometry(b, n).ok_or(())?;
     let r = kernel.len();
-    let pads = ints_or(n, "pads", vec![0; 2 * r]);
     let group = attr_i(n, "group").unwrap_or(1);
     if !c.need(0) {
         return Err(());
     }
+    let auto_pad = attr_s(n, "auto_pad").unwrap_or_default();
+    let output_shape = attr_ints(n, "output_shape");
+    if output_shape.is_some() || matches!(auto_pad.as_str(), "SAME_UPPER" | "SAME_LOWER") {
+        // The output is the full transposed convolution cropped by `begin` and `end` per axis
+        // (negative: extended with zeros), so `g` is padded back to the full output by the
+        // same amounts and convolved without padding.
+        let pads = transposed_crop(b, c, &kernel, &strides, &dil, output_shape, &auto_pad)?;
+        let full = b.op("Pad", &[&c.g, &pads], vec![]);
+        return one_input(b.op(
+            "Conv",
+            &[&full, c.x(1)],
+            vec![
+                make_i("group", group),
+                make_ints("strides", strides),
+                make_ints("dilations", dil),
+                make_ints("pads", vec![0; 2 * r]),
+            ],
+        ));
+    }
+    let pads = ints_or(n, "pads", vec![0; 2 * r]);
     one_input(b.op(
         "Conv",
         &[&c.g, c.x(1)],
@@ -138,4 +149,86 @@ pub(super) fn conv_transpose(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             make_ints("pads", pads),
         ],
     ))
+}
+
+/// The crop of a `ConvTranspose` with `output_shape` or `SAME` padding, as `Pad` amounts for the
+/// gradient (two zeros for the batch and channel axes, then the begin and end per spatial axis):
+/// `total = s·(i − 1) + output_padding + (k − 1)·d + 1 − output`, with `output = i·s` under
+/// `SAME`; `SAME_UPPER` puts the smaller half first, the others the larger (the operator's
+/// definition). Computed in the graph from the input's size when `output_shape` is given.
+fn transposed_crop(
+    b: &mut Builder<'_>,
+    c: &Ctx<'_>,
+    kernel: &[i64],
+    strides: &[i64],
+    dil: &[i64],
+    output_shape: Option<Vec<i64>>,
+    auto_pad: &str,
+) -> std::result::Result<String, ()> {
+    let r = kernel.len();
+    let out_pad = ints_or(c.n, "output_padding", vec![0; r]);
+    let span: Vec<i64> = (0..r).map(|a| (kernel[a] - 1) * dil[a] + 1).collect();
+    let upper = auto_pad == "SAME_UPPER";
+    let Some(shape) = output_shape else {
+        // SAME: total = output_padding + span − s, whatever the input's size.
+        let total: Vec<i64> = (0..r).map(|a| out_pad[a] + span[a] - strides[a]).collect();
+        let begin: Vec<i64> = total.iter().map(|&t| half_first(t, upper)).collect();
+        let mut pads = vec![0, 0];
+        pads.extend(&begin);
+        pads.extend([0, 0]);
+        pads.extend(total.iter().zip(&begin).map(|(t, b0)| t - b0));
+        return Ok(b.i64s(&pads));
+    };
+    let shape = match shape.len() {
+        l if l == r => shape,
+        l if l == r + 2 => shape[2..].to_vec(),
+        _ => return Err(()),
+    };
+    // total = s·i + (output_padding + span − s − output), per axis, from the input's size.
+    let sx = b.shape(c.x(0));
+    let start = b.i64s(&[2]);
+    let end = b.i64s(&[i64::MAX]);
+    let i = b.op("Slice", &[&sx, &start, &end], vec![]);
+    let s = b.i64s(strides);
+    let si = b.op("Mul", &[&i, &s], vec![]);
+    let fixed: Vec<i64> = (0..r)
+        .map(|a| out_pad[a] + span[a] - strides[a] - shape[a])
+        .collect();
+    let fixed = b.i64s(&fixed);
+    let total = b.op("Add", &[&si, &fixed], vec![]);
+    // The smaller half ⌊t/2⌋ first under SAME_UPPER, else the larger t − ⌊t/2⌋ (floor division,
+    // also for a negative total).
+    let two = b.i64s(&[2]);
+    let small = floor_div(b, &total, &two);
+    let (begin, end) = if upper {
+        let e = b.op("Sub", &[&total, &small], vec![]);
+        (small, e)
+    } else {
+        let bg = b.op("Sub", &[&total, &small], vec![]);
+        (bg, small)
+    };
+    let zeros = b.i64s(&[0, 0]);
+    Ok(b.op(
+        "Concat",
+        &[&zeros, &begin, &zeros, &end],
+        vec![make_i("axis", 0)],
+    ))
+}
+
+/// `⌊t/2⌋` first (SAME_UPPER), else `t − ⌊t/2⌋`.
+fn half_first(t: i64, upper: bool) -> i64 {
+    let small = t.div_euclid(2);
+    if upper {
+        small
+    } else {
+        t - small
+    }
+}
+
+/// Floor division of int64 tensors by a positive divisor (ONNX `Div` truncates toward zero).
+fn floor_div(b: &mut Builder<'_>, t: &str, d: &str) -> String {
+    // ⌊t/d⌋ = (t − (t mod d)) / d with a non-negative `Mod` (fmod = 0 follows the divisor's sign).
+    let m = b.op("Mod", &[t, d], vec![make_i("fmod", 0)]);
+    let exact = b.op("Sub", &[t, &m], vec![]);
+    b.op("Div", &[&exact, d], vec![])
 }
