@@ -85,6 +85,7 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
         .ok_or_else(|| Error::Decode("the model has no graph".into()))?;
     crate::upgrade::inline_constant_ifs(&mut graph);
     crate::upgrade::lower_same_pools(&mut graph);
+    crate::unroll::unroll_recurrent(&mut graph);
     let graph = graph;
     let consts = Constants::new(&graph);
     let roles = Roles::find(&graph, spec)?;

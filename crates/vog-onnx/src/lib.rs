@@ -21,6 +21,7 @@ mod error;
 mod grad;
 pub mod graph;
 pub mod kernels;
+mod unroll;
 mod upgrade;
 
 /// Types generated from `onnx.proto3`.

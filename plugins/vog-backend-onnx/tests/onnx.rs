@@ -99,13 +99,15 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
     }
 }
 
-/// A transformer (LayerNorm, attention MatMuls, Softmax, Gelu), a network touching many other ops
+/// A transformer (LayerNorm, attention MatMuls, Softmax, Gelu), a stack of recurrent layers
+/// (a bidirectional LSTM, a GRU, an RNN: unrolled over time), a network touching many other ops
 /// (`tests/data/onnx/opzoo/ops.txt`) and a text model scored with respect to its embedding output,
 /// against torch autograd; scikit-learn against numpy.
 #[test]
 fn transformer_opzoo_text_and_sklearn_models_match_their_references() {
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 5] = [
         ("transformer", "", &["epoch_3.onnx", "dynamo_epoch_3.onnx"]),
+        ("recurrent", "", &["epoch_2.onnx"]),
         ("opzoo", "", &["epoch_2.onnx", "dynamo_epoch_2.onnx"]),
         ("text", "WRT", &["epoch_3.onnx"]),
         ("sklearn", "output = \"add_result1\"", &["epoch_3.onnx"]),

@@ -131,6 +131,39 @@ def opzoo():
     (d / "ops.txt").write_text("\n".join(ops) + "\n")
 
 
+class Recurrent(torch.nn.Module):
+    """A bidirectional LSTM, a GRU and a tanh RNN stacked over [N, T, F], the last step scored."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 6, batch_first=True, bidirectional=True)
+        self.gru = torch.nn.GRU(12, 5, batch_first=True)
+        self.rnn = torch.nn.RNN(5, 4, batch_first=True)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h, _ = self.lstm(x)
+        h, _ = self.gru(h)
+        h, _ = self.rnn(h)
+        return self.fc(h[:, -1])
+
+
+def recurrent():
+    """LSTM, GRU and RNN (torch's legacy exporter writes the ONNX ops), against torch autograd."""
+    d = HERE / "recurrent"
+    d.mkdir(exist_ok=True)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=6).astype(np.int64)
+    m = Recurrent()
+    for i, state in enumerate(perturbed_checkpoints(m, 2, 0.05, 4), start=1):
+        m.load_state_dict(state)
+        export(m, torch.from_numpy(x[:2]), d / f"epoch_{i}.onnx", dynamo=False)
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+    save_goldens(d, m.double(), x.astype(np.float64), y)
+
+
 def embedding_wrt(model, ids):
     e = model.emb(ids).detach().requires_grad_(True)
     return e, model.fc(e.mean(dim=1))
@@ -234,6 +267,7 @@ if __name__ == "__main__":
         transformer()
         opzoo()
         text()
+        recurrent()
         sklearn()
         unsupported()
         print("ONNX test models written under", HERE)

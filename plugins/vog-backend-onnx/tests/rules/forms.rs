@@ -2,9 +2,9 @@
 //! broadcasting between two computed operands, Einsum, GroupNormalization, gathers and scatters,
 //! `If` with a constant condition, and pools with `SAME` padding at a stride.
 
-use crate::case::{check_all, doubles, node, uniform, Case, ROWS};
+use crate::case::{check_all, doubles, f32_of, node, uniform, Case, ROWS};
 use crate::int64s;
-use crate::reference::{conv_transpose2d, same_pool2d};
+use crate::reference::{conv_transpose2d, same_pool2d, Recurrent};
 use vog_onnx::graph::{make_f, make_i, make_ints, make_s};
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_onnx::proto::TensorProto;
@@ -376,5 +376,107 @@ fn transposed_convolutions_with_output_shape_or_same_padding_agree_with_finite_d
             [0, 1],
             [8, 9],
         ),
+    ]);
+}
+
+#[test]
+fn recurrent_ops_agree_with_finite_differences() {
+    // x is [rows 2, T 3, I 2], transposed to the op's [T, B, I] (ONNX Runtime runs layout 0
+    // only); Y [T, D, B, H 2] is transposed back to [rows, T, D, H].
+    let x = uniform(56, 12, -1.5, 1.5);
+    let (b, t, i, h) = (2usize, 3usize, 2usize, 2usize);
+    let case = |name: &'static str, kind: &'static str, reverse: Vec<bool>, extra: &str| {
+        let dn = reverse.len();
+        let g = match kind {
+            "LSTM" => 4,
+            "GRU" => 3,
+            _ => 1,
+        };
+        let seed = name.len() as u64;
+        let w = f32_of(&uniform(60 + seed, dn * g * h * i, -0.8, 0.8));
+        let r = f32_of(&uniform(70 + seed, dn * g * h * h, -0.8, 0.8));
+        let bias = f32_of(&uniform(80 + seed, dn * 2 * g * h, -0.5, 0.5));
+        let h0 = f32_of(&uniform(90 + seed, b * dn * h, -0.5, 0.5));
+        let c0 = f32_of(&uniform(95 + seed, b * dn * h, -0.5, 0.5));
+        let with_states = extra.contains("states");
+        let lens = extra.contains("lens").then(|| vec![3usize, 2]);
+        let lbr = !extra.contains("reset after");
+        let reference = Recurrent {
+            kind,
+            dims: [b, t, i, h],
+            reverse: reverse.clone(),
+            w: w.clone(),
+            r: r.clone(),
+            bias: bias.clone(),
+            h0: with_states.then(|| h0.clone()),
+            c0: (with_states && kind == "LSTM").then(|| c0.clone()),
+            lens: lens.clone(),
+            linear_before_reset: lbr,
+        };
+        let direction = match (dn, reverse[0]) {
+            (2, _) => "bidirectional",
+            (_, true) => "reverse",
+            _ => "forward",
+        };
+        let (d, gh) = (dn as i64, (g * h) as i64);
+        let mut c = Case::op(name, kind, &[2, 3, 2], x.clone())
+            .forward(move |x| reference.run(x))
+            .attr(make_i("hidden_size", h as i64))
+            .attr(make_s("direction", direction))
+            .constant("W", &[d, gh, i as i64], &w)
+            .constant("R", &[d, gh, h as i64], &r)
+            .constant("B", &[d, 2 * gh], &bias)
+            .mixed(t * dn * h);
+        if kind == "GRU" {
+            c = c.attr(make_i("linear_before_reset", i64::from(lbr)));
+        }
+        let mut inputs: Vec<String> = ["xt", "W", "R", "B"].map(String::from).to_vec();
+        if let Some(l) = &lens {
+            c.inits.push(TensorProto {
+                name: "lens".into(),
+                dims: vec![2],
+                data_type: DataType::Int32 as i32,
+                int32_data: l.iter().map(|&v| v as i32).collect(),
+                ..Default::default()
+            });
+            inputs.push("lens".into());
+        } else {
+            inputs.push(String::new());
+        }
+        if with_states {
+            c.inits.push(doubles("h0", &[d, b as i64, h as i64], &h0));
+            inputs.push("h0".into());
+            if kind == "LSTM" {
+                c.inits.push(doubles("c0", &[d, b as i64, h as i64], &c0));
+                inputs.push("c0".into());
+            }
+        }
+        c.nodes[0].input = inputs;
+        c.nodes[0].output = vec!["yt".into()];
+        let mut into = node("Transpose", &["x"], &["xt"]);
+        into.attribute.push(make_ints("perm", vec![1, 0, 2]));
+        let mut back = node("Transpose", &["yt"], &["y"]);
+        back.attribute.push(make_ints("perm", vec![2, 0, 1, 3]));
+        c.nodes.insert(0, into);
+        c.nodes.push(back);
+        c
+    };
+    check_all(vec![
+        case("LSTM forward", "LSTM", vec![false], ""),
+        case(
+            "LSTM with sequence_lens and states",
+            "LSTM",
+            vec![false],
+            "lens states",
+        ),
+        case("LSTM bidirectional", "LSTM", vec![false, true], "states"),
+        case(
+            "GRU reverse (reset before)",
+            "GRU",
+            vec![true],
+            "states reset after",
+        ),
+        case("GRU linear_before_reset", "GRU", vec![false], "lens"),
+        case("RNN bidirectional", "RNN", vec![false, true], ""),
     ]);
 }

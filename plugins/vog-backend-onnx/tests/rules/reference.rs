@@ -224,3 +224,107 @@ pub(crate) fn conv_transpose2d(
     }
     y
 }
+
+/// An ONNX recurrent op (`LSTM`, `GRU`, `RNN`, default activations) in float64, as the operator
+/// defines it, batch first: `x` `[b, t, i]` → `Y` `[b, t, directions, h]`. Weights `[D, g·h, i]`,
+/// recurrences `[D, g·h, h]`, biases `[D, 2·g·h]` (gates `iofc`, `zrh`), initial states
+/// `[D, b, h]`; rows past `lens` keep their state and output zeros (forward direction).
+pub(crate) struct Recurrent {
+    pub(crate) kind: &'static str,
+    pub(crate) dims: [usize; 4], // b, t, i, h
+    pub(crate) reverse: Vec<bool>,
+    pub(crate) w: Vec<f64>,
+    pub(crate) r: Vec<f64>,
+    pub(crate) bias: Vec<f64>,
+    pub(crate) h0: Option<Vec<f64>>,
+    pub(crate) c0: Option<Vec<f64>>,
+    pub(crate) lens: Option<Vec<usize>>,
+    pub(crate) linear_before_reset: bool,
+}
+
+impl Recurrent {
+    pub(crate) fn run(&self, x: &[f64]) -> Vec<f64> {
+        let [b, t, i, h] = self.dims;
+        let g = match self.kind {
+            "LSTM" => 4,
+            "GRU" => 3,
+            _ => 1,
+        };
+        let dn = self.reverse.len();
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let mut y = vec![0.0; b * t * dn * h];
+        for (d, &rev) in self.reverse.iter().enumerate() {
+            let w = &self.w[d * g * h * i..(d + 1) * g * h * i];
+            let r = &self.r[d * g * h * h..(d + 1) * g * h * h];
+            let (wb, rb) = (
+                &self.bias[d * 2 * g * h..d * 2 * g * h + g * h],
+                &self.bias[d * 2 * g * h + g * h..(d + 1) * 2 * g * h],
+            );
+            for row in 0..b {
+                let state = |s: &Option<Vec<f64>>| {
+                    s.as_ref().map_or(vec![0.0; h], |v| {
+                        v[(d * b + row) * h..(d * b + row + 1) * h].to_vec()
+                    })
+                };
+                let (mut hs, mut cs) = (state(&self.h0), state(&self.c0));
+                let len = self.lens.as_ref().map_or(t, |l| l[row]);
+                let steps: Vec<usize> = if rev {
+                    (0..t).rev().collect()
+                } else {
+                    (0..t).collect()
+                };
+                for step in steps {
+                    if step >= len {
+                        continue; // state kept, output zero
+                    }
+                    let xs = &x[(row * t + step) * i..(row * t + step + 1) * i];
+                    let lin = |m: &[f64], v: &[f64], k: usize, n: usize| -> f64 {
+                        (0..n).map(|j| m[k * n + j] * v[j]).sum()
+                    };
+                    let xw: Vec<f64> = (0..g * h).map(|k| lin(w, xs, k, i) + wb[k]).collect();
+                    let hr: Vec<f64> = (0..g * h).map(|k| lin(r, &hs, k, h) + rb[k]).collect();
+                    match self.kind {
+                        "LSTM" => {
+                            for k in 0..h {
+                                let (ig, og, fg, cg) = (
+                                    sig(xw[k] + hr[k]),
+                                    sig(xw[h + k] + hr[h + k]),
+                                    sig(xw[2 * h + k] + hr[2 * h + k]),
+                                    (xw[3 * h + k] + hr[3 * h + k]).tanh(),
+                                );
+                                cs[k] = fg * cs[k] + ig * cg;
+                                hs[k] = og * cs[k].tanh();
+                            }
+                        }
+                        "GRU" => {
+                            let z: Vec<f64> = (0..h).map(|k| sig(xw[k] + hr[k])).collect();
+                            let rr: Vec<f64> = (0..h).map(|k| sig(xw[h + k] + hr[h + k])).collect();
+                            let rh: Vec<f64> = (0..h).map(|k| rr[k] * hs[k]).collect();
+                            let cand: Vec<f64> = (0..h)
+                                .map(|k| {
+                                    let inner = if self.linear_before_reset {
+                                        rr[k] * hr[2 * h + k]
+                                    } else {
+                                        lin(&r[2 * h * h..], &rh, k, h) + rb[2 * h + k]
+                                    };
+                                    (xw[2 * h + k] + inner).tanh()
+                                })
+                                .collect();
+                            for k in 0..h {
+                                hs[k] = (1.0 - z[k]) * cand[k] + z[k] * hs[k];
+                            }
+                        }
+                        _ => {
+                            for k in 0..h {
+                                hs[k] = (xw[k] + hr[k]).tanh();
+                            }
+                        }
+                    }
+                    let at = ((row * t + step) * dn + d) * h;
+                    y[at..at + h].copy_from_slice(&hs);
+                }
+            }
+        }
+        y
+    }
+}
