@@ -7,9 +7,10 @@
 //! operator's definition with its default activations (sigmoid and tanh): gates from
 //! `x·Wᵀ + h·Rᵀ + Wb + Rb` in the operator's gate order (LSTM `iofc`, GRU `zrh`, with or without
 //! `linear_before_reset`), both directions, `layout` 0 or 1, initial states, and `sequence_lens`
-//! for the forward direction (past its length a row keeps its state and outputs zeros). An op
-//! with other activations, `clip`, `input_forget`, peepholes, or `sequence_lens` in the reverse
-//! direction is left as it is, and reported as unsupported if it lies on the differentiated path.
+//! (past its length a row keeps its state and outputs zeros; the reverse direction starts at the
+//! row's last step, through `ReverseSequence`). An op with other activations, `clip`,
+//! `input_forget` or peepholes is left as it is, and reported as unsupported if it lies on the
+//! differentiated path.
 
 use std::collections::HashMap;
 
@@ -194,16 +195,10 @@ fn unroll(e: &mut Emit, n: &NodeProto, kind: &str, steps: i64) -> Option<()> {
         return None; // peepholes
     }
     let direction = attr_s(n, "direction").unwrap_or_else(|| "forward".into());
-    let reverse_too = match direction.as_str() {
-        "forward" => false,
-        "bidirectional" => true,
-        "reverse" => true,
-        _ => return None,
-    };
-    let seq_lens = input(4);
-    if seq_lens.is_some() && reverse_too {
+    if !matches!(direction.as_str(), "forward" | "reverse" | "bidirectional") {
         return None;
     }
+    let seq_lens = input(4);
     // int32 by the operator's definition; compared with int64 step numbers.
     let seq_lens = seq_lens.map(|l| {
         e.op(
@@ -274,13 +269,25 @@ fn unroll(e: &mut Emit, n: &NodeProto, kind: &str, steps: i64) -> Option<()> {
             String::new()
         };
         let mut outs: HashMap<i64, String> = HashMap::new();
-        let order: Vec<i64> = if backwards {
+        // With sequence lengths the reverse direction reads each row's first `len` steps
+        // backwards: the prefix is reversed (`ReverseSequence`), run forwards, and the outputs
+        // reversed back.
+        let reversed_x = match (&seq_lens, backwards) {
+            (Some(lens), true) => Some(e.op(
+                "ReverseSequence",
+                &[&x, lens],
+                vec![make_i("batch_axis", 1), make_i("time_axis", 0)],
+            )),
+            _ => None,
+        };
+        let xs = reversed_x.clone().unwrap_or_else(|| x.clone());
+        let order: Vec<i64> = if backwards && reversed_x.is_none() {
             (0..steps).rev().collect()
         } else {
             (0..steps).collect()
         };
         for t in order {
-            let xt = e.take(&x, t);
+            let xt = e.take(&xs, t);
             let mut xw = e.times_t(&xt, &w);
             if let Some(wb) = &wb {
                 xw = e.op("Add", &[&xw, wb], vec![]);
@@ -366,7 +373,14 @@ fn unroll(e: &mut Emit, n: &NodeProto, kind: &str, steps: i64) -> Option<()> {
             })
             .collect();
         let refs: Vec<&str> = per_step.iter().map(String::as_str).collect();
-        let yd = e.op("Concat", &refs, vec![make_i("axis", 0)]); // [T, B, H]
+        let mut yd = e.op("Concat", &refs, vec![make_i("axis", 0)]); // [T, B, H]
+        if let (Some(lens), Some(_)) = (&seq_lens, &reversed_x) {
+            yd = e.op(
+                "ReverseSequence",
+                &[&yd, lens],
+                vec![make_i("batch_axis", 1), make_i("time_axis", 0)],
+            );
+        }
         ys.push(e.unsqueeze(&yd, 1)); // [T, 1, B, H]
         hs.push(e.unsqueeze(&h, 0)); // [1, B, H]
         if kind == "LSTM" {

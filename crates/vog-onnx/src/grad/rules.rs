@@ -153,6 +153,7 @@ fn rule_for(op_type: &str) -> Option<Rule> {
         "GatherND" => scatter::gather_nd,
         "ScatterND" | "ScatterElements" => scatter::scatter,
         "Tile" => shape::tile,
+        "ReverseSequence" => shape::reverse_sequence,
         "CumSum" => shape::cum_sum,
         "Trilu" => shape::trilu,
         "DepthToSpace" => shape::depth_to_space,
@@ -188,6 +189,7 @@ pub(super) fn stops(n: &NodeProto, i: usize) -> bool {
         }
         "ScatterElements" | "ScatterND" | "Scatter" => i == 1,
         "Where" => i == 0,
+        "ReverseSequence" => i == 1,
         // The type comes from the second input, nothing else.
         "CastLike" => i == 1,
         "Pow" => i == 1,

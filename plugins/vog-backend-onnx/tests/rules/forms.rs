@@ -478,5 +478,12 @@ fn recurrent_ops_agree_with_finite_differences() {
         ),
         case("GRU linear_before_reset", "GRU", vec![false], "lens"),
         case("RNN bidirectional", "RNN", vec![false, true], ""),
+        case(
+            "LSTM bidirectional with sequence_lens",
+            "LSTM",
+            vec![false, true],
+            "lens states",
+        ),
+        case("GRU reverse with sequence_lens", "GRU", vec![true], "lens"),
     ]);
 }

@@ -90,6 +90,11 @@ pub(super) fn gather(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     }))
 }
 
+/// `ReverseSequence`: a permutation that undoes itself, so `g` is reversed the same way.
+pub(super) fn reverse_sequence(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
+    one_input(b.op("ReverseSequence", &[&c.g, c.x(1)], c.n.attribute.clone()))
+}
+
 /// `Tile`: `g` scatter-added over the copies.
 pub(super) fn tile(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let reps = c.x(1).to_string();
