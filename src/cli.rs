@@ -476,7 +476,7 @@ pub struct ScoreArgs {
     /// Channel reduction for colour examples (mean: average the channels).
     #[arg(long, value_enum)]
     pub channels: Option<ChannelsArg>,
-    /// Where 3-D examples keep their channels: auto (from the shape), first ([C, H, W]),
+    /// Where 3-D examples keep their channels: auto (from the model or the shape), first ([C, H, W]),
     /// last ([H, W, C]) or none.
     #[arg(long, value_enum)]
     pub channel_axis: Option<ChannelAxisArg>,

@@ -200,6 +200,11 @@ pub struct ModelInfo {
     pub input_shape: Option<Vec<usize>>,
     /// Number of output classes, when known without running the model.
     pub num_classes: Option<usize>,
+    /// Where a 3-D example keeps its colour channels, when the model's first layers say
+    /// (`First` for a convolution reading the input as it comes, `Last` for one reading it
+    /// through a channels-last-to-first transpose); `scoring.channel_axis = "auto"` follows it.
+    #[serde(default)]
+    pub channel_axis: Option<crate::ChannelAxis>,
 }
 
 /// A source of input gradients: loads checkpoints, each of which turns a batch into logits and the

@@ -88,6 +88,16 @@ impl ChannelAxis {
         }
     }
 
+    /// This setting with what the model says about its input: `auto` follows the model's
+    /// channel axis where it has one (its first layers read the input channels-first or through a
+    /// channels-last transpose); an explicit setting wins.
+    pub fn with_model(self, model: Option<ChannelAxis>) -> ChannelAxis {
+        match (self, model) {
+            (ChannelAxis::Auto, Some(m @ (ChannelAxis::First | ChannelAxis::Last))) => m,
+            _ => self,
+        }
+    }
+
     /// The reduction for examples of `row_shape` when `reduce` (`[scoring] channels`) asks for
     /// channel averaging. An `auto` axis that the shape does not settle is an error that names
     /// the setting.

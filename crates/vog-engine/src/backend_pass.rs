@@ -72,6 +72,12 @@ pub(crate) fn pass_backend<'a>(
         .resolve(config.scoring.target, mode);
     let all_windows = with_second_target(&windows, second)?;
     let (plan, mut models) = load_models(config, backend, &paths, &input, &all_windows)?;
+    // `auto` channels follow the model where its first layers tell (ONNX: a convolution on the
+    // input as it comes, or behind an NHWC-to-NCHW transpose), else the examples' shape.
+    let channel_axis = config
+        .scoring
+        .channel_axis
+        .with_model(models.get(0)?.info().channel_axis);
     let bs = plan.batch;
     let load_s = t0.elapsed().as_secs_f64();
     models.reload_s = 0.0;
@@ -117,6 +123,7 @@ pub(crate) fn pass_backend<'a>(
         ann: &input.ann,
         transform: &input.transform,
         data_path: &input.path,
+        channel_axis,
     };
     scoring.run(
         &mut *input.data,
@@ -168,7 +175,7 @@ pub(crate) fn pass_backend<'a>(
     } else {
         &grad_shape
     };
-    let channels = config.scoring.channel_reduce(reduced_from)?;
+    let channels = channel_axis.resolve(config.scoring.channels, reduced_from)?;
     let scoring = ScoringSummary {
         labels: Some(mode),
         target: Some(config.scoring.target),
@@ -354,6 +361,8 @@ struct Scoring<'a> {
     ann: &'a Annotations,
     transform: &'a InputTransform,
     data_path: &'a std::path::Path,
+    /// `scoring.channel_axis`, an `auto` one settled by the model where it tells.
+    channel_axis: vog_core::ChannelAxis,
 }
 
 impl Scoring<'_> {
@@ -405,10 +414,7 @@ impl Scoring<'_> {
             // Folding gradients into the running statistics overlaps the next backend call.
             let (jobs, job_rx) = std::sync::mpsc::sync_channel::<AccJob>(2 * k);
             let (res_tx, results) = std::sync::mpsc::channel::<Result<BatchScores>>();
-            let channels = (
-                self.config.scoring.channels,
-                self.config.scoring.channel_axis,
-            );
+            let channels = (self.config.scoring.channels, self.channel_axis);
             // Gradients are checked for NaN and infinity there too, described as the loop would.
             let describe = |e, ck: usize, start, rows| self.step_error(e, ck, start, rows);
             spawn_helper(scope, "vog-stats", loop_cpu, move |helper| {

@@ -62,6 +62,12 @@ pub(crate) fn maps_of_group(
     each: &mut impl FnMut(ExampleMap) -> Result<()>,
 ) -> Result<()> {
     let chunks: Vec<&[usize]> = rows.chunks(bs).collect();
+    // As in the scoring pass: `auto` channels follow the model where it tells.
+    let hint = match inputs {
+        MapInputs::Backend { models, .. } => models.get(0)?.info().channel_axis,
+        MapInputs::Stored { .. } => None,
+    };
+    let axis = config.scoring.channel_axis.with_model(hint);
     let mut accs: Vec<Option<(VogAccumulator, Vec<usize>)>> = chunks.iter().map(|_| None).collect();
     let mut lasts: Vec<Vec<f32>> = vec![Vec::new(); chunks.len()];
     for ck in 0..k {
@@ -135,7 +141,7 @@ pub(crate) fn maps_of_group(
             let (a, _) = match accs[ci].as_mut() {
                 Some(x) => x,
                 None => {
-                    let reduce = config.scoring.channel_reduce(&grad_shape)?;
+                    let reduce = axis.resolve(config.scoring.channels, &grad_shape)?;
                     let mut a = VogAccumulator::new(&grad_shape, windows, k, reduce)?;
                     a.reset(chunk.len());
                     accs[ci].insert((a, grad_shape.clone()))
@@ -150,9 +156,8 @@ pub(crate) fn maps_of_group(
     for ((chunk, acc), last) in chunks.iter().zip(accs).zip(lasts) {
         let (mut a, grad_shape) = acc.expect("at least two checkpoints");
         let row_len: usize = grad_shape.iter().product();
-        let map_shape = config
-            .scoring
-            .channel_reduce(&grad_shape)?
+        let map_shape = axis
+            .resolve(config.scoring.channels, &grad_shape)?
             .reduced_shape(&grad_shape);
         for (i, &r) in chunk.iter().enumerate() {
             each(ExampleMap {

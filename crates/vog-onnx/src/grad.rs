@@ -73,6 +73,9 @@ pub struct GradModel {
     pub gradient_output: String,
     /// Nodes added for the reverse pass.
     pub backward_nodes: usize,
+    /// Where a 3-D example keeps its channels, as the model's first layers read the input
+    /// (`layout::input_channel_axis`); `None` when they do not say or the input is not 4-D.
+    pub channel_axis: Option<vog_core::ChannelAxis>,
 }
 
 /// Builds the gradient model. Errors name every op on the path that has no rule.
@@ -89,6 +92,11 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     let graph = graph;
     let consts = Constants::new(&graph);
     let roles = Roles::find(&graph, spec)?;
+    let channel_axis = roles
+        .input_dims
+        .as_ref()
+        .filter(|d| d.len() == 4 && roles.wrt == roles.input)
+        .and_then(|_| crate::layout::input_channel_axis(&graph, &roles.input));
     let active = active_tensors(&graph, &roles.wrt);
     if !active.contains(&roles.output) {
         return Err(Error::Model(format!(
@@ -154,6 +162,7 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
         classes_output: CLASSES_OUTPUT.into(),
         gradient_output: GRADIENT_OUTPUT.into(),
         backward_nodes,
+        channel_axis,
     })
 }
 

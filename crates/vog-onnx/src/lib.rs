@@ -21,6 +21,7 @@ mod error;
 mod grad;
 pub mod graph;
 pub mod kernels;
+pub mod layout;
 mod unroll;
 mod upgrade;
 

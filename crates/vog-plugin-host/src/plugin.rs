@@ -403,7 +403,17 @@ impl Model for ExternModel {
             return ModelInfo::default();
         }
         let rank = raw.input_rank as usize;
+        // ABI 1.1; a 1.0 plugin's table has no such entry.
+        let channel_axis = plugin.vtable.model_channel_axis.and_then(|f| {
+            // SAFETY: the model handle is alive; the function takes only it.
+            match unsafe { f(self.handle) } {
+                vog_plugin::channel_axis::FIRST => Some(vog_core::ChannelAxis::First),
+                vog_plugin::channel_axis::LAST => Some(vog_core::ChannelAxis::Last),
+                _ => None,
+            }
+        });
         ModelInfo {
+            channel_axis,
             input_shape: (rank <= vog_plugin::MAX_RANK).then(|| {
                 raw.input_shape[..rank]
                     .iter()
@@ -564,7 +574,13 @@ mod tests {
             unload,
             input_gradients,
             free_output,
+            // Filled in, but past a 1.0 table's declared size: a host must not read it.
+            model_channel_axis: Some(channel_axis_last),
         }
+    }
+
+    unsafe extern "C" fn channel_axis_last(_: *mut c_void) -> u32 {
+        vog_plugin::channel_axis::LAST
     }
 
     /// The table of a later minor: 1.0's entries, then an appended one.
@@ -576,8 +592,19 @@ mod tests {
 
     #[test]
     fn a_1_0_table_loads_into_a_host_with_an_appended_entry() {
-        assert_eq!(ABI_1_0_TABLE_SIZE, std::mem::size_of::<VogPluginVTable>());
+        // 1.1 appended `model_channel_axis` to 1.0's table.
+        assert_eq!(
+            ABI_1_0_TABLE_SIZE + std::mem::size_of::<usize>(),
+            std::mem::size_of::<VogPluginVTable>()
+        );
         let old = table_1_0(ABI_1_0_TABLE_SIZE);
+        // SAFETY: `old` declares 1.0's size; the host's 1.1 table zeroes what lies past it.
+        let t = unsafe { read_table::<VogPluginVTable>((&old as *const VogPluginVTable).cast()) }
+            .unwrap();
+        assert!(
+            t.model_channel_axis.is_none(),
+            "1.1's entry is absent from a 1.0 table"
+        );
         // SAFETY: `old` is a 1.0 table declaring its own size; `Next` appends an `Option`.
         let next = unsafe { read_table::<Next>((&old as *const VogPluginVTable).cast()) }.unwrap();
         assert!(

@@ -232,6 +232,24 @@ unsafe extern "C" fn model_info(model: *mut c_void, out: *mut VogModelInfo) -> i
 }
 
 /// # Safety
+/// `model` is a live handle from `load` (a null handle answers "unknown").
+unsafe extern "C" fn model_channel_axis(model: *mut c_void) -> u32 {
+    if model.is_null() {
+        return crate::channel_axis::UNKNOWN;
+    }
+    let answer = std::panic::catch_unwind(|| {
+        // SAFETY: `model` came from `load` (a `Box<Box<dyn Model>>`) and is still alive.
+        let m = unsafe { &*model.cast::<Box<dyn Model>>() };
+        match m.info().channel_axis {
+            Some(vog_core::ChannelAxis::First) => crate::channel_axis::FIRST,
+            Some(vog_core::ChannelAxis::Last) => crate::channel_axis::LAST,
+            _ => crate::channel_axis::UNKNOWN,
+        }
+    });
+    answer.unwrap_or(crate::channel_axis::UNKNOWN)
+}
+
+/// # Safety
 /// `model` came from `load` and is released once (rule 2).
 unsafe extern "C" fn unload(model: *mut c_void) {
     guard("unload", || {
@@ -364,5 +382,6 @@ pub const fn vtable<B: PluginBackend>() -> VogPluginVTable {
         unload,
         input_gradients,
         free_output,
+        model_channel_axis: Some(model_channel_axis),
     }
 }

@@ -78,8 +78,9 @@ pub use logging::{level_from_u32, level_to_u32};
 
 /// ABI major version: a plugin with another major is refused.
 pub const ABI_MAJOR: u32 = 1;
-/// ABI minor version: functions appended to the table within a major.
-pub const ABI_MINOR: u32 = 0;
+/// ABI minor version: functions appended to the table within a major (1.1:
+/// `model_channel_axis`).
+pub const ABI_MINOR: u32 = 1;
 /// The ABI version this crate implements, `major << 16 | minor`.
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 
@@ -348,6 +349,20 @@ pub struct VogPluginVTable {
     ) -> i32,
     /// Releases an output filled by `input_gradients`.
     pub free_output: unsafe extern "C" fn(output: *mut VogGradOutput),
+    /// ABI 1.1: where a loaded model keeps the channels of a 3-D example, as its first layers
+    /// say: [`channel_axis::UNKNOWN`], [`channel_axis::FIRST`] or [`channel_axis::LAST`].
+    /// `None` in a 1.0 plugin's table (the host then knows nothing).
+    pub model_channel_axis: Option<unsafe extern "C" fn(model: *mut c_void) -> u32>,
+}
+
+/// Codes of [`VogPluginVTable::model_channel_axis`].
+pub mod channel_axis {
+    /// The model does not say.
+    pub const UNKNOWN: u32 = 0;
+    /// `[C, H, W]`.
+    pub const FIRST: u32 = 1;
+    /// `[H, W, C]`.
+    pub const LAST: u32 = 2;
 }
 
 /// What a backend needs besides [`vog_core::GradientBackend`] to be exported as a plugin.

@@ -202,6 +202,7 @@ impl GradientBackend for PyBackend {
             let info = ModelInfo {
                 input_shape: optional_attr(&model, "input_shape").map_err(fail)?,
                 num_classes: optional_attr(&model, "num_classes").map_err(fail)?,
+                channel_axis: None,
             };
             if !model.hasattr("input_gradients").map_err(fail)? {
                 return Err(vog_core::Error::Checkpoint {

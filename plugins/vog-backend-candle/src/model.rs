@@ -738,5 +738,6 @@ fn describe(layers: &[Layer]) -> ModelInfo {
     ModelInfo {
         input_shape,
         num_classes,
+        channel_axis: None,
     }
 }

@@ -130,6 +130,7 @@ impl Model for LinearModel {
         ModelInfo {
             input_shape: Some(vec![self.features]),
             num_classes: Some(self.classes),
+            channel_axis: None,
         }
     }
 

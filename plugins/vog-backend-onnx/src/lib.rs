@@ -176,6 +176,8 @@ struct GraphMeta {
     classes_input: String,
     classes_output: String,
     gradient_output: String,
+    #[serde(default)]
+    channel_axis: Option<vog_core::ChannelAxis>,
 }
 
 impl GraphMeta {
@@ -189,6 +191,7 @@ impl GraphMeta {
             classes_input: g.classes_input.clone(),
             classes_output: g.classes_output.clone(),
             gradient_output: g.gradient_output.clone(),
+            channel_axis: g.channel_axis,
         }
     }
 }
@@ -388,6 +391,7 @@ impl Model for OnnxModel {
         ModelInfo {
             input_shape: input_shape.filter(|_| self.meta.wrt == self.meta.input),
             num_classes: None,
+            channel_axis: self.meta.channel_axis,
         }
     }
 

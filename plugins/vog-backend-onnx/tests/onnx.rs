@@ -399,3 +399,119 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
         }
     }
 }
+
+/// A small image model on `[N, 3, 5, 3]` inputs, read channels-last (an NHWC-to-NCHW transpose
+/// in front of the convolution, as Keras and jax2onnx export) or channels-first (the
+/// convolution on the input as it comes), with weights from `seed`.
+fn image_model(channels_last: bool, seed: u64) -> Vec<u8> {
+    use vog_onnx::graph::{make_i, make_ints, tensor_f32, value_info};
+    use vog_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    let mut s = vog_core::SplitMix64::new(seed);
+    let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| s.uniform() as f32 - 0.5).collect() };
+    let node = |op: &str, inputs: &[&str], output: &str, attrs| NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    };
+    // Channels last: [N, 3 (H), 5 (W), 3 (C)] → [N, C, H, W]; first: [N, 3 (C), 5 (H), 3 (W)].
+    let mut nodes = Vec::new();
+    let conv_in = if channels_last {
+        nodes.push(node(
+            "Transpose",
+            &["x"],
+            "xt",
+            vec![make_ints("perm", vec![0, 3, 1, 2])],
+        ));
+        "xt"
+    } else {
+        "x"
+    };
+    nodes.extend([
+        node(
+            "Conv",
+            &[conv_in, "w", "b"],
+            "c",
+            vec![make_ints("pads", vec![1; 4])],
+        ),
+        node("Tanh", &["c"], "t", vec![]),
+        node("Flatten", &["t"], "f", vec![make_i("axis", 1)]),
+        node("Gemm", &["f", "w2"], "logits", vec![make_i("transB", 1)]),
+    ]);
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            name: "image".into(),
+            node: nodes,
+            initializer: vec![
+                tensor_f32("w", vec![2, 3, 3, 3], values(54)),
+                tensor_f32("b", vec![2], values(2)),
+                tensor_f32("w2", vec![4, 30], values(120)),
+            ],
+            input: vec![value_info(
+                "x",
+                1,
+                Some(vec![None, Some(3), Some(5), Some(3)]),
+            )],
+            output: vec![value_info("logits", 1, None)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vog_onnx::encode_model(&model)
+}
+
+/// `scoring.channel_axis = "auto"` on examples shaped `[3, 5, 3]` (the shape alone does not say
+/// where the colours are) follows the model: its convolution reads the input behind an
+/// NHWC-to-NCHW transpose (channels last) or as it comes (channels first); through the plugin's
+/// ABI 1.1 entry, and recorded in run.json's `scoring.channels`.
+#[test]
+fn auto_channels_follow_the_models_input_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = vog_core::SplitMix64::new(7);
+    let x: Vec<f32> = (0..6 * 45)
+        .map(|_| s.uniform() as f32 * 2.0 - 1.0)
+        .collect();
+    vog_data::write_npy_f32(&dir.path().join("x.npy"), &[6, 3, 5, 3], &x).unwrap();
+    vog_data::write_npy_i64(&dir.path().join("y.npy"), &[6], &[0, 1, 2, 3, 0, 1]).unwrap();
+    let plugin = onnx(Via::Plugin, "");
+    for (last, want) in [
+        (true, vog_core::ChannelReduce::MeanLast),
+        (false, vog_core::ChannelReduce::Mean),
+    ] {
+        let sub = dir.path().join(if last { "last" } else { "first" });
+        std::fs::create_dir_all(&sub).unwrap();
+        for seed in 1..=3 {
+            std::fs::write(
+                sub.join(format!("ckpt_{seed}.onnx")),
+                image_model(last, seed),
+            )
+            .unwrap();
+        }
+        let case = VogCase::new("layout", dir.path().join("x.npy"), dir.path().join("y.npy"))
+            .checkpoints([sub.join("ckpt_*.onnx")]);
+        let config = case.config(LabelMode::True, Target::Logit, plugin.options());
+        let backend = plugin.backend("layout");
+        let result = vog_engine::score(&config, Some(backend.as_ref()), &vog_engine::Silent)
+            .unwrap_or_else(|e| panic!("channels last = {last}: {e}"));
+        assert_eq!(
+            result.manifest.scoring.channels, want,
+            "channels last = {last}"
+        );
+        assert_eq!(
+            result.manifest.scoring.vog_map_shape,
+            if last { vec![3, 5] } else { vec![5, 3] }
+        );
+    }
+    // Without the model's word the same examples are refused, naming the setting.
+    let err = vog_core::ChannelAxis::Auto
+        .resolve(vog_core::ChannelReduce::Mean, &[3, 5, 3])
+        .unwrap_err();
+    assert!(err.to_string().contains("channel_axis"), "{err}");
+}

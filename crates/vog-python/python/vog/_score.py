@@ -131,8 +131,8 @@ def score(
     channel_axis:
         Where 3-D examples keep their channels: ``"first"`` (``[C, H, W]``, PyTorch),
         ``"last"`` (``[H, W, C]``, Keras/TensorFlow/JAX) or ``"none"``. ``None`` (``"auto"``)
-        reads it from the shape (a short first or last axis) and raises when the shape does
-        not tell.
+        follows the model where it tells (an ONNX model's first layers), else reads it from the
+        shape (a short first or last axis) and raises when neither tells.
     ids, metadata:
         Example ids (a list or a path) and per-example metadata (a list of dicts, or a JSONL/CSV
         path), stored with the rows and searchable in the audit store.
