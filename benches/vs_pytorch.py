@@ -34,12 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's legacy-exporter notice
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests/data/onnx"))
 from models import ResNet18  # noqa: E402
 

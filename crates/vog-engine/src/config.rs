@@ -278,8 +278,9 @@ pub struct BackendConfig {
     #[serde(default = "default_backend")]
     pub name: String,
     /// Examples per forward/backward pass; absent (or `"auto"`) for automatic: about a mebibyte
-    /// of input per batch (2¹⁸ values) for vector examples, a quarter of that for examples with
-    /// spatial axes, between 8 and 512 examples, a power of two, and within `memory` (see
+    /// of input per batch (2¹⁸ values) for vector examples, between 8 and 512 examples; for
+    /// examples with spatial axes 64, fewer for large images (at most 2¹⁸ values, at least 8); a
+    /// power of two, and within `memory` (see
     /// [`crate::plan::auto_batch`]).
     #[serde(
         default,

@@ -50,21 +50,17 @@ fn upgrade(graph: &mut GraphProto, fresh: &mut usize) {
             continue;
         }
         match n.op_type.as_str() {
-            "Squeeze" | "Unsqueeze" | "ReduceSum" => {
-                if let Some(axes) = attr_ints(&n, "axes") {
-                    n.attribute.retain(|a| a.name != "axes");
-                    let t = name("axes");
-                    inits.push(tensor_i64(&t, vec![axes.len() as i64], axes));
-                    n.input.truncate(1);
-                    n.input.push(t);
-                }
-                nodes.push(n);
-            }
-            "Split" => {
-                if let Some(split) = attr_ints(&n, "split") {
-                    n.attribute.retain(|a| a.name != "split");
-                    let t = name("split");
-                    inits.push(tensor_i64(&t, vec![split.len() as i64], split));
+            "Squeeze" | "Unsqueeze" | "ReduceSum" | "Split" => {
+                // The attribute becomes the second input.
+                let key = if n.op_type == "Split" {
+                    "split"
+                } else {
+                    "axes"
+                };
+                if let Some(values) = attr_ints(&n, key) {
+                    n.attribute.retain(|a| a.name != key);
+                    let t = name(key);
+                    inits.push(tensor_i64(&t, vec![values.len() as i64], values));
                     n.input.truncate(1);
                     n.input.push(t);
                 }
