@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+mod emit;
 mod error;
 mod grad;
 pub mod graph;

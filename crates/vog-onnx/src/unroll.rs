@@ -14,8 +14,9 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{attr_f, attr_i, attr_ints, attr_s, make_i, make_ints, tensor_i64, value_type};
-use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use crate::emit::Emit;
+use crate::graph::{attr_f, attr_i, attr_ints, attr_s, make_i, make_ints, value_type};
+use crate::proto::{GraphProto, NodeProto};
 
 /// Replaces every recurrent node that can be unrolled (see the module documentation).
 pub fn unroll_recurrent(graph: &mut GraphProto) {
@@ -32,15 +33,8 @@ pub fn unroll_recurrent(graph: &mut GraphProto) {
             }
         };
         let steps = time_steps(graph, &old, n);
-        let mut e = Emit {
-            prefix: {
-                fresh += 1;
-                format!("vog_unroll_{fresh}")
-            },
-            count: 0,
-            nodes: Vec::new(),
-            inits: Vec::new(),
-        };
+        fresh += 1;
+        let mut e = Emit::new(format!("vog_unroll_{fresh}"));
         match steps.and_then(|t| unroll(&mut e, n, kind, t)) {
             Some(()) => {
                 nodes.extend(e.nodes);
@@ -51,74 +45,6 @@ pub fn unroll_recurrent(graph: &mut GraphProto) {
     }
     graph.node = nodes;
     graph.initializer.extend(inits);
-}
-
-/// Nodes and constants being written, with fresh names.
-struct Emit {
-    prefix: String,
-    count: usize,
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-}
-
-impl Emit {
-    fn name(&mut self, what: &str) -> String {
-        self.count += 1;
-        format!("{}_{what}_{}", self.prefix, self.count)
-    }
-
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
-        let out = self.name(&op.to_lowercase());
-        self.op_to(op, inputs, &out, attrs);
-        out
-    }
-
-    fn op_to(&mut self, op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) {
-        self.nodes.push(NodeProto {
-            op_type: op.into(),
-            name: out.to_string(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.to_string()],
-            attribute: attrs,
-            ..Default::default()
-        });
-    }
-
-    fn ints(&mut self, v: &[i64]) -> String {
-        let name = self.name("const");
-        self.inits
-            .push(tensor_i64(&name, vec![v.len() as i64], v.to_vec()));
-        name
-    }
-
-    fn scalar(&mut self, v: i64) -> String {
-        let name = self.name("const");
-        self.inits.push(tensor_i64(&name, vec![], vec![v]));
-        name
-    }
-
-    /// `t[i]` along axis 0 (the axis removed).
-    fn take(&mut self, t: &str, i: i64) -> String {
-        let i = self.scalar(i);
-        self.op("Gather", &[t, &i], vec![make_i("axis", 0)])
-    }
-
-    /// `t[.., from..to]` along the last axis.
-    fn cols(&mut self, t: &str, from: i64, to: i64) -> String {
-        let (a, b, axis) = (self.ints(&[from]), self.ints(&[to]), self.ints(&[-1]));
-        self.op("Slice", &[t, &a, &b, &axis], vec![])
-    }
-
-    /// `x · Wᵀ` for a weight `w` of `[out, in]`.
-    fn times_t(&mut self, x: &str, w: &str) -> String {
-        let wt = self.op("Transpose", &[w], vec![make_ints("perm", vec![1, 0])]);
-        self.op("MatMul", &[x, &wt], vec![])
-    }
-
-    fn unsqueeze(&mut self, t: &str, axis: i64) -> String {
-        let a = self.ints(&[axis]);
-        self.op("Unsqueeze", &[t, &a], vec![])
-    }
 }
 
 /// The input's time steps, when known without running the model.
@@ -420,12 +346,4 @@ fn unroll(e: &mut Emit, n: &NodeProto, kind: &str, steps: i64) -> Option<()> {
         }
     }
     Some(())
-}
-
-impl Emit {
-    /// Rows `from..to` of a `[rows, cols]` matrix.
-    fn cols_rows(&mut self, t: &str, from: i64, to: i64) -> String {
-        let (a, b, axis) = (self.ints(&[from]), self.ints(&[to]), self.ints(&[0]));
-        self.op("Slice", &[t, &a, &b, &axis], vec![])
-    }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use crate::emit::Emit;
 use crate::graph::{attr_i, attr_ints, infer_ranks, make_i, tensor_i64, Constants};
 use crate::proto::{GraphProto, NodeProto};
 
@@ -200,75 +201,39 @@ pub fn lower_same_pools(graph: &mut GraphProto) {
             continue;
         }
         fresh += 1;
-        let p = |what: &str| format!("vog_same_pool_{fresh}_{what}");
-        let mut add = |op: &str, inputs: &[&str], out: &str, attrs| {
-            nodes.push(NodeProto {
-                op_type: op.into(),
-                name: out.to_string(),
-                input: inputs.iter().map(|s| s.to_string()).collect(),
-                output: vec![out.to_string()],
-                attribute: attrs,
-                ..Default::default()
-            });
-        };
-        let konst = |inits: &mut Vec<_>, what: &str, v: Vec<i64>| {
-            let name = p(what);
-            inits.push(tensor_i64(&name, vec![v.len() as i64], v));
-            name
-        };
+        let mut e = Emit::new(format!("vog_same_pool_{fresh}"));
         let x = n.input[0].clone();
-        let s = konst(&mut inits, "s", strides.clone());
-        let span = konst(
-            &mut inits,
-            "span",
-            kernel
-                .iter()
-                .zip(&dil)
-                .map(|(k, d)| (k - 1) * d + 1)
-                .collect(),
-        );
-        let s_minus_1 = konst(&mut inits, "sm1", strides.iter().map(|s| s - 1).collect());
-        let zero = konst(&mut inits, "zero", vec![0]);
-        let zeros2 = konst(&mut inits, "zeros2", vec![0, 0]);
-        let one = konst(&mut inits, "one", vec![1]);
-        let two = konst(&mut inits, "two", vec![2]);
-        let start = konst(&mut inits, "start", vec![2]);
-        let end = konst(&mut inits, "end", vec![i64::MAX]);
-        let shape = p("shape");
-        add("Shape", &[&x], &shape, vec![]);
-        let i = p("i");
-        add("Slice", &[&shape, &start, &end], &i, vec![]);
+        let s = e.ints(&strides);
+        let span: Vec<i64> = kernel
+            .iter()
+            .zip(&dil)
+            .map(|(k, d)| (k - 1) * d + 1)
+            .collect();
+        let span = e.ints(&span);
+        let s_minus_1: Vec<i64> = strides.iter().map(|s| s - 1).collect();
+        let s_minus_1 = e.ints(&s_minus_1);
+        let (zero, zeros2, one, two) = (e.ints(&[0]), e.ints(&[0, 0]), e.ints(&[1]), e.ints(&[2]));
+        let (start, end) = (e.ints(&[2]), e.ints(&[i64::MAX]));
+        let shape = e.op("Shape", &[&x], vec![]);
+        let i = e.op("Slice", &[&shape, &start, &end], vec![]);
         // ⌈i/s⌉ = (i + s − 1) / s for positive integers.
-        let ip = p("ip");
-        add("Add", &[&i, &s_minus_1], &ip, vec![]);
-        let o = p("o");
-        add("Div", &[&ip, &s], &o, vec![]);
-        let om1 = p("om1");
-        add("Sub", &[&o, &one], &om1, vec![]);
-        let covered = p("covered");
-        add("Mul", &[&om1, &s], &covered, vec![]);
-        let need = p("need");
-        add("Add", &[&covered, &span], &need, vec![]);
-        let over = p("over");
-        add("Sub", &[&need, &i], &over, vec![]);
-        let total = p("total");
-        add("Max", &[&over, &zero], &total, vec![]);
+        let ip = e.op("Add", &[&i, &s_minus_1], vec![]);
+        let o = e.op("Div", &[&ip, &s], vec![]);
+        let om1 = e.op("Sub", &[&o, &one], vec![]);
+        let covered = e.op("Mul", &[&om1, &s], vec![]);
+        let need = e.op("Add", &[&covered, &span], vec![]);
+        let over = e.op("Sub", &[&need, &i], vec![]);
+        let total = e.op("Max", &[&over, &zero], vec![]);
         let half = if mode == "SAME_UPPER" {
             total.clone()
         } else {
-            let t1 = p("t1");
-            add("Add", &[&total, &one], &t1, vec![]);
-            t1
+            e.op("Add", &[&total, &one], vec![])
         };
-        let begin = p("begin");
-        add("Div", &[&half, &two], &begin, vec![]);
-        let end_pad = p("endpad");
-        add("Sub", &[&total, &begin], &end_pad, vec![]);
-        let pads = p("pads");
-        add(
+        let begin = e.op("Div", &[&half, &two], vec![]);
+        let end_pad = e.op("Sub", &[&total, &begin], vec![]);
+        let pads = e.op(
             "Concat",
             &[&zeros2, &begin, &zeros2, &end_pad],
-            &pads,
             vec![make_i("axis", 0)],
         );
         let valid: Vec<_> = n
@@ -278,39 +243,30 @@ pub fn lower_same_pools(graph: &mut GraphProto) {
             .cloned()
             .collect();
         let y = n.output[0].clone();
+        let like_x = |e: &mut Emit, v: f32| {
+            let c = e.name("value");
+            e.inits.push(crate::graph::tensor_f32(&c, vec![], vec![v]));
+            e.op("CastLike", &[&c, &x], vec![])
+        };
         if n.op_type == "MaxPool" {
-            let lowest = p("lowest");
-            inits.push(crate::graph::tensor_f32(
-                &lowest,
-                vec![],
-                vec![f32::NEG_INFINITY],
-            ));
-            let lowest_like = p("lowest_like");
-            add("CastLike", &[&lowest, &x], &lowest_like, vec![]);
-            let padded = p("padded");
-            add("Pad", &[&x, &pads, &lowest_like], &padded, vec![]);
-            add("MaxPool", &[&padded], &y, valid);
-            continue;
+            let lowest = like_x(&mut e, f32::NEG_INFINITY);
+            let padded = e.op("Pad", &[&x, &pads, &lowest], vec![]);
+            e.op_to("MaxPool", &[&padded], &y, valid);
+        } else {
+            let padded = e.op("Pad", &[&x, &pads], vec![]);
+            if crate::graph::attr_i(&n, "count_include_pad").unwrap_or(0) != 0 {
+                e.op_to("AveragePool", &[&padded], &y, valid);
+            } else {
+                let sum = e.op("AveragePool", &[&padded], valid.clone());
+                let one_like = like_x(&mut e, 1.0);
+                let ones = e.op("Expand", &[&one_like, &shape], vec![]);
+                let ones_padded = e.op("Pad", &[&ones, &pads], vec![]);
+                let count = e.op("AveragePool", &[&ones_padded], valid);
+                e.op_to("Div", &[&sum, &count], &y, vec![]);
+            }
         }
-        let padded = p("padded");
-        add("Pad", &[&x, &pads], &padded, vec![]);
-        if crate::graph::attr_i(&n, "count_include_pad").unwrap_or(0) != 0 {
-            add("AveragePool", &[&padded], &y, valid);
-            continue;
-        }
-        let sum = p("avg");
-        add("AveragePool", &[&padded], &sum, valid.clone());
-        let ones = p("ones");
-        let one_f = p("one_f");
-        inits.push(crate::graph::tensor_f32(&one_f, vec![], vec![1.0]));
-        let one_like = p("one_like");
-        add("CastLike", &[&one_f, &x], &one_like, vec![]);
-        add("Expand", &[&one_like, &shape], &ones, vec![]);
-        let ones_padded = p("ones_padded");
-        add("Pad", &[&ones, &pads], &ones_padded, vec![]);
-        let count = p("count");
-        add("AveragePool", &[&ones_padded], &count, valid);
-        add("Div", &[&sum, &count], &y, vec![]);
+        nodes.extend(e.nodes);
+        inits.extend(e.inits);
     }
     graph.node = nodes;
     graph.initializer.extend(inits);
