@@ -29,6 +29,8 @@
 
 #![deny(missing_docs)]
 
+pub mod conv;
+mod layers;
 mod model;
 mod options;
 pub mod pool;
@@ -41,7 +43,7 @@ use candle_core::Device;
 use vog_core::{BackendInfo, GradientBackend, Model, Result};
 
 pub use model::CandleModel;
-pub use options::{Activation, Arch, CandleOptions, LayerSpec, Size2};
+pub use options::{Activation, Arch, CandleOptions, Kernels, LayerSpec, Size2};
 
 /// The candle backend: builds [`CandleModel`]s from safetensors checkpoints.
 #[derive(Debug, Clone)]

@@ -9,59 +9,17 @@ use vog_core::{
     batch_shape_string, Classes, Error, GradOutput, GradRequest, Model, ModelInfo, Result, Target,
 };
 
-use crate::options::{Activation, Arch, CandleOptions, LayerSpec};
+use crate::conv::Conv2dGeom;
+use crate::layers::{backward_layer, forward_layer, layer_kind, Layer, Saved};
+use crate::options::{Activation, Arch, CandleOptions, Kernels, LayerSpec};
 use crate::pool::Pool2d;
-
-/// One layer with its tensors.
-#[derive(Debug)]
-enum Layer {
-    Linear {
-        name: String,
-        weight: Tensor,
-        weight_t: Tensor,
-        bias: Option<Tensor>,
-    },
-    Conv2d {
-        name: String,
-        weight: Tensor,
-        bias: Option<Tensor>,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
-        groups: usize,
-    },
-    /// Eval-mode batch norm folded into `x * scale + shift` per channel (axis 1).
-    BatchNorm {
-        name: String,
-        scale: Tensor,
-        shift: Tensor,
-        channels: usize,
-    },
-    Relu,
-    LeakyRelu(f64),
-    Tanh,
-    Sigmoid,
-    Gelu,
-    MaxPool(Pool2d),
-    AvgPool(Pool2d),
-    Flatten,
-    Identity,
-}
-
-/// What the forward pass keeps for the reverse pass of one layer.
-enum Saved {
-    None,
-    Input(Tensor),
-    Output(Tensor),
-    Shape(Vec<usize>),
-    MaxArg { arg: Vec<u32>, in_shape: Vec<usize> },
-}
 
 /// A checkpoint loaded by the candle backend.
 pub struct CandleModel {
     path: PathBuf,
     layers: Vec<Layer>,
     info: ModelInfo,
+    kernels: Kernels,
     device: Device,
 }
 
@@ -96,13 +54,15 @@ impl CandleModel {
             layers,
             info,
             device: device.clone(),
+            kernels: options.kernels,
         })
     }
 
     fn forward(&self, x: Tensor, saved: &mut Vec<Saved>) -> Result<Tensor> {
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            let (y, s) = forward_layer(layer, &x).map_err(|e| self.layer_error(i, layer, &x, e))?;
+            let (y, s) = forward_layer(layer, &x, self.kernels)
+                .map_err(|e| self.layer_error(i, layer, &x, e))?;
             saved.push(s);
             x = y;
         }
@@ -134,7 +94,7 @@ impl CandleModel {
 
     fn backward(&self, mut g: Tensor, saved: Vec<Saved>) -> Result<Tensor> {
         for (i, (layer, s)) in self.layers.iter().zip(saved).enumerate().rev() {
-            g = backward_layer(layer, s, &g)
+            g = backward_layer(layer, s, &g, self.kernels)
                 .map_err(|e| Error::backend("candle", format!("reverse pass of layer {i}: {e}")))?;
         }
         Ok(g)
@@ -235,265 +195,6 @@ pub(crate) fn target_seed(
         }
     }
     seed
-}
-
-fn layer_kind(layer: &Layer) -> &'static str {
-    match layer {
-        Layer::Linear { .. } => "linear",
-        Layer::Conv2d { .. } => "conv2d",
-        Layer::BatchNorm { .. } => "batchnorm",
-        Layer::Relu => "relu",
-        Layer::LeakyRelu(_) => "leakyrelu",
-        Layer::Tanh => "tanh",
-        Layer::Sigmoid => "sigmoid",
-        Layer::Gelu => "gelu",
-        Layer::MaxPool(_) => "maxpool2d",
-        Layer::AvgPool(_) => "avgpool2d",
-        Layer::Flatten => "flatten",
-        Layer::Identity => "identity",
-    }
-}
-
-fn shape_err(e: candle_core::Error) -> Error {
-    Error::Shape(e.to_string())
-}
-
-fn backend_err(e: candle_core::Error) -> Error {
-    Error::backend("candle", e)
-}
-
-fn forward_layer(layer: &Layer, x: &Tensor) -> Result<(Tensor, Saved)> {
-    Ok(match layer {
-        Layer::Linear {
-            weight,
-            weight_t,
-            bias,
-            ..
-        } => {
-            let (out_f, in_f) = weight.dims2().map_err(backend_err)?;
-            let dims = x.dims().to_vec();
-            if dims.last() != Some(&in_f) {
-                return Err(Error::Shape(format!(
-                    "expects {in_f} features in the last axis"
-                )));
-            }
-            let lead: usize = dims[..dims.len() - 1].iter().product();
-            let y = x
-                .reshape((lead, in_f))
-                .and_then(|x| x.matmul(weight_t))
-                .map_err(shape_err)?;
-            let y = match bias {
-                Some(b) => y.broadcast_add(b).map_err(shape_err)?,
-                None => y,
-            };
-            let mut out_dims = dims[..dims.len() - 1].to_vec();
-            out_dims.push(out_f);
-            (y.reshape(out_dims).map_err(shape_err)?, Saved::Shape(dims))
-        }
-        Layer::Conv2d {
-            weight,
-            bias,
-            stride,
-            padding,
-            dilation,
-            groups,
-            ..
-        } => {
-            let (_, cin_g, _, _) = weight.dims4().map_err(backend_err)?;
-            match x.dims() {
-                &[_, c, _, _] if c == cin_g * groups => {}
-                d => {
-                    return Err(Error::Shape(format!(
-                        "expects [N, {}, H, W], got {d:?}",
-                        cin_g * groups
-                    )))
-                }
-            }
-            let y = x
-                .conv2d(weight, *padding, *stride, *dilation, *groups)
-                .map_err(shape_err)?;
-            let y = match bias {
-                Some(b) => y
-                    .broadcast_add(&b.reshape((1, (), 1, 1)).map_err(backend_err)?)
-                    .map_err(shape_err)?,
-                None => y,
-            };
-            (y, Saved::Shape(x.dims().to_vec()))
-        }
-        Layer::BatchNorm {
-            scale,
-            shift,
-            channels,
-            ..
-        } => {
-            let dims = x.dims();
-            if dims.len() < 2 || dims[1] != *channels {
-                return Err(Error::Shape(format!(
-                    "expects {channels} channels on axis 1"
-                )));
-            }
-            let mut bshape = vec![1usize; dims.len()];
-            bshape[1] = *channels;
-            let y = x
-                .broadcast_mul(&scale.reshape(bshape.as_slice()).map_err(backend_err)?)
-                .and_then(|y| y.broadcast_add(&shift.reshape(bshape.as_slice())?))
-                .map_err(shape_err)?;
-            (y, Saved::None)
-        }
-        Layer::Relu => (x.relu().map_err(backend_err)?, Saved::Input(x.clone())),
-        Layer::LeakyRelu(slope) => {
-            let pos = x.relu().map_err(backend_err)?;
-            let neg = (x - &pos).and_then(|n| n * *slope).map_err(backend_err)?;
-            ((pos + neg).map_err(backend_err)?, Saved::Input(x.clone()))
-        }
-        Layer::Tanh => {
-            let y = x.tanh().map_err(backend_err)?;
-            (y.clone(), Saved::Output(y))
-        }
-        Layer::Sigmoid => {
-            let y = candle_nn::ops::sigmoid(x).map_err(backend_err)?;
-            (y.clone(), Saved::Output(y))
-        }
-        Layer::Gelu => (x.gelu_erf().map_err(backend_err)?, Saved::Input(x.clone())),
-        Layer::MaxPool(p) | Layer::AvgPool(p) => {
-            let (b, c, h, w) = x
-                .dims4()
-                .map_err(|_| Error::Shape("expects [N, C, H, W]".into()))?;
-            let (oh, ow) = p.output_size(h, w).ok_or_else(|| {
-                Error::Shape(format!(
-                    "window {:?} does not fit a {h}×{w} input",
-                    p.kernel
-                ))
-            })?;
-            let data: Vec<f32> = x
-                .flatten_all()
-                .and_then(|t| t.to_vec1())
-                .map_err(backend_err)?;
-            let dev = x.device();
-            if let Layer::MaxPool(_) = layer {
-                let (y, arg) = p.max_forward(&data, b * c, h, w);
-                let y = Tensor::from_vec(y, (b, c, oh, ow), dev).map_err(backend_err)?;
-                (
-                    y,
-                    Saved::MaxArg {
-                        arg,
-                        in_shape: vec![b, c, h, w],
-                    },
-                )
-            } else {
-                let y = p.avg_forward(&data, b * c, h, w);
-                let y = Tensor::from_vec(y, (b, c, oh, ow), dev).map_err(backend_err)?;
-                (y, Saved::Shape(vec![b, c, h, w]))
-            }
-        }
-        Layer::Flatten => (
-            x.flatten_from(1).map_err(backend_err)?,
-            Saved::Shape(x.dims().to_vec()),
-        ),
-        Layer::Identity => (x.clone(), Saved::None),
-    })
-}
-
-fn backward_layer(layer: &Layer, saved: Saved, g: &Tensor) -> candle_core::Result<Tensor> {
-    Ok(match (layer, saved) {
-        (Layer::Linear { weight, .. }, Saved::Shape(in_dims)) => {
-            let (out_f, _) = weight.dims2()?;
-            let lead = g.elem_count() / out_f;
-            g.reshape((lead, out_f))?.matmul(weight)?.reshape(in_dims)?
-        }
-        (
-            Layer::Conv2d {
-                weight,
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            },
-            Saved::Shape(in_dims),
-        ) => conv2d_input_grad(g, weight, &in_dims, *stride, *padding, *dilation, *groups)?,
-        (
-            Layer::BatchNorm {
-                scale, channels, ..
-            },
-            _,
-        ) => {
-            let mut bshape = vec![1usize; g.rank()];
-            bshape[1] = *channels;
-            g.broadcast_mul(&scale.reshape(bshape)?)?
-        }
-        (Layer::Relu, Saved::Input(x)) => (g * x.gt(0.0)?.to_dtype(g.dtype())?)?,
-        (Layer::LeakyRelu(slope), Saved::Input(x)) => {
-            let pos = x.gt(0.0)?.to_dtype(g.dtype())?;
-            // 1 where x > 0, slope elsewhere.
-            let factor = ((&pos * (1.0 - slope))? + *slope)?;
-            (g * factor)?
-        }
-        (Layer::Tanh, Saved::Output(y)) => (g * (1.0 - y.sqr()?)?)?,
-        (Layer::Sigmoid, Saved::Output(y)) => (g * (&y * (1.0 - &y)?)?)?,
-        (Layer::Gelu, Saved::Input(x)) => {
-            // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-            let cdf = ((x.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()? + 1.0)? * 0.5)?;
-            let pdf = (x.sqr()? * -0.5)?
-                .exp()?
-                .affine(1.0 / (2.0 * std::f64::consts::PI).sqrt(), 0.0)?;
-            (g * (cdf + (x * pdf)?)?)?
-        }
-        (Layer::MaxPool(p), Saved::MaxArg { arg, in_shape }) => {
-            let (b, c, h, w) = (in_shape[0], in_shape[1], in_shape[2], in_shape[3]);
-            let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
-            Tensor::from_vec(p.max_backward(&gv, &arg, b * c, h, w), in_shape, g.device())?
-        }
-        (Layer::AvgPool(p), Saved::Shape(in_shape)) => {
-            let (b, c, h, w) = (in_shape[0], in_shape[1], in_shape[2], in_shape[3]);
-            let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
-            Tensor::from_vec(p.avg_backward(&gv, b * c, h, w), in_shape, g.device())?
-        }
-        (Layer::Flatten, Saved::Shape(in_dims)) => g.reshape(in_dims)?,
-        (Layer::Identity, _) => g.clone(),
-        _ => candle_core::bail!("internal error: saved state does not match the layer"),
-    })
-}
-
-/// Input gradient of a 2-d convolution: a transposed convolution of the output gradient with the
-/// same kernel, per channel group, padded back to the input size where the forward pass dropped
-/// trailing rows or columns.
-fn conv2d_input_grad(
-    g: &Tensor,
-    weight: &Tensor,
-    in_dims: &[usize],
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-    groups: usize,
-) -> candle_core::Result<Tensor> {
-    let (h, w) = (in_dims[2], in_dims[3]);
-    let (cout, _, _, _) = weight.dims4()?;
-    let per_group = cout / groups;
-    let parts = (0..groups)
-        .map(|grp| {
-            let gg = g.narrow(1, grp * per_group, per_group)?.contiguous()?;
-            let wg = weight.narrow(0, grp * per_group, per_group)?.contiguous()?;
-            gg.conv_transpose2d(&wg, padding, 0, stride, dilation)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let dx = if groups == 1 {
-        parts.into_iter().next().expect("one group")
-    } else {
-        Tensor::cat(&parts, 1)?
-    };
-    let (_, _, gh, gw) = dx.dims4()?;
-    let dx = if gh < h {
-        dx.pad_with_zeros(2, 0, h - gh)?
-    } else {
-        dx
-    };
-    let dx = if gw < w {
-        dx.pad_with_zeros(3, 0, w - gw)?
-    } else {
-        dx
-    };
-    Ok(dx)
 }
 
 /// Tensor lookup with the checkpoint's path in every error.
@@ -647,14 +348,36 @@ fn build_sequential(store: &mut Store<'_>, specs: &[LayerSpec]) -> Result<Vec<La
                     )));
                 }
                 let bias = store.take_opt(&name, "bias")?;
+                if let Some(b) = &bias {
+                    if b.dims() != [cout] {
+                        return Err(store.bad(format!(
+                            "`{name}.bias` has shape {:?}, expected [{cout}]",
+                            b.dims()
+                        )));
+                    }
+                }
+                let values = |t: &Tensor| -> Result<Vec<f32>> {
+                    t.flatten_all()
+                        .and_then(|t| t.to_vec1())
+                        .map_err(cerr(store.path))
+                };
+                let (weight_v, bias_v) = (values(&weight)?, bias.as_ref().map(values).transpose()?);
+                let (_, cin_g, kh, kw) = weight.dims4().map_err(cerr(store.path))?;
                 Layer::Conv2d {
                     name,
                     weight,
                     bias,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
+                    weight_v,
+                    bias_v,
+                    geom: Conv2dGeom {
+                        cin: cin_g * groups,
+                        cout,
+                        kernel: (kh, kw),
+                        stride,
+                        padding,
+                        dilation,
+                        groups,
+                    },
                 }
             }
             LayerSpec::BatchNorm1d { eps } | LayerSpec::BatchNorm2d { eps } => {
@@ -681,8 +404,12 @@ fn build_sequential(store: &mut Store<'_>, specs: &[LayerSpec]) -> Result<Vec<La
                 };
                 let (scale, shift) =
                     fold().map_err(|e| store.bad(format!("batch norm `{name}`: {e}")))?;
+                let values =
+                    |t: &Tensor| -> Result<Vec<f32>> { t.to_vec1().map_err(cerr(store.path)) };
                 Layer::BatchNorm {
                     name,
+                    scale_v: values(&scale)?,
+                    shift_v: values(&shift)?,
                     scale,
                     shift,
                     channels,

@@ -149,6 +149,20 @@ pub enum Arch {
     Sequential,
 }
 
+/// Which kernels run convolutions, batch norm and ReLU (`kernels` in the options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// vog's: convolutions as a matrix product per example (im2col / col2im around `gemm`),
+    /// batch norm and ReLU over plain slices, examples in parallel (the default).
+    #[default]
+    Vog,
+    /// candle's tensor operations (`conv2d`, `conv_transpose2d`, broadcasts): several times
+    /// slower on convolutions, kept to reproduce scores of vog versions before 2026-11-30 bit for
+    /// bit.
+    Candle,
+}
+
 /// Options of the candle backend.
 ///
 /// ```toml
@@ -174,6 +188,9 @@ pub struct CandleOptions {
     pub linear: Option<Vec<String>>,
     /// Sequential: the layers, in order.
     pub layers: Option<Vec<LayerSpec>>,
+    /// Which kernels run the layers: `"vog"` (default) or `"candle"`.
+    #[serde(default)]
+    pub kernels: Kernels,
 }
 
 impl CandleOptions {

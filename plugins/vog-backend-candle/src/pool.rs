@@ -6,6 +6,8 @@
 //! the first maximum in row-major scan order (padding never wins), and an average window spreads it
 //! evenly over its divisor (`count_include_pad` as in PyTorch, default true).
 
+use rayon::prelude::*;
+
 /// Geometry of one pooling layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2d {
@@ -41,28 +43,111 @@ impl Pool2d {
         w: usize,
     ) -> (Vec<f32>, Vec<u32>) {
         let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
-        let mut out = Vec::with_capacity(planes * oh * ow);
-        let mut arg = Vec::with_capacity(planes * oh * ow);
-        for p in 0..planes {
-            let plane = &x[p * h * w..(p + 1) * h * w];
+        let mut out = vec![0.0f32; planes * oh * ow];
+        let mut arg = vec![0u32; planes * oh * ow];
+        self.max_forward_into(x, (h, w), &mut out, &mut arg);
+        (out, arg)
+    }
+
+    /// [`Pool2d::max_forward`] over `batch` examples of `channels` planes, examples in parallel.
+    pub fn max_forward_par(
+        &self,
+        x: &[f32],
+        batch: usize,
+        channels: usize,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f32>, Vec<u32>) {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        let per_out = (channels * oh * ow).max(1);
+        let mut out = vec![0.0f32; batch * channels * oh * ow];
+        let mut arg = vec![0u32; out.len()];
+        out.par_chunks_mut(per_out)
+            .zip(arg.par_chunks_mut(per_out))
+            .zip(x.par_chunks((channels * h * w).max(1)))
+            .for_each(|((out, arg), x)| self.max_forward_into(x, (h, w), out, arg));
+        (out, arg)
+    }
+
+    fn max_forward_into(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        if self.kernel == (2, 2) && self.stride == (2, 2) && self.padding == (0, 0) {
+            Self::max_forward_2x2(x, (h, w), (oh, ow), out, arg);
+        } else {
+            self.max_forward_general(x, (h, w), (oh, ow), out, arg);
+        }
+    }
+
+    fn max_forward_general(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let spans: Vec<_> = (0..ow).map(|ox| self.span(ox, 1, w)).collect();
+        let mut o = 0;
+        for plane in x.chunks_exact(h * w) {
             for oy in 0..oh {
-                for ox in 0..ow {
+                let rows = self.span(oy, 0, h);
+                for cols in &spans {
                     let mut best = f32::NEG_INFINITY;
                     let mut best_at = u32::MAX;
-                    for (iy, ix) in self.window(oy, ox, h, w) {
-                        let v = plane[iy * w + ix];
-                        // `>` keeps the first maximum; NaN propagates like PyTorch's.
-                        if best_at == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
-                            best = v;
-                            best_at = (iy * w + ix) as u32;
+                    for iy in rows.clone() {
+                        let line = &plane[iy * w..(iy + 1) * w];
+                        for ix in cols.clone() {
+                            let v = line[ix];
+                            // `>` keeps the first maximum; NaN propagates like PyTorch's.
+                            if best_at == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
+                                best = v;
+                                best_at = (iy * w + ix) as u32;
+                            }
                         }
                     }
-                    out.push(best);
-                    arg.push(best_at);
+                    out[o] = best;
+                    arg[o] = best_at;
+                    o += 1;
                 }
             }
         }
-        (out, arg)
+    }
+
+    /// The common 2×2 window at stride 2 without padding: the same choice (the first maximum in
+    /// row-major order, NaN wins) without the general loop's bookkeeping.
+    fn max_forward_2x2(
+        x: &[f32],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let mut o = 0;
+        for plane in x.chunks_exact(h * w) {
+            for oy in 0..oh {
+                let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+                for ox in 0..ow {
+                    let taps = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
+                    let (mut best, mut at) = (plane[taps[0]], taps[0]);
+                    for &i in &taps[1..] {
+                        let v = plane[i];
+                        if v > best || v.is_nan() && !best.is_nan() {
+                            best = v;
+                            at = i;
+                        }
+                    }
+                    out[o] = best;
+                    arg[o] = at as u32;
+                    o += 1;
+                }
+            }
+        }
     }
 
     /// Gradient of max pooling: routes each output gradient to its winning input.
@@ -74,10 +159,37 @@ impl Pool2d {
         h: usize,
         w: usize,
     ) -> Vec<f32> {
-        let per_plane = grad.len() / planes.max(1);
         let mut dx = vec![0.0f32; planes * h * w];
-        for p in 0..planes {
-            let plane = &mut dx[p * h * w..(p + 1) * h * w];
+        Self::max_backward_into(grad, arg, planes, &mut dx);
+        dx
+    }
+
+    /// [`Pool2d::max_backward`] over `batch` examples of `channels` planes, examples in parallel.
+    pub fn max_backward_par(
+        &self,
+        grad: &[f32],
+        arg: &[u32],
+        batch: usize,
+        channels: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
+        let per_out = (grad.len() / batch.max(1)).max(1);
+        let mut dx = vec![0.0f32; batch * channels * h * w];
+        dx.par_chunks_mut((channels * h * w).max(1))
+            .zip(grad.par_chunks(per_out).zip(arg.par_chunks(per_out)))
+            .for_each(|(dx, (grad, arg))| Self::max_backward_into(grad, arg, channels, dx));
+        dx
+    }
+
+    fn max_backward_into(grad: &[f32], arg: &[u32], planes: usize, dx: &mut [f32]) {
+        let per_plane = grad.len() / planes.max(1);
+        let plane_len = dx.len() / planes.max(1);
+        for (p, plane) in dx
+            .chunks_exact_mut(plane_len.max(1))
+            .enumerate()
+            .take(planes)
+        {
             let range = p * per_plane..(p + 1) * per_plane;
             for (&g, &a) in grad[range.clone()].iter().zip(&arg[range]) {
                 if a != u32::MAX {
@@ -85,64 +197,105 @@ impl Pool2d {
                 }
             }
         }
-        dx
     }
 
     /// Average pooling over `planes` planes of `h × w`.
     pub fn avg_forward(&self, x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
         let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
-        let mut out = Vec::with_capacity(planes * oh * ow);
-        for p in 0..planes {
-            let plane = &x[p * h * w..(p + 1) * h * w];
+        let mut out = vec![0.0f32; planes * oh * ow];
+        self.avg_forward_into(x, (h, w), &mut out);
+        out
+    }
+
+    /// [`Pool2d::avg_forward`] over `batch` examples of `channels` planes, examples in parallel.
+    pub fn avg_forward_par(
+        &self,
+        x: &[f32],
+        batch: usize,
+        channels: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        let mut out = vec![0.0f32; batch * channels * oh * ow];
+        out.par_chunks_mut((channels * oh * ow).max(1))
+            .zip(x.par_chunks((channels * h * w).max(1)))
+            .for_each(|(out, x)| self.avg_forward_into(x, (h, w), out));
+        out
+    }
+
+    fn avg_forward_into(&self, x: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        let mut o = 0;
+        for plane in x.chunks_exact(h * w) {
             for oy in 0..oh {
+                let rows = self.span(oy, 0, h);
                 for ox in 0..ow {
-                    let sum: f32 = self
-                        .window(oy, ox, h, w)
-                        .map(|(iy, ix)| plane[iy * w + ix])
-                        .sum();
-                    out.push(sum / self.divisor(oy, ox, h, w));
+                    let cols = self.span(ox, 1, w);
+                    let mut sum = 0.0f32;
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            sum += plane[iy * w + ix];
+                        }
+                    }
+                    out[o] = sum / self.divisor(oy, ox, h, w);
+                    o += 1;
                 }
             }
         }
-        out
     }
 
     /// Gradient of average pooling.
     pub fn avg_backward(&self, grad: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
-        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
         let mut dx = vec![0.0f32; planes * h * w];
-        for p in 0..planes {
-            let plane = &mut dx[p * h * w..(p + 1) * h * w];
+        self.avg_backward_into(grad, (h, w), &mut dx);
+        dx
+    }
+
+    /// [`Pool2d::avg_backward`] over `batch` examples of `channels` planes, examples in parallel.
+    pub fn avg_backward_par(
+        &self,
+        grad: &[f32],
+        batch: usize,
+        channels: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        let mut dx = vec![0.0f32; batch * channels * h * w];
+        dx.par_chunks_mut((channels * h * w).max(1))
+            .zip(grad.par_chunks((channels * oh * ow).max(1)))
+            .for_each(|(dx, grad)| self.avg_backward_into(grad, (h, w), dx));
+        dx
+    }
+
+    fn avg_backward_into(&self, grad: &[f32], (h, w): (usize, usize), dx: &mut [f32]) {
+        let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
+        for (plane, grad) in dx.chunks_exact_mut(h * w).zip(grad.chunks_exact(oh * ow)) {
             for oy in 0..oh {
+                let rows = self.span(oy, 0, h);
                 for ox in 0..ow {
-                    let g = grad[(p * oh + oy) * ow + ox] / self.divisor(oy, ox, h, w);
-                    for (iy, ix) in self.window(oy, ox, h, w) {
-                        plane[iy * w + ix] += g;
+                    let g = grad[oy * ow + ox] / self.divisor(oy, ox, h, w);
+                    for iy in rows.clone() {
+                        for ix in self.span(ox, 1, w) {
+                            plane[iy * w + ix] += g;
+                        }
                     }
                 }
             }
         }
-        dx
     }
 
-    /// In-bounds input positions of output window `(oy, ox)`.
-    fn window(
-        &self,
-        oy: usize,
-        ox: usize,
-        h: usize,
-        w: usize,
-    ) -> impl Iterator<Item = (usize, usize)> {
-        let y0 = (oy * self.stride.0) as isize - self.padding.0 as isize;
-        let x0 = (ox * self.stride.1) as isize - self.padding.1 as isize;
-        let (kh, kw) = self.kernel;
-        (0..kh as isize).flat_map(move |dy| {
-            (0..kw as isize).filter_map(move |dx| {
-                let (iy, ix) = (y0 + dy, x0 + dx);
-                (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w)
-                    .then_some((iy as usize, ix as usize))
-            })
-        })
+    /// In-bounds input rows (`axis` 0) or columns (`axis` 1) of output window `o`.
+    fn span(&self, o: usize, axis: usize, size: usize) -> std::ops::Range<usize> {
+        let (k, s, p) = if axis == 0 {
+            (self.kernel.0, self.stride.0, self.padding.0)
+        } else {
+            (self.kernel.1, self.stride.1, self.padding.1)
+        };
+        let start = (o * s).saturating_sub(p).min(size);
+        let end = (o * s + k).saturating_sub(p).min(size);
+        start..end
     }
 
     fn divisor(&self, oy: usize, ox: usize, h: usize, w: usize) -> f32 {
@@ -154,7 +307,7 @@ impl Pool2d {
             let x1 = (x0 + self.kernel.1 as isize).min((w + self.padding.1) as isize);
             ((y1 - y0) * (x1 - x0)) as f32
         } else {
-            self.window(oy, ox, h, w).count() as f32
+            (self.span(oy, 0, h).len() * self.span(ox, 1, w).len()) as f32
         }
     }
 }
@@ -170,6 +323,26 @@ mod tests {
             padding: (p, p),
             count_include_pad: true,
         }
+    }
+
+    #[test]
+    fn the_2x2_path_chooses_as_the_general_one() {
+        let (h, w) = (6, 8);
+        let mut x: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+            .collect();
+        x[5] = f32::NAN;
+        x[w + 9] = f32::NAN;
+        x[2 * h * w + 3] = f32::NAN;
+        x[2 * h * w + 2] = f32::NAN;
+        let (oh, ow) = (h / 2, w / 2);
+        let (mut a, mut ia) = (vec![0.0; 3 * oh * ow], vec![0; 3 * oh * ow]);
+        let (mut b, mut ib) = (a.clone(), ia.clone());
+        Pool2d::max_forward_2x2(&x, (h, w), (oh, ow), &mut a, &mut ia);
+        pool(2, 2, 0).max_forward_general(&x, (h, w), (oh, ow), &mut b, &mut ib);
+        assert_eq!(ia, ib);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert!(a.iter().filter(|v| v.is_nan()).count() == 3);
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! vog's kernels (the default) against candle's tensor operations (`kernels = "candle"`, which
+//! reproduces earlier versions bit for bit) on the golden CNN — grouped and padded convolutions,
+//! batch norm, ReLU, overlapping and padded pools — and an example's gradient independent of the
+//! batch it comes in.
+
+use vog_backend_candle::CandleBackend;
+use vog_conformance::{max_rel, npy, repo};
+use vog_core::{Classes, GradOutput, GradRequest, GradientBackend, Target, TensorView};
+
+fn gradients(options: &str, shape: &[usize], x: &[f32], classes: &[u32]) -> Vec<GradOutput> {
+    let backend = CandleBackend::from_options(options).expect("options");
+    repo::checkpoints("cnn")
+        .into_iter()
+        .map(|(_, path)| {
+            let mut model = backend.load(&path).expect("checkpoint");
+            let input = TensorView::new(shape, x).expect("input");
+            model
+                .input_gradients(&GradRequest {
+                    input,
+                    classes: Classes::Given(classes),
+                    target: Target::Logit,
+                })
+                .expect("gradients")
+        })
+        .collect()
+}
+
+#[test]
+fn vog_kernels_agree_with_candles_and_do_not_depend_on_the_batch() {
+    let (shape, x) = npy(&repo::golden("cnn").join("x.npy"));
+    let rows = shape[0];
+    let classes: Vec<u32> = (0..rows as u32).map(|i| i % 3).collect();
+    let vog = gradients(repo::options("cnn"), &shape, &x, &classes);
+    let candle_options = format!("{}kernels = \"candle\"\n", repo::options("cnn"));
+    let candle = gradients(&candle_options, &shape, &x, &classes);
+    for (ours, theirs) in vog.iter().zip(&candle) {
+        assert!(
+            max_rel(&ours.logits, &theirs.logits) < 1e-5,
+            "logits differ by {:.1e}",
+            max_rel(&ours.logits, &theirs.logits)
+        );
+        let rel = max_rel(&ours.gradient, &theirs.gradient);
+        assert!(rel < 1e-5, "gradients differ by {rel:.1e} of the largest");
+    }
+
+    // One example alone, and a batch of three around it: the same bits as in the full batch.
+    let per: usize = shape[1..].iter().product();
+    for (start, len) in [(5usize, 1usize), (4, 3), (rows - 2, 2)] {
+        let mut sub_shape = shape.clone();
+        sub_shape[0] = len;
+        let sub = gradients(
+            repo::options("cnn"),
+            &sub_shape,
+            &x[start * per..(start + len) * per],
+            &classes[start..start + len],
+        );
+        for (part, whole) in sub.iter().zip(&vog) {
+            assert_eq!(
+                part.gradient,
+                whole.gradient[start * per..(start + len) * per],
+                "rows {start}..{} alone",
+                start + len
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_kernels_are_refused() {
+    let err = CandleBackend::from_options(&format!("{}kernels = \"fast\"\n", repo::options("cnn")))
+        .expect_err("unknown kernels");
+    assert!(err.to_string().contains("`vog` or `candle`"), "{err}");
+}
