@@ -232,7 +232,8 @@ impl Pool2d {
                 let rows = self.span(oy, 0, h);
                 for ox in 0..ow {
                     let cols = self.span(ox, 1, w);
-                    let mut sum = 0.0f32;
+                    // -0.0, as `Iterator::sum` starts (the earlier kernel summed with it).
+                    let mut sum = -0.0f32;
                     for iy in rows.clone() {
                         for ix in cols.clone() {
                             sum += plane[iy * w + ix];
