@@ -1,9 +1,6 @@
 //! Examples, labels, ids and metadata, whatever file format they come in.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-use serde_json::{Map, Value};
 
 use crate::{ArrayFile, Error, Result};
 
@@ -256,7 +253,7 @@ impl ExampleSource for CsvTable {
     }
 }
 
-fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
+pub(crate) fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(csv::ReaderBuilder::new()
         .has_headers(true)
@@ -378,157 +375,6 @@ pub fn read_labels(path: &Path, key: Option<&str>, column: Option<&str>) -> Resu
         .collect()
 }
 
-/// Reads example ids: a text file with one id per line, or the `id` (or first) column of a CSV.
-pub fn read_ids(path: &Path) -> Result<Vec<String>> {
-    match Format::detect(path)? {
-        Format::Text => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            Ok(text
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect())
-        }
-        Format::Csv => {
-            let mut reader = csv_reader(path)?;
-            let headers = reader
-                .headers()
-                .map_err(|e| Error::format(path, e))?
-                .clone();
-            let at = headers.iter().position(|h| h.trim() == "id").unwrap_or(0);
-            reader
-                .records()
-                .map(|r| {
-                    r.map(|r| r.get(at).unwrap_or("").trim().to_string())
-                        .map_err(|e| Error::format(path, e))
-                })
-                .collect()
-        }
-        _ => Err(Error::format(
-            path,
-            "ids must be a .txt (one per line) or .csv file",
-        )),
-    }
-}
-
-/// Per-example metadata: one JSON object per example.
-pub type Record = Map<String, Value>;
-
-/// Reads metadata records from CSV (numbers become JSON numbers) or JSON lines.
-pub fn read_metadata(path: &Path) -> Result<Vec<Record>> {
-    match Format::detect(path)? {
-        Format::Csv => {
-            let mut reader = csv_reader(path)?;
-            let headers: Vec<String> = reader
-                .headers()
-                .map_err(|e| Error::format(path, e))?
-                .iter()
-                .map(|h| h.trim().to_string())
-                .collect();
-            reader
-                .records()
-                .enumerate()
-                .map(|(row, r)| {
-                    let r = r.map_err(|e| Error::format(path, format!("row {}: {e}", row + 1)))?;
-                    let mut m = Map::new();
-                    for (h, v) in headers.iter().zip(r.iter()) {
-                        let v = v.trim();
-                        if v.is_empty() {
-                            continue;
-                        }
-                        let value = match v.parse::<f64>() {
-                            Ok(n) if n.is_finite() => serde_json::Number::from_f64(n)
-                                .map(|n| {
-                                    if n.as_f64()
-                                        .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                                    {
-                                        Value::from(n.as_f64().unwrap_or_default() as i64)
-                                    } else {
-                                        Value::Number(n)
-                                    }
-                                })
-                                .unwrap_or_else(|| Value::String(v.into())),
-                            _ => Value::String(v.into()),
-                        };
-                        m.insert(h.clone(), value);
-                    }
-                    Ok(m)
-                })
-                .collect()
-        }
-        Format::Jsonl => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| match serde_json::from_str::<Value>(l) {
-                    Ok(Value::Object(m)) => Ok(m),
-                    Ok(_) => Err(Error::format(
-                        path,
-                        format!("line {}: not a JSON object", i + 1),
-                    )),
-                    Err(e) => Err(Error::format(path, format!("line {}: {e}", i + 1))),
-                })
-                .collect()
-        }
-        _ => Err(Error::format(path, "metadata must be .csv or .jsonl")),
-    }
-}
-
-/// Joins metadata to examples: by the value of `key` matched against `ids`, or by row order when
-/// `key` is `None`. Returns one record per example (empty where an id has no metadata) and the
-/// number of examples left without metadata.
-pub fn join_metadata(
-    path: &Path,
-    records: Vec<Record>,
-    key: Option<&str>,
-    ids: &[String],
-) -> Result<(Vec<Record>, usize)> {
-    match key {
-        None => {
-            if records.len() != ids.len() {
-                return Err(Error::Mismatch(format!(
-                    "{}: {} metadata records for {} examples; join by row needs one record per \
-                     example (or set `metadata_key` to join by id)",
-                    path.display(),
-                    records.len(),
-                    ids.len()
-                )));
-            }
-            Ok((records, 0))
-        }
-        Some(key) => {
-            let mut by_id: HashMap<String, Record> = HashMap::with_capacity(records.len());
-            for (i, r) in records.into_iter().enumerate() {
-                let id = match r.get(key) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(v @ Value::Number(_)) => v.to_string(),
-                    _ => {
-                        return Err(Error::format(
-                            path,
-                            format!("record {}: no `{key}` field to join on", i + 1),
-                        ))
-                    }
-                };
-                if by_id.insert(id.clone(), r).is_some() {
-                    return Err(Error::format(path, format!("id `{id}` appears twice")));
-                }
-            }
-            let mut missing = 0;
-            let joined = ids
-                .iter()
-                .map(|id| {
-                    by_id.remove(id).unwrap_or_else(|| {
-                        missing += 1;
-                        Record::new()
-                    })
-                })
-                .collect();
-            Ok((joined, missing))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,35 +440,13 @@ mod tests {
         std::fs::write(&t, "3\n4\n\n").unwrap();
         assert_eq!(read_labels(&t, None, None).unwrap(), vec![3, 4]);
     }
-
-    #[test]
-    fn metadata_joins_by_id_and_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.csv");
-        std::fs::write(&p, "id,camera,iso\n7,b,200\n3,a,1.5\n").unwrap();
-        let recs = read_metadata(&p).unwrap();
-        assert_eq!(recs[0]["camera"], "b");
-        assert_eq!(recs[0]["iso"], 200);
-        let ids: Vec<String> = ["3", "9", "7"].iter().map(|s| s.to_string()).collect();
-        let (joined, missing) = join_metadata(&p, recs.clone(), Some("id"), &ids).unwrap();
-        assert_eq!(missing, 1);
-        assert_eq!(joined[0]["camera"], "a");
-        assert!(joined[1].is_empty());
-        assert!(join_metadata(&p, recs, None, &ids).is_err());
-
-        let j = dir.path().join("m.jsonl");
-        std::fs::write(&j, "{\"id\": \"a\", \"x\": {\"y\": 1}}\n[1]\n").unwrap();
-        assert!(read_metadata(&j)
-            .unwrap_err()
-            .to_string()
-            .contains("line 2"));
-    }
 }
 
 #[cfg(test)]
 mod numpy_fixtures {
     //! Files written by numpy itself (`tests/data/golden/make_golden.py`, `formats`).
     use super::*;
+    use serde_json::Value;
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> PathBuf {

@@ -20,15 +20,14 @@
 
 #![deny(missing_docs)]
 
+mod annotations;
 mod array;
 mod dataset;
 mod dtype;
 mod error;
 
+pub use annotations::{metadata_key, read_ids, read_metadata, visit_ids, visit_metadata, Record};
 pub use array::{write_npy_f32, write_npy_i64, ArrayFile};
-pub use dataset::{
-    join_metadata, open_examples, read_ids, read_labels, read_metadata, CsvColumns, CsvTable,
-    ExampleSource, Format, Record,
-};
+pub use dataset::{open_examples, read_labels, CsvColumns, CsvTable, ExampleSource, Format};
 pub use dtype::DType;
 pub use error::{Error, Result};

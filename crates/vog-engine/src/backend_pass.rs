@@ -260,14 +260,7 @@ impl Input {
         }
         let stored_shape = data.row_shape().to_vec();
         let transform = InputTransform::new(config, &path, &stored_shape)?;
-        let ann = load_annotations(
-            config,
-            n,
-            Some(&path),
-            data.labels(),
-            data.ids().map(|i| i.to_vec()),
-            warnings,
-        )?;
+        let ann = load_annotations(config, n, Some(&path), data.labels(), data.ids(), warnings)?;
         Ok(Input {
             data,
             path,
@@ -718,14 +711,14 @@ impl Scoring<'_> {
             }
             sink.push(ExampleScore {
                 row,
-                id: self.ann.id(row),
+                id: self.ann.id(row)?,
                 true_label: true_labels.map(|t| t[r]),
                 label_used: Some(label_used[r]),
                 predicted: Some(predicted[r]),
                 vog,
                 vog_norm: Vec::new(),
                 extra: extra.clone(),
-                meta: self.ann.meta(row),
+                meta: self.ann.meta(row)?,
                 flagged: false,
                 has_map: false,
                 trajectory,

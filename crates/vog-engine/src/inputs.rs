@@ -2,12 +2,14 @@
 //! ([`Annotations`]), the label mode, the reshape and normalization examples get before the model
 //! ([`InputTransform`]), reading a batch, and the errors that name the checkpoint and example.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use vog_core::batch_shape_string;
 use vog_data::Record;
 
 use crate::config::{Config, LabelMode};
+use crate::rowfile::RowFile;
 use crate::{Error, Result};
 
 /// Reads examples `start..start + rows`, applies the input transform and refuses non-finite
@@ -34,29 +36,33 @@ pub(crate) fn read_batch(
     Ok(input)
 }
 
-/// Labels, ids and metadata of the examples, loaded and checked against each other. Ids that are
-/// row numbers and absent metadata take no memory per example.
+/// Labels, ids and metadata of the examples, loaded and checked against each other. Labels are
+/// held (4 bytes per example); ids and metadata wait on disk in row order ([`RowFile`]) and are read
+/// back as results are written, so they take no memory per example. Ids that are row numbers and
+/// absent metadata take no disk either.
 pub(crate) struct Annotations {
     pub(crate) labels: Option<Vec<u32>>,
     pub(crate) labels_source: Option<String>,
-    pub(crate) ids: Option<Vec<String>>,
-    pub(crate) meta: Option<Vec<Record>>,
+    ids: Option<RowFile>,
+    meta: Option<RowFile>,
     pub(crate) metadata_missing: usize,
 }
 
 impl Annotations {
-    pub(crate) fn id(&self, row: usize) -> String {
+    /// The id of `row`: its row number unless ids were given.
+    pub(crate) fn id(&self, row: usize) -> Result<String> {
         match &self.ids {
-            Some(ids) => ids[row].clone(),
-            None => row.to_string(),
+            Some(ids) => ids.get(row, "ids"),
+            None => Ok(row.to_string()),
         }
     }
 
-    pub(crate) fn meta(&self, row: usize) -> Record {
-        self.meta
-            .as_ref()
-            .map(|m| m[row].clone())
-            .unwrap_or_default()
+    /// The metadata of `row`, empty where there is none.
+    pub(crate) fn meta(&self, row: usize) -> Result<Record> {
+        match &self.meta {
+            Some(meta) => meta.get(row, "metadata"),
+            None => Ok(Record::default()),
+        }
     }
 }
 
@@ -65,7 +71,7 @@ pub(crate) fn load_annotations(
     rows: usize,
     data_path: Option<&Path>,
     embedded_labels: Option<&[u32]>,
-    embedded_ids: Option<Vec<String>>,
+    embedded_ids: Option<&[String]>,
     warnings: &mut Vec<String>,
 ) -> Result<Annotations> {
     let d = &config.data;
@@ -105,40 +111,35 @@ pub(crate) fn load_annotations(
     };
     let ids = match (&d.ids, embedded_ids) {
         (Some(path), _) => {
-            let ids = vog_data::read_ids(path)?;
-            if ids.len() != rows {
+            let ids = RowFile::write("ids", |w| {
+                vog_data::visit_ids(path, |id| w.push(&id).map(drop))?;
+                Ok(())
+            })?;
+            if ids.rows() != rows {
                 return Err(Error::Input(format!(
                     "ids file {} has {} ids but {} has {rows} examples",
                     path.display(),
-                    ids.len(),
+                    ids.rows(),
                     rows_of()
                 )));
             }
             Some(ids)
         }
-        (None, Some(ids)) => Some(ids),
+        (None, Some(ids)) => Some(RowFile::write("ids", |w| {
+            ids.iter().try_for_each(|id| w.push(id).map(drop))
+        })?),
         (None, None) => None,
     };
     let (meta, metadata_missing) = match &d.metadata {
         Some(path) => {
-            let records = vog_data::read_metadata(path)?;
-            let row_ids: Vec<String>;
-            let keys = match &ids {
-                Some(ids) => ids.as_slice(),
-                None => {
-                    row_ids = (0..rows).map(|r| r.to_string()).collect();
-                    &row_ids
-                }
-            };
-            let (m, missing) =
-                vog_data::join_metadata(path, records, d.metadata_key.as_deref(), keys)?;
+            let (meta, missing) = join_metadata(path, d.metadata_key.as_deref(), rows, &ids)?;
             if missing > 0 {
                 warnings.push(format!(
                     "{missing} of {rows} examples have no metadata in {}",
                     path.display()
                 ));
             }
-            (Some(m), missing)
+            (Some(meta), missing)
         }
         None => (None, 0),
     };
@@ -149,6 +150,123 @@ pub(crate) fn load_annotations(
         meta,
         metadata_missing,
     })
+}
+
+/// Metadata in row order: by row when `key` is `None` (one record per example, in order), else by
+/// the value of `key` matched against the examples' ids (row numbers when none were given).
+/// Returns the records and the number of examples without one. A join by key holds an index of
+/// the metadata file (its keys and where each record starts) while it runs, not afterwards.
+fn join_metadata(
+    path: &Path,
+    key: Option<&str>,
+    rows: usize,
+    ids: &Option<RowFile>,
+) -> Result<(RowFile, usize)> {
+    join_metadata_hashed(path, key, rows, ids, key_hash)
+}
+
+/// [`join_metadata`] with the key hash given (tests make every key clash).
+fn join_metadata_hashed(
+    path: &Path,
+    key: Option<&str>,
+    rows: usize,
+    ids: &Option<RowFile>,
+    key_hash: fn(&str) -> u64,
+) -> Result<(RowFile, usize)> {
+    let Some(key) = key else {
+        let meta = RowFile::write("metadata", |w| {
+            vog_data::visit_metadata(path, |r| w.push(&r).map(drop))?;
+            Ok(())
+        })?;
+        if meta.rows() != rows {
+            return Err(vog_data::Error::Mismatch(format!(
+                "{}: {} metadata records for {rows} examples; join by row needs one record per \
+                 example (or set `metadata_key` to join by id)",
+                path.display(),
+                meta.rows(),
+            ))
+            .into());
+        }
+        return Ok((meta, 0));
+    };
+    // key hash → where the record starts: 16 bytes per record in one allocation, freed when the
+    // join ends. Keys whose hashes clash (the same key twice, or a true 64-bit collision) are
+    // settled once the file is written: duplicates are refused, collisions looked up by key.
+    let mut at: HashMap<u64, u64> = HashMap::new();
+    let mut clashes: Vec<(u64, u64)> = Vec::new();
+    let records = RowFile::write("metadata", |w| {
+        vog_data::visit_metadata(path, |r| {
+            let id = vog_data::metadata_key(path, &r, key, w.rows())?;
+            let start = w.push(&r)?;
+            if let Some(first) = at.insert(key_hash(&id), start) {
+                clashes.push((key_hash(&id), first));
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    })?;
+    let key_at = |start: u64| -> Result<(String, Record)> {
+        let raw = records.read_at(start, "metadata")?;
+        let record: Record = serde_json::from_str(&raw)
+            .map_err(|e| Error::Pipeline(format!("metadata record: {e}")))?;
+        Ok((vog_data::metadata_key(path, &record, key, 0)?, record))
+    };
+    let mut exact: HashMap<String, u64> = HashMap::new();
+    for (hash, start) in clashes {
+        let mut starts = vec![start];
+        if let Some(last) = at.remove(&hash) {
+            starts.push(last);
+        }
+        for start in starts {
+            let (id, _) = key_at(start)?;
+            if exact.insert(id.clone(), start).is_some() {
+                return Err(vog_data::Error::Format {
+                    path: path.to_path_buf(),
+                    message: format!("id `{id}` appears twice"),
+                }
+                .into());
+            }
+        }
+    }
+    let mut missing = 0;
+    let meta = RowFile::write("metadata", |w| {
+        for row in 0..rows {
+            let id = match ids {
+                Some(ids) => ids.get::<String>(row, "ids")?,
+                None => row.to_string(),
+            };
+            let found = match exact.remove(&id) {
+                Some(start) => Some(key_at(start)?.1),
+                None => match at.get(&key_hash(&id)) {
+                    Some(&start) => {
+                        let (their, record) = key_at(start)?;
+                        (their == id).then(|| {
+                            at.remove(&key_hash(&id));
+                            record
+                        })
+                    }
+                    None => None,
+                },
+            };
+            match found {
+                Some(record) => w.push(&record)?,
+                None => {
+                    missing += 1;
+                    w.push(&Record::default())?
+                }
+            };
+        }
+        Ok(())
+    })?;
+    Ok((meta, missing))
+}
+
+/// A join key's hash (std's SipHash with its fixed keys: the same in every run).
+fn key_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 pub(crate) fn resolve_label_mode(config: &Config, has_labels: bool) -> Result<LabelMode> {
@@ -277,7 +395,7 @@ pub(crate) fn step_error(
         vog_core::Error::NonFinite { what, row, element } => Error::Input(format!(
             "{context}: the {what} of example {} (id {}) is NaN or infinite at element {element}",
             start + row,
-            ann.id(start + row)
+            ann.id(start + row).unwrap_or_else(|_| "?".into())
         )),
         vog_core::Error::ClassOutOfRange { class, num_classes, row } => Error::Input(format!(
             "labels ({}): label {class} of example {} is out of range: {context} has {num_classes} classes",
@@ -323,5 +441,93 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("data.mean"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod streamed {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Option<RowFile> {
+        Some(
+            RowFile::write("ids", |w| {
+                list.iter().try_for_each(|id| w.push(id).map(drop))
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn keys_whose_hashes_clash_join_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        std::fs::write(
+            &p,
+            "{\"id\": \"a\", \"v\": 1}\n{\"id\": \"b\", \"v\": 2}\n{\"id\": \"c\", \"v\": 3}\n",
+        )
+        .unwrap();
+        let same = |_: &str| 7u64;
+        let (joined, missing) =
+            join_metadata_hashed(&p, Some("id"), 4, &ids(&["c", "x", "a", "b"]), same).unwrap();
+        assert_eq!(missing, 1);
+        let v: Vec<Option<i64>> = (0..4)
+            .map(|r| {
+                joined
+                    .get::<Record>(r, "metadata")
+                    .unwrap()
+                    .get("v")
+                    .and_then(|v| v.as_i64())
+            })
+            .collect();
+        assert_eq!(v, [Some(3), None, Some(1), Some(2)]);
+        // A key that is absent but hashes like a present one is missing, not matched.
+        let (_, missing) = join_metadata_hashed(&p, Some("id"), 1, &ids(&["z"]), same).unwrap();
+        assert_eq!(missing, 1);
+        std::fs::write(&p, "{\"id\": \"a\"}\n{\"id\": \"b\"}\n{\"id\": \"a\"}\n").unwrap();
+        let err = join_metadata_hashed(&p, Some("id"), 3, &None, same)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("id `a` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn metadata_joins_by_id_and_row_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.csv");
+        std::fs::write(&p, "id,camera,iso\n7,b,200\n3,a,1.5\n").unwrap();
+        let (joined, missing) = join_metadata(&p, Some("id"), 3, &ids(&["3", "9", "7"])).unwrap();
+        assert_eq!(missing, 1);
+        let rows: Vec<Record> = (0..3).map(|r| joined.get(r, "metadata").unwrap()).collect();
+        assert_eq!(rows[0]["camera"], "a");
+        assert_eq!(rows[0]["iso"], 1.5);
+        assert!(rows[1].is_empty());
+        assert_eq!(rows[2]["iso"], 200);
+        // Without ids the keys are row numbers.
+        let (joined, missing) = join_metadata(&p, Some("id"), 4, &None).unwrap();
+        assert_eq!(missing, 3);
+        let row3: Record = joined.get(3, "metadata").unwrap();
+        assert_eq!(row3["camera"], "a");
+        // By row: one record per example, in order.
+        let (joined, missing) = join_metadata(&p, None, 2, &None).unwrap();
+        assert_eq!(missing, 0);
+        assert_eq!(joined.get::<Record>(1, "metadata").unwrap()["camera"], "a");
+        let err = join_metadata(&p, None, 3, &None).err().unwrap().to_string();
+        assert!(err.contains("2 metadata records for 3 examples"), "{err}");
+
+        std::fs::write(&p, "id,camera\n7,b\n7,a\n").unwrap();
+        let err = join_metadata(&p, Some("id"), 2, &None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("id `7` appears twice"), "{err}");
+        let err = join_metadata(&p, Some("name"), 2, &None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("record 1: no `name` field to join on"),
+            "{err}"
+        );
     }
 }

@@ -35,6 +35,7 @@ mod pipeline;
 pub mod plan;
 mod prepare;
 mod results;
+mod rowfile;
 mod select;
 mod sink;
 pub mod spill;

@@ -109,9 +109,16 @@ pub(crate) fn pass_stored(
             tracing::info!(labels = %path.display(), "labels from the reference layout");
             let mut with_labels = config.clone();
             with_labels.data.labels = Some(path);
-            load_annotations(&with_labels, n, None, None, stem_ids, &mut warnings)?
+            load_annotations(
+                &with_labels,
+                n,
+                None,
+                None,
+                stem_ids.as_deref(),
+                &mut warnings,
+            )?
         }
-        None => load_annotations(config, n, None, None, stem_ids, &mut warnings)?,
+        None => load_annotations(config, n, None, None, stem_ids.as_deref(), &mut warnings)?,
     };
     let mode = match config.scoring.labels {
         LabelMode::True | LabelMode::Auto if ann.labels.is_some() => Some(LabelMode::True),
@@ -152,14 +159,14 @@ pub(crate) fn pass_stored(
             let label = ann.labels.as_ref().map(|l| l[row]);
             sink.push(ExampleScore {
                 row,
-                id: ann.id(row),
+                id: ann.id(row)?,
                 true_label: label,
                 label_used: label,
                 predicted: None,
                 vog: scores[r * windows.len()..(r + 1) * windows.len()].to_vec(),
                 vog_norm: Vec::new(),
                 extra: Vec::new(),
-                meta: ann.meta(row),
+                meta: ann.meta(row)?,
                 flagged: false,
                 has_map: false,
                 trajectory: Vec::new(),
