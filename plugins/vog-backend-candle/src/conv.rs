@@ -100,7 +100,7 @@ impl Conv2dGeom {
                         let yg = &mut y[g * cout_g * pixels..(g + 1) * cout_g * pixels];
                         let wg = &weight[g * cout_g * k..(g + 1) * cout_g * k];
                         // yg[cout_g, pixels] = wg[cout_g, k] × rhs[k, pixels]
-                        matmul(yg, wg, (k as isize, 1), rhs, (cout_g, pixels, k));
+                        matmul(yg, Mat::N(wg), Mat::N(rhs), (cout_g, pixels, k));
                     }
                     if let Some(b) = bias {
                         for (row, &b) in y.chunks_exact_mut(pixels).zip(b) {
@@ -145,7 +145,7 @@ impl Conv2dGeom {
                         let dxg = &mut dx[g * cin_g * h * w..(g + 1) * cin_g * h * w];
                         // cols[k, pixels] = wgᵀ[k, cout_g] × dyg[cout_g, pixels]
                         let out: &mut [f32] = if pointwise { dxg } else { cols };
-                        matmul(out, wg, (1, k as isize), dyg, (k, pixels, cout_g));
+                        matmul(out, Mat::T(wg), Mat::N(dyg), (k, pixels, cout_g));
                         if !pointwise {
                             self.col2im(cols, cin_g, (h, w), (oh, ow), dxg);
                         }
@@ -268,20 +268,39 @@ impl Conv2dGeom {
     }
 }
 
-/// `dst[m, n] = lhs[m, k] × rhs[k, n]` on the calling thread; `dst` and `rhs` are row-major and
-/// contiguous, `lhs` has the given (row, column) strides.
-fn matmul(
+/// A row-major matrix, or the transpose of one: `Mat::T(data)` is `[rows, cols]` read from data
+/// stored as `[cols, rows]`.
+#[derive(Clone, Copy)]
+pub(crate) enum Mat<'a> {
+    /// Stored as it is used.
+    N(&'a [f32]),
+    /// Stored transposed.
+    T(&'a [f32]),
+}
+
+impl Mat<'_> {
+    /// The slice and the (row, column) strides of a `rows × cols` matrix.
+    fn layout(&self, rows: usize, cols: usize) -> (&[f32], isize, isize) {
+        match *self {
+            Mat::N(d) => (d, cols as isize, 1),
+            Mat::T(d) => (d, 1, rows as isize),
+        }
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] × rhs[k, n]` on the calling thread; `dst` is row-major.
+pub(crate) fn matmul(
     dst: &mut [f32],
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (isize, isize),
-    rhs: &[f32],
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
     (m, n, k): (usize, usize, usize),
 ) {
-    assert!(dst.len() >= m * n && rhs.len() >= k * n && lhs.len() >= m * k);
-    // SAFETY: the strides describe matrices inside the three slices (checked above: `lhs` is
-    // `m × k` read at `i * lhs_rs + j * lhs_cs`, which for the two layouts used here — row-major
-    // `[m, k]` or its transpose stored as `[k, m]` — stays below `m * k`); `dst` does not alias
-    // the inputs (it is borrowed mutably).
+    let (l, l_rs, l_cs) = lhs.layout(m, k);
+    let (r, r_rs, r_cs) = rhs.layout(k, n);
+    assert!(dst.len() >= m * n && l.len() >= m * k && r.len() >= k * n);
+    // SAFETY: a `rows × cols` matrix read at `i * rs + j * cs` with the strides of `layout`
+    // (row-major or its transpose) stays below `rows * cols`, inside its slice (checked above);
+    // `dst` does not alias the inputs (it is borrowed mutably).
     unsafe {
         gemm::gemm(
             m,
@@ -291,12 +310,12 @@ fn matmul(
             1,
             n as isize,
             false,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            1,
-            n as isize,
+            l.as_ptr(),
+            l_cs,
+            l_rs,
+            r.as_ptr(),
+            r_cs,
+            r_rs,
             0.0,
             1.0,
             false,

@@ -31,6 +31,7 @@
 
 pub mod conv;
 mod layers;
+mod mlp;
 mod model;
 mod options;
 pub mod pool;

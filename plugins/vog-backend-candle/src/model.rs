@@ -11,6 +11,7 @@ use vog_core::{
 
 use crate::conv::Conv2dGeom;
 use crate::layers::{backward_layer, forward_layer, layer_kind, Layer, Saved};
+use crate::mlp::Mlp;
 use crate::options::{Activation, Arch, CandleOptions, Kernels, LayerSpec};
 use crate::pool::Pool2d;
 
@@ -20,6 +21,8 @@ pub struct CandleModel {
     layers: Vec<Layer>,
     info: ModelInfo,
     kernels: Kernels,
+    /// The model as plain matrix products, when it is an MLP and vog's kernels run.
+    mlp: Option<Mlp>,
     device: Device,
 }
 
@@ -48,6 +51,9 @@ impl CandleModel {
             }
         };
         let info = describe(&layers);
+        let mlp = (options.kernels == Kernels::Vog)
+            .then(|| Mlp::from_layers(&layers))
+            .flatten();
         tracing::debug!(path = %path.display(), layers = layers.len(), "candle model loaded");
         Ok(CandleModel {
             path: path.to_path_buf(),
@@ -55,6 +61,7 @@ impl CandleModel {
             info,
             device: device.clone(),
             kernels: options.kernels,
+            mlp,
         })
     }
 
@@ -109,6 +116,34 @@ impl Model for CandleModel {
     fn input_gradients(&mut self, request: &GradRequest<'_>) -> Result<GradOutput> {
         let input = request.input;
         let rows = input.rows();
+        if let Some(mlp) = &self.mlp {
+            let flat =
+                input.shape().len() == 2 || matches!(self.layers.first(), Some(Layer::Flatten));
+            if flat && input.data().len() == rows * mlp.inputs() {
+                let given = match request.classes {
+                    Classes::Given(c) => {
+                        if c.len() != rows {
+                            return Err(Error::Shape(format!(
+                                "{} classes given for {rows} rows",
+                                c.len()
+                            )));
+                        }
+                        vog_core::check_classes(c, mlp.classes())?;
+                        Some(c)
+                    }
+                    Classes::Argmax => None,
+                };
+                let (logits, gradient, classes) =
+                    mlp.run(input.data(), rows, given, request.target);
+                return Ok(GradOutput {
+                    logits,
+                    num_classes: mlp.classes(),
+                    gradient,
+                    gradient_shape: None,
+                    classes,
+                });
+            }
+        }
         let x = Tensor::from_slice(input.data(), input.shape(), &self.device)
             .map_err(cerr(&self.path))?;
         let mut saved = Vec::with_capacity(self.layers.len());
@@ -155,7 +190,7 @@ impl Model for CandleModel {
     }
 }
 
-fn argmax(row: &[f32]) -> u32 {
+pub(crate) fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

@@ -8,8 +8,18 @@ use vog_conformance::{max_rel, npy, repo};
 use vog_core::{Classes, GradOutput, GradRequest, GradientBackend, Target, TensorView};
 
 fn gradients(options: &str, shape: &[usize], x: &[f32], classes: &[u32]) -> Vec<GradOutput> {
+    gradients_of("cnn", options, shape, x, classes)
+}
+
+fn gradients_of(
+    model: &str,
+    options: &str,
+    shape: &[usize],
+    x: &[f32],
+    classes: &[u32],
+) -> Vec<GradOutput> {
     let backend = CandleBackend::from_options(options).expect("options");
-    repo::checkpoints("cnn")
+    repo::checkpoints(model)
         .into_iter()
         .map(|(_, path)| {
             let mut model = backend.load(&path).expect("checkpoint");
@@ -62,6 +72,71 @@ fn vog_kernels_agree_with_candles_and_do_not_depend_on_the_batch() {
                 start + len
             );
         }
+    }
+}
+
+/// The MLP runs as plain matrix products on row blocks under vog's kernels: the same numbers as
+/// candle's layer-by-layer operations, for the logit and the probability target.
+#[test]
+fn the_mlp_path_agrees_with_candles_operations() {
+    // The golden rows six times over, each copy scaled differently, so that the rows split into
+    // blocks (16 or more each) that all differ.
+    let (mut shape, x) = npy(&repo::golden("mlp").join("x.npy"));
+    let x: Vec<f32> = (0..6)
+        .flat_map(|copy| x.iter().map(move |v| v * (1.0 + 0.13 * copy as f32)))
+        .collect();
+    shape[0] *= 6;
+    let rows = shape[0];
+    assert!(rows >= 40, "{rows} rows");
+    let classes: Vec<u32> = (0..rows as u32).map(|i| (i / 3) % 2).collect();
+    let candle_options = format!("{}kernels = \"candle\"\n", repo::options("mlp"));
+    for target in [Target::Logit, Target::Probability] {
+        let run = |options: &str| {
+            let backend = CandleBackend::from_options(options).expect("options");
+            repo::checkpoints("mlp")
+                .into_iter()
+                .map(|(_, path)| {
+                    let mut model = backend.load(&path).expect("checkpoint");
+                    let input = TensorView::new(&shape, &x).expect("input");
+                    model
+                        .input_gradients(&GradRequest {
+                            input,
+                            classes: Classes::Given(&classes),
+                            target,
+                        })
+                        .expect("gradients")
+                })
+                .collect::<Vec<_>>()
+        };
+        for (ours, theirs) in run(repo::options("mlp")).iter().zip(run(&candle_options)) {
+            assert_eq!(ours.classes, theirs.classes);
+            let rel = max_rel(&ours.logits, &theirs.logits);
+            assert!(rel < 1e-6, "{target:?}: logits differ by {rel:.1e}");
+            let rel = max_rel(&ours.gradient, &theirs.gradient);
+            assert!(rel < 1e-6, "{target:?}: gradients differ by {rel:.1e}");
+        }
+    }
+    // Classes chosen by the model: each row's argmax, as candle's path chooses.
+    let ours = gradients_of("mlp", repo::options("mlp"), &shape, &x, &classes);
+    assert_eq!(ours.len(), 2);
+    let backend = CandleBackend::from_options(repo::options("mlp")).unwrap();
+    let (_, path) = &repo::checkpoints("mlp")[0];
+    let mut model = backend.load(path).unwrap();
+    let input = TensorView::new(&shape, &x).unwrap();
+    let argmax = model
+        .input_gradients(&GradRequest {
+            input,
+            classes: Classes::Argmax,
+            target: Target::Logit,
+        })
+        .unwrap();
+    for (row, &c) in argmax
+        .logits
+        .chunks_exact(argmax.num_classes)
+        .zip(&argmax.classes)
+    {
+        let best = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(row[c as usize], best);
     }
 }
 
