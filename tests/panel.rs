@@ -67,7 +67,8 @@ impl Model for ReplayModel<'static> {
         let gradient = rows
             .iter()
             .map(|&r| scale * ((r + 1) * (self.at + 1) * (self.at % 3 + 1)) as f32)
-            .collect();
+            .collect::<Vec<f32>>()
+            .into();
         Ok(GradOutput {
             logits,
             num_classes: c,

@@ -121,9 +121,28 @@ fn panics_and_errors_inside_plugins_become_errors_naming_the_plugin() {
     }
     // The host is still fine, and so is the plugin.
     let out = gradients(&faulty("ok").unwrap()).unwrap();
-    assert_eq!(out.gradient, vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(*out.gradient, [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
     let err = faulty("shout").err().unwrap().to_string();
     assert!(err.contains("unknown variant `shout`"), "{err}");
+}
+
+/// ABI 1.2: the host reads the gradient where the plugin left it and gives the output back when
+/// the gradient is dropped, which may be after the model, the backend and the thread are gone.
+#[test]
+fn a_1_2_plugin_lends_its_gradient_past_the_call_and_the_thread() {
+    let backend = faulty("ok").unwrap();
+    let out = gradients(&backend).unwrap();
+    assert!(
+        out.gradient.is_lent(),
+        "a 1.2 plugin's gradient is read in place"
+    );
+    let out2 = gradients(&backend).unwrap();
+    drop(backend);
+    let read = std::thread::spawn(move || out.gradient.to_vec())
+        .join()
+        .unwrap();
+    assert_eq!(read, [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(*out2.gradient, read[..]);
 }
 
 #[test]

@@ -93,10 +93,11 @@ impl Model for ToyModel {
         }
         let x = req.input.data();
         let mean: f64 = x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len() as f64;
+        let mut grad: Vec<f32> = Vec::new();
         let mut out = GradOutput {
             logits: Vec::new(),
             num_classes: CLASSES,
-            gradient: Vec::new(),
+            gradient: Default::default(),
             gradient_shape: (self.bug == "gradient_shape").then(|| vec![FEATURES]),
             classes: Vec::new(),
         };
@@ -130,13 +131,14 @@ impl Model for ToyModel {
             } else {
                 1.0
             };
-            out.gradient.extend(g.iter().map(|&v| (v * scale) as f32));
+            grad.extend(g.iter().map(|&v| (v * scale) as f32));
             out.logits.extend(logits.iter().map(|&l| l as f32));
             out.classes.push(c as u32);
         }
         if self.bug == "ulp" {
-            out.gradient[0] = f32::from_bits(out.gradient[0].to_bits() + 1);
+            grad[0] = f32::from_bits(grad[0].to_bits() + 1);
         }
+        out.gradient = grad.into();
         Ok(out)
     }
 }

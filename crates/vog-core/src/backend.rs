@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, TensorView};
+use crate::{Error, Floats, Result, TensorView};
 
 /// What the gradient is taken of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -73,7 +73,7 @@ pub struct GradOutput {
     pub num_classes: usize,
     /// Gradient of each row's target with respect to that row's input (or, see `gradient_shape`,
     /// with respect to an intermediate tensor), row-major.
-    pub gradient: Vec<f32>,
+    pub gradient: Floats,
     /// Shape of one row of the gradient when it differs from the input's (a backend that
     /// differentiates with respect to an intermediate tensor, such as a text model's embedding
     /// output); `None` means "shaped like the input".
@@ -261,8 +261,8 @@ pub struct ModelInfo {
 ///             Classes::Given(c) => c.to_vec(),
 ///             Classes::Argmax => vec![2; rows],
 ///         };
-///         let gradient = classes.iter().flat_map(|&c| vec![c as f32; width]).collect();
-///         Ok(GradOutput { logits, num_classes: 3, gradient, gradient_shape: None, classes })
+///         let gradient: Vec<f32> = classes.iter().flat_map(|&c| vec![c as f32; width]).collect();
+///         Ok(GradOutput { logits, num_classes: 3, gradient: gradient.into(), gradient_shape: None, classes })
 ///     }
 /// }
 ///
@@ -273,7 +273,7 @@ pub struct ModelInfo {
 /// let req = GradRequest { input, classes: Classes::Given(&[1, 2]), target: vog_core::Target::Logit };
 /// let out = model.input_gradients(&req)?;
 /// out.validate(&req)?;
-/// assert_eq!(out.gradient, vec![1.0, 1.0, 2.0, 2.0]);
+/// assert_eq!(*out.gradient, [1.0, 1.0, 2.0, 2.0]);
 /// # Ok::<(), vog_core::Error>(())
 /// ```
 pub trait GradientBackend: Send + Sync {
@@ -330,14 +330,14 @@ mod tests {
         let good = GradOutput {
             logits: vec![0.0; 6],
             num_classes: 3,
-            gradient: vec![0.0; 4],
+            gradient: vec![0.0; 4].into(),
             gradient_shape: None,
             classes: vec![0, 2],
         };
         good.validate(&request(input)).unwrap();
 
         let mut bad = good.clone();
-        bad.gradient.pop();
+        bad.gradient = vec![0.0; 3].into();
         assert!(matches!(
             bad.validate(&request(input)),
             Err(Error::Shape(_))
@@ -360,11 +360,11 @@ mod tests {
             other.validate(&request(input)),
             Err(Error::Shape(_))
         ));
-        other.gradient = vec![0.0; 6];
+        other.gradient = vec![0.0; 6].into();
         other.validate(&request(input)).unwrap();
 
         let mut bad = good.clone();
-        bad.gradient[3] = f32::NAN;
+        bad.gradient = vec![0.0, 0.0, 0.0, f32::NAN].into();
         assert!(matches!(
             bad.validate(&request(input)),
             Err(Error::NonFinite {

@@ -36,6 +36,7 @@
 
 mod backend;
 mod error;
+mod floats;
 mod kernels;
 mod normalize;
 pub mod rank;
@@ -52,6 +53,7 @@ pub use backend::{
     GradRequest, GradientBackend, Model, ModelInfo, Target,
 };
 pub use error::{Error, Result};
+pub use floats::Floats;
 pub use normalize::{ClassStats, ClassSummary};
 pub use reduce::{
     accuracy, panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting,

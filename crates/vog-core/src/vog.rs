@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{kernels, Error, Result, Window};
+use crate::{kernels, Error, Floats, Result, Window};
 
 /// How colour (multi-channel) gradients are reduced before the variance is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -231,8 +231,8 @@ pub const HOLD: usize = 4;
 /// One checkpoint's gradients for a batch, `[row][elem]`.
 #[derive(Debug, Clone)]
 enum Rows {
-    /// As the backend gave them.
-    F32(Vec<f32>),
+    /// As the backend gave them (lent by it, or in a recycled buffer).
+    F32(Floats),
     /// Channel means.
     F64(Vec<f64>),
 }
@@ -368,7 +368,7 @@ impl VogAccumulator {
                 let mut buf = self.spare_f32();
                 buf.clear();
                 buf.extend_from_slice(gradient);
-                Rows::F32(buf)
+                Rows::F32(buf.into())
             }
             Some(_) => self.reduce(gradient),
         };
@@ -376,8 +376,10 @@ impl VogAccumulator {
         Ok(())
     }
 
-    /// [`add`](Self::add), taking the buffer (held without a copy where the segment holds).
-    pub fn add_owned(&mut self, checkpoint: usize, gradient: Vec<f32>) -> Result<()> {
+    /// [`add`](Self::add), taking the buffer (held without a copy where the segment holds; a
+    /// lent buffer goes back to its owner when the batch is scored).
+    pub fn add_owned(&mut self, checkpoint: usize, gradient: impl Into<Floats>) -> Result<()> {
+        let gradient = gradient.into();
         let seg = self.check_add(checkpoint, gradient.len())?;
         if !self.holds[seg] {
             self.update(seg, &gradient);
@@ -460,7 +462,8 @@ impl VogAccumulator {
     fn spare_f32(&mut self) -> Vec<f32> {
         match self.spare.iter().position(|r| matches!(r, Rows::F32(_))) {
             Some(i) => match self.spare.swap_remove(i) {
-                Rows::F32(v) => v,
+                // A lent buffer went back to its owner; start a new one.
+                Rows::F32(v) => v.into_owned().unwrap_or_default(),
                 Rows::F64(_) => unreachable!("matched above"),
             },
             None => Vec::new(),

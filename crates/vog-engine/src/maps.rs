@@ -135,7 +135,7 @@ pub(crate) fn maps_of_group(
                             }
                         }
                     }
-                    (buf, shape)
+                    (buf.into(), shape)
                 }
             };
             let (a, _) = match accs[ci].as_mut() {
@@ -149,7 +149,7 @@ pub(crate) fn maps_of_group(
             };
             a.add(ck, &gradient)?;
             if ck + 1 == k {
-                lasts[ci] = gradient;
+                lasts[ci] = gradient.into_vec();
             }
         }
     }

@@ -36,8 +36,8 @@ pub(crate) enum AccJob {
     Add {
         slot: u64,
         checkpoint: usize,
-        gradient: Vec<f32>,
-        second: Option<Vec<f32>>,
+        gradient: vog_core::Floats,
+        second: Option<vog_core::Floats>,
     },
     /// Every checkpoint has answered: send the batch's scores.
     Finish { slot: u64 },

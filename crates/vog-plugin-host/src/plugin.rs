@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libloading::Library;
 use vog_core::{
-    BackendInfo, Classes, Error, GradOutput, GradRequest, GradientBackend, Model, ModelInfo,
-    Result, Target,
+    BackendInfo, Classes, Error, Floats, GradOutput, GradRequest, GradientBackend, Model,
+    ModelInfo, Result, Target,
 };
 use vog_plugin::{
     abi_string, error_from_info, level_from_u32, status, target, OwnedErrorInfo, VogErrorInfo,
@@ -207,6 +207,12 @@ impl Plugin {
     /// The ABI version the plugin was built for.
     pub fn abi_version(&self) -> u32 {
         self.abi_version
+    }
+
+    /// Whether the plugin's outputs may outlive the call that made them (ABI 1.2 or later): then
+    /// the host reads a gradient in the plugin's buffer instead of copying it.
+    pub fn lends_outputs(&self) -> bool {
+        self.abi_version & 0xffff >= 2
     }
 
     /// The ABI version as `major.minor`.
@@ -448,35 +454,73 @@ impl Model for ExternModel {
         // it points to are borrowed for the call (rule 1); `out` is writable.
         let s = unsafe { (plugin.vtable.input_gradients)(self.handle, &raw, &mut out) };
         plugin.check(s)?;
-        // SAFETY: after OK the plugin's buffers are valid until `free_output` (rule 2).
-        let copied = unsafe {
-            (|| -> Result<GradOutput> {
-                Ok(GradOutput {
-                    logits: copy_buffer(out.logits, out.logits_len, "logits", plugin)?,
-                    num_classes: out.num_classes,
-                    gradient: copy_buffer(out.gradient, out.gradient_len, "gradient", plugin)?,
-                    gradient_shape: if out.gradient_shape.is_null() {
-                        None
-                    } else {
-                        Some(
-                            copy_buffer(
-                                out.gradient_shape,
-                                out.gradient_rank,
-                                "gradient shape",
-                                plugin,
-                            )?
-                            .into_iter()
-                            .map(|d| d as usize)
-                            .collect(),
-                        )
-                    },
-                    classes: copy_buffer(out.classes, out.classes_len, "classes", plugin)?,
-                })
-            })()
+        let lease = Lease {
+            out,
+            free: plugin.vtable.free_output,
         };
-        // SAFETY: `out` was filled by this plugin's `input_gradients` and is released once.
-        unsafe { (plugin.vtable.free_output)(&mut out) };
-        copied
+        // SAFETY: after OK the plugin's buffers are valid until `free_output` (rule 2), which
+        // `lease` calls when dropped, after these copies.
+        let (logits, gradient_shape, classes) = unsafe {
+            (|| -> Result<_> {
+                let out = &lease.out;
+                let shape = if out.gradient_shape.is_null() {
+                    None
+                } else {
+                    let s = copy_buffer(
+                        out.gradient_shape,
+                        out.gradient_rank,
+                        "gradient shape",
+                        plugin,
+                    )?;
+                    Some(s.into_iter().map(|d| d as usize).collect())
+                };
+                Ok((
+                    copy_buffer(out.logits, out.logits_len, "logits", plugin)?,
+                    shape,
+                    copy_buffer(out.classes, out.classes_len, "classes", plugin)?,
+                ))
+            })()
+        }?;
+        let (ptr, len) = (lease.out.gradient, lease.out.gradient_len);
+        let gradient = if plugin.lends_outputs() && len > 0 {
+            if ptr.is_null() {
+                return Err(plugin.broken(&format!(
+                    "input_gradients returned a null gradient buffer of length {len}"
+                )));
+            }
+            // SAFETY: the plugin's ABI (1.2 or later) keeps an output's buffers valid and
+            // unchanged until `free_output`, which may run on any thread after any later call;
+            // `lease` calls it once, when the engine drops the gradient.
+            unsafe { Floats::lent(ptr, len, move || drop(lease)) }
+        } else {
+            // SAFETY: as above; `lease` frees the output when this scope ends.
+            unsafe { copy_buffer(ptr, len, "gradient", plugin) }?.into()
+        };
+        Ok(GradOutput {
+            logits,
+            num_classes: out.num_classes,
+            gradient,
+            gradient_shape,
+            classes,
+        })
+    }
+}
+
+/// A plugin's output, given back with `free_output` when dropped.
+struct Lease {
+    out: VogGradOutput,
+    free: unsafe extern "C" fn(output: *mut VogGradOutput),
+}
+
+// SAFETY: only plugins of ABI 1.2 or later have their outputs held past the call (and so moved
+// across threads); their ABI lets `free_output` run on any thread, and nothing else touches the
+// output's pointers but reads of its buffers.
+unsafe impl Send for Lease {}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // SAFETY: `out` was filled by this plugin's `input_gradients` and is released once, here.
+        unsafe { (self.free)(&mut self.out) };
     }
 }
 

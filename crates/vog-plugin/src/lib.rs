@@ -38,8 +38,15 @@
 //! 1. **Host inputs are borrowed for the call only.** Strings ([`VogStr`]), request buffers
 //!    ([`VogGradRequest`]) and the logger's context stay owned by the host; the plugin copies what
 //!    it wants to keep before returning.
-//! 2. **The side that allocates, frees.** A [`VogGradOutput`] is allocated by the plugin; the host
-//!    copies its buffers and then calls `free_output` exactly once. Backend and model handles are
+//! 2. **The side that allocates, frees.** A [`VogGradOutput`] is allocated by the plugin and
+//!    released by the host with `free_output`, exactly once. Before ABI 1.2 the host copies its
+//!    buffers and frees it before its next call into the plugin. From 1.2 on, a plugin promises
+//!    that an output is independent of its model and of later calls: its buffers stay valid and
+//!    unchanged until `free_output`, which may come after any later call, on any thread. The host
+//!    then reads the gradient where the plugin left it (no copy) and frees the output when it
+//!    has folded the gradient into its statistics; logits and classes are still copied at once.
+//!    Plugins built with this crate (`export_backend!`) keep each output in its own allocation and
+//!    so make the 1.2 promise. Backend and model handles are
 //!    created by `create`/`load` and released by `destroy`/`unload`, exactly once each.
 //! 3. **Handles nest.** The host keeps a backend alive while any model loaded from it is alive,
 //!    and calls `unload` for every model before `destroy` for its backend.
@@ -79,8 +86,8 @@ pub use logging::{level_from_u32, level_to_u32};
 /// ABI major version: a plugin with another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: functions appended to the table within a major (1.1:
-/// `model_channel_axis`).
-pub const ABI_MINOR: u32 = 1;
+/// `model_channel_axis`), or promises added (1.2: outputs outlive their call; see rule 2).
+pub const ABI_MINOR: u32 = 2;
 /// The ABI version this crate implements, `major << 16 | minor`.
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 

@@ -319,7 +319,7 @@ impl Model for PyModel {
             Ok(GradOutput {
                 logits,
                 num_classes,
-                gradient,
+                gradient: gradient.into(),
                 gradient_shape,
                 classes,
             })

@@ -138,7 +138,7 @@ impl Model for CandleModel {
                 return Ok(GradOutput {
                     logits,
                     num_classes: mlp.classes(),
-                    gradient,
+                    gradient: gradient.into(),
                     gradient_shape: None,
                     classes,
                 });
@@ -183,7 +183,7 @@ impl Model for CandleModel {
         Ok(GradOutput {
             logits,
             num_classes,
-            gradient,
+            gradient: gradient.into(),
             gradient_shape: None,
             classes,
         })

@@ -66,7 +66,7 @@ fn vog_kernels_agree_with_candles_and_do_not_depend_on_the_batch() {
         );
         for (part, whole) in sub.iter().zip(&vog) {
             assert_eq!(
-                part.gradient,
+                *part.gradient,
                 whole.gradient[start * per..(start + len) * per],
                 "rows {start}..{} alone",
                 start + len

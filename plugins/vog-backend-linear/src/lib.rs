@@ -145,10 +145,11 @@ impl Model for LinearModel {
             )));
         }
         let rows = input.rows();
+        let mut gradient = Vec::with_capacity(rows * d);
         let mut out = GradOutput {
             logits: Vec::with_capacity(rows * self.classes),
             num_classes: self.classes,
-            gradient: Vec::with_capacity(rows * d),
+            gradient: Default::default(),
             gradient_shape: None,
             classes: Vec::with_capacity(rows),
         };
@@ -175,13 +176,13 @@ impl Model for LinearModel {
             let w = |k: usize| &self.weight[k * d..(k + 1) * d];
             let t = self.temperature;
             match request.target {
-                Target::Logit => out.gradient.extend(w(c).iter().map(|v| (v / t) as f32)),
+                Target::Logit => gradient.extend(w(c).iter().map(|v| (v / t) as f32)),
                 Target::Probability => {
                     let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
                     let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
                     let s: f64 = e.iter().sum();
                     let p: Vec<f64> = e.iter().map(|v| v / s).collect();
-                    out.gradient.extend((0..d).map(|i| {
+                    gradient.extend((0..d).map(|i| {
                         let mean: f64 = (0..self.classes).map(|j| p[j] * w(j)[i]).sum();
                         (p[c] * (w(c)[i] - mean) / t) as f32
                     }));
@@ -190,6 +191,7 @@ impl Model for LinearModel {
             out.logits.extend(z.iter().map(|&v| v as f32));
             out.classes.push(c as u32);
         }
+        out.gradient = gradient.into();
         Ok(out)
     }
 }

@@ -535,7 +535,7 @@ fn extract(
     Ok(GradOutput {
         logits,
         num_classes: lshape[1],
-        gradient,
+        gradient: gradient.into(),
         gradient_shape: Some(gshape.get(1..).unwrap_or(&[]).to_vec()),
         classes: classes.iter().map(|&c| c as u32).collect(),
     })

@@ -395,7 +395,7 @@ fn max_pool_gradients_go_to_the_first_tied_maximum() {
                     want[8 * r + i] = 1.0;
                 }
             }
-            assert_eq!(out.gradient, want, "{name}, options `{options}`, {elem:?}");
+            assert_eq!(*out.gradient, want, "{name}, options `{options}`, {elem:?}");
         }
     }
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tch::{CModule, Device, Kind, Tensor};
 use vog_core::{
-    BackendInfo, Classes, Error, GradOutput, GradRequest, GradientBackend, Model, Result, Target,
-    TensorView,
+    BackendInfo, Classes, Error, Floats, GradOutput, GradRequest, GradientBackend, Model, Result,
+    Target, TensorView,
 };
 use vog_plugin::PluginBackend;
 
@@ -260,10 +260,17 @@ impl Model for TorchModel {
             .to_device(Device::Cpu)
             .contiguous()
             .view(-1);
+        let len = gradient.numel();
+        let ptr = gradient.data_ptr() as *const f32;
+        // SAFETY: `gradient` is a contiguous float32 CPU tensor of `len` values (made so above)
+        // that nothing else refers to; it moves into the release closure, so its storage stays
+        // valid and unchanged until the receiver drops the values, on whatever thread (libtorch
+        // frees tensors from any thread).
+        let gradient = unsafe { Floats::lent(ptr, len, move || drop(gradient)) };
         Ok(GradOutput {
             logits: Vec::<f32>::try_from(&logits_cpu).map_err(err)?,
             num_classes,
-            gradient: Vec::<f32>::try_from(&gradient).map_err(err)?,
+            gradient,
             gradient_shape: None,
             classes: classes.iter().map(|&c| c as u32).collect(),
         })

@@ -89,7 +89,7 @@ impl Model for FaultyModel {
         Ok(GradOutput {
             logits,
             num_classes: c,
-            gradient,
+            gradient: gradient.into(),
             gradient_shape: None,
             classes,
         })
