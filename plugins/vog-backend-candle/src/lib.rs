@@ -35,6 +35,7 @@ mod mlp;
 mod model;
 mod options;
 pub mod pool;
+mod seed;
 mod selftest;
 pub mod train;
 

@@ -8,7 +8,7 @@ use vog_core::Target;
 
 use crate::conv::{matmul, Mat};
 use crate::layers::Layer;
-use crate::model::{argmax, target_seed};
+use crate::seed::{argmax, target_seed};
 
 enum Step {
     /// `y = x Wᵀ + b`, `W` row-major `[out, inp]`.

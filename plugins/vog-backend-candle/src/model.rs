@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use vog_core::{
-    batch_shape_string, Classes, Error, GradOutput, GradRequest, Model, ModelInfo, Result, Target,
+    batch_shape_string, Classes, Error, GradOutput, GradRequest, Model, ModelInfo, Result,
 };
 
 use crate::conv::Conv2dGeom;
@@ -14,6 +14,7 @@ use crate::layers::{backward_layer, forward_layer, layer_kind, Layer, Saved};
 use crate::mlp::Mlp;
 use crate::options::{Activation, Arch, CandleOptions, Kernels, LayerSpec};
 use crate::pool::Pool2d;
+use crate::seed::{argmax, target_seed};
 
 /// A checkpoint loaded by the candle backend.
 pub struct CandleModel {
@@ -188,48 +189,6 @@ impl Model for CandleModel {
             classes,
         })
     }
-}
-
-pub(crate) fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-/// ∂target/∂logits per row: one-hot for the logit target; `p_c (δ_jc − p_j)` for the softmax
-/// probability of class c.
-pub(crate) fn target_seed(
-    logits: &[f32],
-    num_classes: usize,
-    classes: &[u32],
-    target: Target,
-) -> Vec<f32> {
-    let mut seed = vec![0.0f32; logits.len()];
-    for ((row, out), &c) in logits
-        .chunks_exact(num_classes)
-        .zip(seed.chunks_exact_mut(num_classes))
-        .zip(classes)
-    {
-        let c = c as usize;
-        match target {
-            Target::Logit => out[c] = 1.0,
-            Target::Probability => {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-                let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
-                let sum: f64 = exps.iter().sum();
-                let pc = exps[c] / sum;
-                for (j, (o, e)) in out.iter_mut().zip(&exps).enumerate() {
-                    let pj = e / sum;
-                    *o = (pc * (f64::from(u8::from(j == c)) - pj)) as f32;
-                }
-            }
-        }
-    }
-    seed
 }
 
 /// Tensor lookup with the checkpoint's path in every error.
