@@ -349,8 +349,10 @@ impl VogAccumulator {
         }
     }
 
-    /// Keeps segment `seg`'s held buffers for reuse (no more than can be held at once).
+    /// Keeps segment `seg`'s held buffers for reuse (no more than can be held at once); lent
+    /// gradients go back to their owner now.
     fn recycle(&mut self, seg: usize) {
+        self.pending[seg].retain(|r| !matches!(r, Rows::F32(f) if f.is_lent()));
         self.spare.append(&mut self.pending[seg]);
         self.spare.truncate(self.max_held());
     }
@@ -748,17 +750,35 @@ mod tests {
         let grads: Vec<Vec<f32>> = (0..k)
             .map(|_| (0..rows * 5).map(|_| lcg(&mut seed) * 1e-3).collect())
             .collect();
-        for owned in [false, true] {
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for how in ["copied", "owned", "lent"] {
             let mut acc = VogAccumulator::new(&[5], &windows, k, ChannelReduce::Mean).unwrap();
             acc.reset(rows);
             for (c, g) in grads.iter().enumerate() {
-                if owned {
-                    acc.add_owned(c, g.clone()).unwrap();
-                } else {
-                    acc.add(c, g).unwrap();
+                match how {
+                    "copied" => acc.add(c, g).unwrap(),
+                    "owned" => acc.add_owned(c, g.clone()).unwrap(),
+                    _ => {
+                        let buf = g.clone().into_boxed_slice();
+                        let (ptr, len) = (buf.as_ptr(), buf.len());
+                        let r = released.clone();
+                        // SAFETY: `buf` lives in the release closure until it runs.
+                        let lent = unsafe {
+                            Floats::lent(ptr, len, move || {
+                                drop(buf);
+                                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            })
+                        };
+                        acc.add_owned(c, lent).unwrap();
+                    }
                 }
             }
             let scores = acc.scores().unwrap();
+            if how == "lent" {
+                // Held gradients go back when the next batch starts, the others at once.
+                acc.reset(rows);
+                assert_eq!(released.load(std::sync::atomic::Ordering::SeqCst), k);
+            }
             for row in 0..rows {
                 for (wi, w) in windows.iter().enumerate() {
                     let per_ckpt: Vec<Vec<f64>> = (w.start..w.end)
