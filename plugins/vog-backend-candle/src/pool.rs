@@ -174,12 +174,10 @@ impl Pool2d {
         h: usize,
         w: usize,
     ) -> Vec<f32> {
-        let per_out = (grad.len() / batch.max(1)).max(1);
-        let mut dx = vec![0.0f32; batch * channels * h * w];
-        dx.par_chunks_mut((channels * h * w).max(1))
-            .zip(grad.par_chunks(per_out).zip(arg.par_chunks(per_out)))
-            .for_each(|(dx, (grad, arg))| Self::max_backward_into(grad, arg, channels, dx));
-        dx
+        let per = grad.len() / batch.max(1);
+        per_example(grad, per, batch, channels * h * w, |i, grad, dx| {
+            Self::max_backward_into(grad, &arg[i * per..(i + 1) * per], channels, dx)
+        })
     }
 
     fn max_backward_into(grad: &[f32], arg: &[u32], planes: usize, dx: &mut [f32]) {
@@ -217,11 +215,13 @@ impl Pool2d {
         w: usize,
     ) -> Vec<f32> {
         let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
-        let mut out = vec![0.0f32; batch * channels * oh * ow];
-        out.par_chunks_mut((channels * oh * ow).max(1))
-            .zip(x.par_chunks((channels * h * w).max(1)))
-            .for_each(|(out, x)| self.avg_forward_into(x, (h, w), out));
-        out
+        per_example(
+            x,
+            channels * h * w,
+            batch,
+            channels * oh * ow,
+            |_, x, out| self.avg_forward_into(x, (h, w), out),
+        )
     }
 
     fn avg_forward_into(&self, x: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
@@ -263,11 +263,13 @@ impl Pool2d {
         w: usize,
     ) -> Vec<f32> {
         let (oh, ow) = self.output_size(h, w).expect("checked by the caller");
-        let mut dx = vec![0.0f32; batch * channels * h * w];
-        dx.par_chunks_mut((channels * h * w).max(1))
-            .zip(grad.par_chunks((channels * oh * ow).max(1)))
-            .for_each(|(dx, grad)| self.avg_backward_into(grad, (h, w), dx));
-        dx
+        per_example(
+            grad,
+            channels * oh * ow,
+            batch,
+            channels * h * w,
+            |_, grad, dx| self.avg_backward_into(grad, (h, w), dx),
+        )
     }
 
     fn avg_backward_into(&self, grad: &[f32], (h, w): (usize, usize), dx: &mut [f32]) {
@@ -311,6 +313,23 @@ impl Pool2d {
             (self.span(oy, 0, h).len() * self.span(ox, 1, w).len()) as f32
         }
     }
+}
+
+/// `f(example, its input, its output)` for `examples` examples in parallel: the input holds
+/// `in_per` values per example, the output (returned, zeroed before `f`) `out_per`.
+fn per_example(
+    input: &[f32],
+    in_per: usize,
+    examples: usize,
+    out_per: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; examples * out_per];
+    out.par_chunks_mut(out_per.max(1))
+        .zip(input.par_chunks(in_per.max(1)))
+        .enumerate()
+        .for_each(|(i, (out, input))| f(i, input, out));
+    out
 }
 
 #[cfg(test)]
