@@ -1,8 +1,11 @@
-//! The common MLP — linear layers and ReLUs after an optional flatten — as plain matrix products
+//! The common MLP — linear layers and activations after an optional flatten — as plain matrix products
 //! on blocks of rows, one block per thread, forward and backward in one go: no hand-off between
 //! threads per layer, no tensor bookkeeping. Used by vog's kernels (the default) for every model
 //! of that shape; anything else goes through the layer-by-layer path.
 
+use std::f32::consts::FRAC_1_SQRT_2;
+
+use candle_core::cpu::erf::erf_f32;
 use rayon::prelude::*;
 use vog_core::Target;
 
@@ -18,7 +21,53 @@ enum Step {
         inp: usize,
         out: usize,
     },
+    /// An element-wise activation.
+    Act(Act),
+}
+
+#[derive(Clone, Copy)]
+enum Act {
     Relu,
+    LeakyRelu(f32),
+    Tanh,
+    Sigmoid,
+    Gelu,
+}
+
+impl Act {
+    /// The activation of `x`, as candle's operation computes it.
+    fn forward(self, x: f32) -> f32 {
+        match self {
+            Act::Relu => x.max(0.0),
+            Act::LeakyRelu(slope) => {
+                let pos = x.max(0.0);
+                pos + (x - pos) * slope
+            }
+            Act::Tanh => x.tanh(),
+            Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Act::Gelu => (erf_f32(x * FRAC_1_SQRT_2) + 1.0) * 0.5 * x,
+        }
+    }
+
+    /// `g` times the derivative at input `x` (output `y`), in the order candle's reverse pass
+    /// (`layers.rs`) computes it.
+    fn backward(self, g: f32, x: f32, y: f32) -> f32 {
+        match self {
+            // A zero of the sign of g where x ≤ 0, as `g * (x > 0)`.
+            Act::Relu => g * if y > 0.0 { 1.0 } else { 0.0 },
+            Act::LeakyRelu(slope) => {
+                let pos = if x > 0.0 { 1.0 } else { 0.0 };
+                g * (pos * (1.0 - slope) + slope)
+            }
+            Act::Tanh => g * (1.0 - y * y),
+            Act::Sigmoid => g * (y * (1.0 - y)),
+            Act::Gelu => {
+                let cdf = (erf_f32(x * FRAC_1_SQRT_2 + 0.0) + 1.0) * 0.5;
+                let pdf = (x * x * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt()) as f32;
+                g * (cdf + x * pdf)
+            }
+        }
+    }
 }
 
 /// An MLP's layers as plain values.
@@ -37,7 +86,7 @@ struct Block<'a> {
 
 impl Mlp {
     /// The MLP in `layers`, when they are one: an optional flatten first, then linear layers,
-    /// ReLUs and identities (dropout), starting with a linear layer.
+    /// activations and identities (dropout), starting with a linear layer.
     pub(crate) fn from_layers(layers: &[Layer]) -> Option<Mlp> {
         let body = match layers.first()? {
             Layer::Flatten => &layers[1..],
@@ -59,18 +108,22 @@ impl Mlp {
                         out,
                     });
                 }
-                Layer::Relu => steps.push(Step::Relu),
+                Layer::Relu => steps.push(Step::Act(Act::Relu)),
+                Layer::LeakyRelu(slope) => steps.push(Step::Act(Act::LeakyRelu(*slope as f32))),
+                Layer::Tanh => steps.push(Step::Act(Act::Tanh)),
+                Layer::Sigmoid => steps.push(Step::Act(Act::Sigmoid)),
+                Layer::Gelu => steps.push(Step::Act(Act::Gelu)),
                 Layer::Identity => {}
                 _ => return None,
             }
         }
         let inputs = match steps.first()? {
             Step::Linear { inp, .. } => *inp,
-            Step::Relu => return None,
+            Step::Act(_) => return None,
         };
         let classes = steps.iter().rev().find_map(|s| match s {
             Step::Linear { out, .. } => Some(*out),
-            Step::Relu => None,
+            Step::Act(_) => None,
         })?;
         Some(Mlp {
             steps,
@@ -130,7 +183,7 @@ impl Mlp {
     }
 
     fn block(&self, x: &[f32], m: usize, given: Option<&[u32]>, target: Target, out: Block<'_>) {
-        // Forward: every step's output, ReLUs in place of the linear output they follow.
+        // Forward: every step's output.
         let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             match step {
@@ -150,9 +203,9 @@ impl Mlp {
                     }
                     outputs.push(y);
                 }
-                Step::Relu => {
+                Step::Act(act) => {
                     let mut y = outputs.last().expect("a linear layer first").clone();
-                    y.iter_mut().for_each(|v| *v = v.max(0.0));
+                    y.iter_mut().for_each(|v| *v = act.forward(*v));
                     outputs.push(y);
                 }
             }
@@ -183,10 +236,11 @@ impl Mlp {
                     matmul(&mut dx, Mat::N(&g), Mat::N(weight), (m, *inp, *out));
                     g = dx;
                 }
-                Step::Relu => {
-                    // As candle's `g * (x > 0)`: a zero of the sign of g where x ≤ 0.
-                    for (g, &y) in g.iter_mut().zip(&outputs[i]) {
-                        *g *= if y > 0.0 { 1.0 } else { 0.0 };
+                Step::Act(act) => {
+                    // Its input is the step before's output (a linear layer comes first).
+                    let (x, y) = (&outputs[i - 1], &outputs[i]);
+                    for ((g, &x), &y) in g.iter_mut().zip(x).zip(y) {
+                        *g = act.backward(*g, x, y);
                     }
                 }
             }

@@ -89,31 +89,46 @@ fn the_mlp_path_agrees_with_candles_operations() {
     let rows = shape[0];
     assert!(rows >= 40, "{rows} rows");
     let classes: Vec<u32> = (0..rows as u32).map(|i| (i / 3) % 2).collect();
-    let candle_options = format!("{}kernels = \"candle\"\n", repo::options("mlp"));
-    for target in [Target::Logit, Target::Probability] {
-        let run = |options: &str| {
-            let backend = CandleBackend::from_options(options).expect("options");
-            repo::checkpoints("mlp")
-                .into_iter()
-                .map(|(_, path)| {
-                    let mut model = backend.load(&path).expect("checkpoint");
-                    let input = TensorView::new(&shape, &x).expect("input");
-                    model
-                        .input_gradients(&GradRequest {
-                            input,
-                            classes: Classes::Given(&classes),
-                            target,
-                        })
-                        .expect("gradients")
-                })
-                .collect::<Vec<_>>()
+    // The golden MLP's weights under each activation the MLP path knows (leaky ReLU through
+    // the sequential architecture, whose list positions are the tensors' indices).
+    let leaky = "arch = \"sequential\"\nlayers = [{ type = \"linear\" }, \
+                 { type = \"leakyrelu\", negative_slope = 0.1 }, { type = \"linear\" }, \
+                 { type = \"leakyrelu\" }, { type = \"linear\" }]\n";
+    for act in ["relu", "tanh", "sigmoid", "gelu", "leakyrelu"] {
+        let options = if act == "leakyrelu" {
+            leaky.to_string()
+        } else {
+            format!("arch = \"mlp\"\nactivation = \"{act}\"\n")
         };
-        for (ours, theirs) in run(repo::options("mlp")).iter().zip(run(&candle_options)) {
-            assert_eq!(ours.classes, theirs.classes);
-            let rel = max_rel(&ours.logits, &theirs.logits);
-            assert!(rel < 1e-6, "{target:?}: logits differ by {rel:.1e}");
-            let rel = max_rel(&ours.gradient, &theirs.gradient);
-            assert!(rel < 1e-6, "{target:?}: gradients differ by {rel:.1e}");
+        let candle_options = format!("{options}kernels = \"candle\"\n");
+        for target in [Target::Logit, Target::Probability] {
+            let run = |options: &str| {
+                let backend = CandleBackend::from_options(options).expect("options");
+                repo::checkpoints("mlp")
+                    .into_iter()
+                    .map(|(_, path)| {
+                        let mut model = backend.load(&path).expect("checkpoint");
+                        let input = TensorView::new(&shape, &x).expect("input");
+                        model
+                            .input_gradients(&GradRequest {
+                                input,
+                                classes: Classes::Given(&classes),
+                                target,
+                            })
+                            .expect("gradients")
+                    })
+                    .collect::<Vec<_>>()
+            };
+            for (ours, theirs) in run(&options).iter().zip(run(&candle_options)) {
+                assert_eq!(ours.classes, theirs.classes);
+                let rel = max_rel(&ours.logits, &theirs.logits);
+                assert!(rel < 1e-6, "{act} {target:?}: logits differ by {rel:.1e}");
+                let rel = max_rel(&ours.gradient, &theirs.gradient);
+                assert!(
+                    rel < 1e-6,
+                    "{act} {target:?}: gradients differ by {rel:.1e}"
+                );
+            }
         }
     }
     // Classes chosen by the model: each row's argmax, as candle's path chooses.
