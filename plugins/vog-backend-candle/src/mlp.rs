@@ -1,7 +1,7 @@
-//! The common MLP — linear layers and activations after an optional flatten — as plain matrix products
-//! on blocks of rows, one block per thread, forward and backward in one go: no hand-off between
-//! threads per layer, no tensor bookkeeping. Used by vog's kernels (the default) for every model
-//! of that shape; anything else goes through the layer-by-layer path.
+//! The common MLP — linear layers and activations after an optional flatten — as plain matrix
+//! products on blocks of rows, one block per thread, forward and backward in one go: no hand-off
+//! between threads per layer, no tensor bookkeeping. Used by vog's kernels (the default) for every
+//! model of that shape; anything else goes through the layer-by-layer path.
 
 use std::f32::consts::FRAC_1_SQRT_2;
 
