@@ -37,9 +37,9 @@ pub(crate) fn read_batch(
 }
 
 /// Labels, ids and metadata of the examples, loaded and checked against each other. Labels are
-/// held (4 bytes per example); ids and metadata wait on disk in row order ([`RowFile`]) and are read
-/// back as results are written, so they take no memory per example. Ids that are row numbers and
-/// absent metadata take no disk either.
+/// held (4 bytes per example); ids and metadata wait on disk in row order ([`RowFile`]) and are
+/// read back as results are written, so they take no memory per example. Ids that are row
+/// numbers and absent metadata take no disk either.
 pub(crate) struct Annotations {
     pub(crate) labels: Option<Vec<u32>>,
     pub(crate) labels_source: Option<String>,
