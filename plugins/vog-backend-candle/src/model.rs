@@ -109,6 +109,24 @@ impl CandleModel {
     }
 }
 
+/// The classes the caller chose, checked against the rows and the model's classes; `None` for
+/// each row's argmax.
+fn given_classes(classes: Classes<'_>, rows: usize, num_classes: usize) -> Result<Option<&[u32]>> {
+    match classes {
+        Classes::Given(c) => {
+            if c.len() != rows {
+                return Err(Error::Shape(format!(
+                    "{} classes given for {rows} rows",
+                    c.len()
+                )));
+            }
+            vog_core::check_classes(c, num_classes)?;
+            Ok(Some(c))
+        }
+        Classes::Argmax => Ok(None),
+    }
+}
+
 impl Model for CandleModel {
     fn info(&self) -> ModelInfo {
         self.info.clone()
@@ -121,19 +139,7 @@ impl Model for CandleModel {
             let flat =
                 input.shape().len() == 2 || matches!(self.layers.first(), Some(Layer::Flatten));
             if flat && input.data().len() == rows * mlp.inputs() {
-                let given = match request.classes {
-                    Classes::Given(c) => {
-                        if c.len() != rows {
-                            return Err(Error::Shape(format!(
-                                "{} classes given for {rows} rows",
-                                c.len()
-                            )));
-                        }
-                        vog_core::check_classes(c, mlp.classes())?;
-                        Some(c)
-                    }
-                    Classes::Argmax => None,
-                };
+                let given = given_classes(request.classes, rows, mlp.classes())?;
                 let (logits, gradient, classes) =
                     mlp.run(input.data(), rows, given, request.target);
                 return Ok(GradOutput {
@@ -160,18 +166,9 @@ impl Model for CandleModel {
             .flatten_all()
             .and_then(|t| t.to_vec1())
             .map_err(cerr(&self.path))?;
-        let classes: Vec<u32> = match request.classes {
-            Classes::Given(c) => {
-                if c.len() != rows {
-                    return Err(Error::Shape(format!(
-                        "{} classes given for {rows} rows",
-                        c.len()
-                    )));
-                }
-                vog_core::check_classes(c, num_classes)?;
-                c.to_vec()
-            }
-            Classes::Argmax => logits.chunks_exact(num_classes).map(argmax).collect(),
+        let classes: Vec<u32> = match given_classes(request.classes, rows, num_classes)? {
+            Some(c) => c.to_vec(),
+            None => logits.chunks_exact(num_classes).map(argmax).collect(),
         };
         let seed = target_seed(&logits, num_classes, &classes, request.target);
         let seed =
