@@ -129,6 +129,7 @@ impl Conv2dGeom {
             self.cin / self.groups,
         );
         debug_assert_eq!(dy.len(), batch * self.cout * pixels);
+        // Zeroed once here: col2im adds onto it, and each group's part is written by one task.
         let mut dx = vec![0.0f32; batch * self.cin * h * w];
         if batch == 0 || pixels == 0 {
             return dx;
@@ -227,7 +228,7 @@ impl Conv2dGeom {
     }
 
     /// Folds `cols[(c, ky, kx), (oy, ox)]` back onto the input `[cin_g, h, w]`, adding the taps
-    /// of each input element in kernel order.
+    /// of each input element in kernel order to `dx`, which the caller zeroes.
     fn col2im(
         &self,
         cols: &[f32],
@@ -238,7 +239,6 @@ impl Conv2dGeom {
     ) {
         let (kh, kw) = self.kernel;
         let s = self.stride;
-        dx.fill(0.0);
         let mut rows = cols.chunks_exact(oh * ow);
         for c in 0..cin_g {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
