@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 
 /// f32 values, owned or lent. Reads as a slice; [`Floats::into_vec`] and [`Clone`] copy a lent
 /// buffer, and dropping it gives the buffer back to its owner.
@@ -130,6 +131,60 @@ impl fmt::Debug for Floats {
     }
 }
 
+/// Buffers handed out as lent [`Floats`] and taken back when those are dropped, so a backend that
+/// returns one gradient per call reuses a few allocations instead of asking the system for fresh
+/// (page-faulting, zeroed) memory every batch. Clones share one pool. A buffer waits in the pool
+/// only after it was lent and dropped, so the pool never holds more than were alive at once (and
+/// at most [`Recycler::KEEP`]); the rest are freed.
+#[derive(Clone, Default)]
+pub struct Recycler(Arc<Mutex<Vec<Vec<f32>>>>);
+
+impl Recycler {
+    /// How many returned buffers the pool keeps.
+    pub const KEEP: usize = 16;
+
+    /// A buffer of `len` values: a returned one when there is one (its old values kept where
+    /// they fit, so the caller overwrites all of them), else a new zeroed one.
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let reused = match self.0.lock() {
+            Ok(mut pool) => pool.pop(),
+            Err(_) => None,
+        };
+        let mut v = reused.unwrap_or_default();
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// `v` lent out as [`Floats`]; it comes back to the pool when they are dropped.
+    pub fn lend(&self, v: Vec<f32>) -> Floats {
+        let (ptr, len) = (v.as_ptr(), v.len());
+        let pool = Arc::clone(&self.0);
+        // SAFETY: `v` moves into the release closure, which neither writes nor drops it before it
+        // runs; moving a `Vec` does not move its heap buffer, so `ptr` stays valid and unchanged
+        // until then. The closure only takes a mutex, safe on any thread.
+        unsafe {
+            Floats::lent(ptr, len, move || {
+                if let Ok(mut pool) = pool.lock() {
+                    if pool.len() < Self::KEEP {
+                        pool.push(v);
+                    }
+                }
+            })
+        }
+    }
+
+    /// Buffers waiting in the pool.
+    pub fn pooled(&self) -> usize {
+        self.0.lock().map_or(0, |p| p.len())
+    }
+}
+
+impl fmt::Debug for Recycler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recycler({} pooled)", self.pooled())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +216,30 @@ mod tests {
         // SAFETY: an empty lent buffer is never read.
         let empty = unsafe { Floats::lent(std::ptr::null(), 0, || {}) };
         assert!(empty.is_empty() && empty.into_owned().is_none());
+    }
+
+    #[test]
+    fn a_recycler_reuses_what_comes_back_and_keeps_a_few() {
+        let r = Recycler::default();
+        let mut v = r.take(3);
+        assert_eq!(v, [0.0; 3]);
+        v.copy_from_slice(&[1.0, 2.0, 3.0]);
+        let at = v.as_ptr();
+        let f = r.lend(v);
+        assert!(f.is_lent());
+        assert_eq!(&*f, &[1.0, 2.0, 3.0]);
+        assert_eq!(r.pooled(), 0, "back only when dropped");
+        // Dropped on another thread, it comes back; the next take reuses its allocation.
+        std::thread::spawn(move || drop(f)).join().unwrap();
+        assert_eq!(r.pooled(), 1);
+        let again = r.take(2);
+        assert_eq!(again.as_ptr(), at);
+        assert_eq!(again, [1.0, 2.0]);
+        assert_eq!(r.pooled(), 0);
+        // Never more than KEEP wait.
+        let lent: Vec<Floats> = (0..Recycler::KEEP + 3).map(|_| r.lend(r.take(8))).collect();
+        drop(lent);
+        assert_eq!(r.pooled(), Recycler::KEEP);
+        assert_eq!(r.take(16).len(), 16);
     }
 }

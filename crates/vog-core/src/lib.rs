@@ -53,7 +53,7 @@ pub use backend::{
     GradRequest, GradientBackend, Model, ModelInfo, Target,
 };
 pub use error::{Error, Result};
-pub use floats::Floats;
+pub use floats::{Floats, Recycler};
 pub use normalize::{ClassStats, ClassSummary};
 pub use reduce::{
     accuracy, panel_reducers, CheckpointOutcomes, Confidence, CorrectRatio, El2n, Forgetting,

@@ -42,7 +42,7 @@ pub mod train;
 use std::path::Path;
 
 use candle_core::Device;
-use vog_core::{BackendInfo, GradientBackend, Model, Result};
+use vog_core::{BackendInfo, GradientBackend, Model, Recycler, Result};
 
 pub use model::CandleModel;
 pub use options::{Activation, Arch, CandleOptions, Kernels, LayerSpec, Size2};
@@ -52,6 +52,8 @@ pub use options::{Activation, Arch, CandleOptions, Kernels, LayerSpec, Size2};
 pub struct CandleBackend {
     options: CandleOptions,
     device: Device,
+    /// Gradient buffers shared by the models this backend loads.
+    recycler: Recycler,
 }
 
 impl CandleBackend {
@@ -63,6 +65,7 @@ impl CandleBackend {
         CandleBackend {
             options,
             device: Device::Cpu,
+            recycler: Recycler::default(),
         }
     }
 
@@ -83,11 +86,9 @@ impl GradientBackend for CandleBackend {
     }
 
     fn load(&self, checkpoint: &Path) -> Result<Box<dyn Model>> {
-        Ok(Box::new(CandleModel::load(
-            checkpoint,
-            &self.options,
-            &self.device,
-        )?))
+        Ok(Box::new(
+            CandleModel::load(checkpoint, &self.options, &self.device)?.sharing(&self.recycler),
+        ))
     }
 }
 

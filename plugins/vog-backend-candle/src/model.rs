@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use vog_core::{
-    batch_shape_string, Classes, Error, GradOutput, GradRequest, Model, ModelInfo, Result,
+    batch_shape_string, Classes, Error, GradOutput, GradRequest, Model, ModelInfo, Recycler, Result,
 };
 
 use crate::conv::Conv2dGeom;
@@ -24,6 +24,8 @@ pub struct CandleModel {
     kernels: Kernels,
     /// The model as plain matrix products, when it is an MLP and vog's kernels run.
     mlp: Option<Mlp>,
+    /// Where the MLP path's gradient buffers come from and go back to.
+    recycler: Recycler,
     device: Device,
 }
 
@@ -63,7 +65,15 @@ impl CandleModel {
             device: device.clone(),
             kernels: options.kernels,
             mlp,
+            recycler: Recycler::default(),
         })
+    }
+
+    /// The model drawing its gradient buffers from `recycler` (shared by the backend's models,
+    /// so that loading checkpoints one after another reuses the same few buffers).
+    pub(crate) fn sharing(mut self, recycler: &Recycler) -> Self {
+        self.recycler = recycler.clone();
+        self
     }
 
     fn forward(&self, x: Tensor, saved: &mut Vec<Saved>) -> Result<Tensor> {
@@ -141,11 +151,11 @@ impl Model for CandleModel {
             if flat && input.data().len() == rows * mlp.inputs() {
                 let given = given_classes(request.classes, rows, mlp.classes())?;
                 let (logits, gradient, classes) =
-                    mlp.run(input.data(), rows, given, request.target);
+                    mlp.run(input.data(), rows, given, request.target, &self.recycler);
                 return Ok(GradOutput {
                     logits,
                     num_classes: mlp.classes(),
-                    gradient: gradient.into(),
+                    gradient,
                     gradient_shape: None,
                     classes,
                 });

@@ -155,6 +155,66 @@ fn the_mlp_path_agrees_with_candles_operations() {
     }
 }
 
+/// The MLP path keeps each thread's layer buffers between calls and lends its gradients from a
+/// pool: calls of different sizes, with earlier outputs still held or already dropped, give
+/// exactly what a fresh backend gives.
+#[test]
+fn the_mlp_paths_reused_buffers_do_not_leak_between_calls() {
+    let (mut shape, x) = npy(&repo::golden("mlp").join("x.npy"));
+    let x: Vec<f32> = (0..6)
+        .flat_map(|copy| x.iter().map(move |v| v * (1.0 - 0.11 * copy as f32)))
+        .collect();
+    shape[0] *= 6;
+    let per_row = x.len() / shape[0];
+    let small_rows = 5;
+    let small: Vec<f32> = x[x.len() - small_rows * per_row..]
+        .iter()
+        .map(|v| -v)
+        .collect();
+    let mut small_shape = shape.clone();
+    small_shape[0] = small_rows;
+    let (_, path) = &repo::checkpoints("mlp")[0];
+    let options = "arch = \"mlp\"\nactivation = \"gelu\"\n";
+    let call = |model: &mut Box<dyn vog_core::Model>, shape: &[usize], x: &[f32]| {
+        model
+            .input_gradients(&GradRequest {
+                input: TensorView::new(shape, x).expect("input"),
+                classes: Classes::Argmax,
+                target: Target::Probability,
+            })
+            .expect("gradients")
+    };
+    let fresh = |shape: &[usize], x: &[f32]| {
+        let backend = CandleBackend::from_options(options).expect("options");
+        call(&mut backend.load(path).expect("checkpoint"), shape, x)
+    };
+    let (want_big, want_small) = (fresh(&shape, &x), fresh(&small_shape, &small));
+    let backend = CandleBackend::from_options(options).expect("options");
+    let mut model = backend.load(path).expect("checkpoint");
+    let first = call(&mut model, &shape, &x);
+    let held = call(&mut model, &small_shape, &small);
+    drop(first);
+    let again = call(&mut model, &shape, &x);
+    let after = call(
+        &mut backend.load(path).expect("checkpoint"),
+        &small_shape,
+        &small,
+    );
+    for (what, got, want) in [
+        ("the large batch again", &again, &want_big),
+        ("a small batch in between", &held, &want_small),
+        ("a second model's call", &after, &want_small),
+    ] {
+        assert!(got.gradient.is_lent(), "{what}");
+        assert_eq!(got.classes, want.classes, "{what}");
+        assert!(got.logits == want.logits, "{what}: logits differ");
+        assert!(
+            got.gradient[..] == want.gradient[..],
+            "{what}: gradients differ"
+        );
+    }
+}
+
 #[test]
 fn unknown_kernels_are_refused() {
     let err = CandleBackend::from_options(&format!("{}kernels = \"fast\"\n", repo::options("cnn")))
