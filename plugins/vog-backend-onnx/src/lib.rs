@@ -26,8 +26,8 @@ use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
 use serde::{Deserialize, Serialize};
 use vog_core::{
-    batch_shape_string, BackendInfo, Classes, Error, GradOutput, GradRequest, GradientBackend,
-    Model, ModelInfo, Result, Target,
+    batch_shape_string, BackendInfo, Classes, Error, Floats, GradOutput, GradRequest,
+    GradientBackend, Model, ModelInfo, Result, Target,
 };
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_plugin::PluginBackend;
@@ -443,7 +443,7 @@ impl Model for OnnxModel {
             session
                 .run(ort::inputs![meta.input.as_str() => x, meta.classes_input.as_str() => classes_t.view()])
                 .map_err(|e| Error::Shape(format!("ONNX Runtime: {e}")))
-                .and_then(|out| extract(&out, meta, rows))
+                .and_then(|mut out| extract(&mut out, meta, rows))
         };
         let mut out = match meta.input_elem_type {
             t if t == DataType::Float as i32 => {
@@ -502,7 +502,7 @@ impl Model for OnnxModel {
 
 /// Copies the three outputs of a run.
 fn extract(
-    out: &ort::session::SessionOutputs<'_>,
+    out: &mut ort::session::SessionOutputs<'_>,
     meta: &GraphMeta,
     rows: usize,
 ) -> Result<GradOutput> {
@@ -528,16 +528,44 @@ fn extract(
             meta.output
         )));
     }
-    let (gshape, gradient) = floats(&meta.gradient_output)?;
-    let (_, classes) = get(&meta.classes_output)?
+    let classes: Vec<u32> = get(&meta.classes_output)?
         .try_extract_tensor::<i64>()
-        .map_err(backend_err)?;
+        .map_err(backend_err)?
+        .1
+        .iter()
+        .map(|&c| c as u32)
+        .collect();
+    let (gshape, gradient) = match out.remove(&meta.gradient_output) {
+        // A float gradient is lent as ONNX Runtime wrote it: the output value lives until the
+        // receiver drops the `Floats` (no copy here).
+        Some(value) if value.try_extract_tensor::<f32>().is_ok() => {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(backend_err)?;
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let (ptr, len) = (data.as_ptr(), data.len());
+            // SAFETY: `data` is the tensor's buffer, owned by `value`, which moves into the
+            // release closure: it stays valid and unchanged (nothing else holds the value) until
+            // the closure drops it, and an ONNX Runtime value may be dropped on any thread.
+            let lent = unsafe { Floats::lent(ptr, len, move || drop(value)) };
+            (shape, lent)
+        }
+        Some(value) => {
+            let (shape, data) = value.try_extract_tensor::<f64>().map_err(backend_err)?;
+            let data: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+            (shape.iter().map(|&d| d as usize).collect(), data.into())
+        }
+        None => {
+            return Err(backend_err(format!(
+                "the run produced no `{}`",
+                meta.gradient_output
+            )))
+        }
+    };
     Ok(GradOutput {
         logits,
         num_classes: lshape[1],
-        gradient: gradient.into(),
+        gradient,
         gradient_shape: Some(gshape.get(1..).unwrap_or(&[]).to_vec()),
-        classes: classes.iter().map(|&c| c as u32).collect(),
+        classes,
     })
 }
 

@@ -99,6 +99,34 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
     }
 }
 
+/// A float gradient leaves ONNX Runtime without a copy: lent from the run's output value, and
+/// still readable after later runs and after the model is gone.
+#[test]
+fn float_gradients_are_lent_from_the_runs_output() {
+    require_runtime();
+    let backend = OnnxBackend::from_options("cache = false").expect("options");
+    let mut model = backend
+        .load(&data("onnx/mlp/epoch_10.onnx"))
+        .expect("model");
+    let (shape, x) = vog_conformance::npy(&repo::golden("mlp").join("x.npy"));
+    let run = |model: &mut Box<dyn vog_core::Model>| {
+        model
+            .input_gradients(&GradRequest {
+                input: TensorView::new(&shape, &x).expect("input"),
+                classes: Classes::Argmax,
+                target: Target::Logit,
+            })
+            .expect("gradients")
+    };
+    let first = run(&mut model);
+    assert!(first.gradient.is_lent());
+    let copy = first.gradient.to_vec();
+    let second = run(&mut model);
+    drop(model);
+    assert!(second.gradient.is_lent());
+    assert!(first.gradient[..] == copy[..] && second.gradient[..] == copy[..]);
+}
+
 /// A transformer (LayerNorm, attention MatMuls, Softmax, Gelu), a stack of recurrent layers
 /// (a bidirectional LSTM, a GRU, an RNN: unrolled over time), a network touching many other ops
 /// (`tests/data/onnx/opzoo/ops.txt`) and a text model scored with respect to its embedding output,
