@@ -222,34 +222,26 @@ fn tile_plane_2x2<T: Element>(
         let (top, bottom) = x[2 * r * w..(2 * r + 2) * w].split_at(w);
         let (dtop, dbottom) = dx[2 * r * w..(2 * r + 2) * w].split_at_mut(w);
         let gy = &dy[r * ow..(r + 1) * ow];
-        // Eight windows at a time through fixed-size arrays, which the compiler turns into
-        // vector code; the rest (all of a row narrower than eight) through the same code on
-        // copies padded with zeros, whose extra windows are dropped.
-        let full = ow / LANES * LANES;
-        for c in (0..full).step_by(LANES) {
-            let span = 2 * c..2 * (c + LANES);
-            window_row::<T, LANES>(
-                relu,
-                &top[span.clone()],
-                &bottom[span.clone()],
-                &gy[c..c + LANES],
-                &mut dtop[span.clone()],
-                &mut dbottom[span],
-            );
-        }
-        if full < ow {
-            let n = ow - full;
-            let span = 2 * full..2 * ow;
-            let mut t = [zero; 2 * LANES];
-            let mut u = [zero; 2 * LANES];
-            let mut g = [zero; LANES];
-            t[..2 * n].copy_from_slice(&top[span.clone()]);
-            u[..2 * n].copy_from_slice(&bottom[span.clone()]);
-            g[..n].copy_from_slice(&gy[full..]);
-            let (mut dt, mut du) = ([zero; 2 * LANES], [zero; 2 * LANES]);
-            window_row::<T, LANES>(relu, &t, &u, &g, &mut dt, &mut du);
-            dtop[span.clone()].copy_from_slice(&dt[..2 * n]);
-            dbottom[span].copy_from_slice(&du[..2 * n]);
+        // Eight windows at a time (four in rows narrower than eight) through fixed-size arrays,
+        // which the compiler turns into vector code. The last group ends at the row's end and
+        // may overlap the one before: its windows are computed again, to the same values, and
+        // written whole (nothing accumulates), so the overlap changes nothing.
+        let mut row = |c: usize, n: usize| {
+            let span = 2 * c..2 * (c + n);
+            let (t, u, g) = (&top[span.clone()], &bottom[span.clone()], &gy[c..c + n]);
+            let (dt, du) = (&mut dtop[span.clone()], &mut dbottom[span]);
+            match n {
+                LANES => window_row::<T, LANES>(relu, t, u, g, dt, du),
+                HALF => window_row::<T, HALF>(relu, t, u, g, dt, du),
+                _ => window_row::<T, 1>(relu, t, u, g, dt, du),
+            }
+        };
+        let lanes = [LANES, HALF].into_iter().find(|&n| n <= ow).unwrap_or(1);
+        let mut c = 0;
+        while c < ow {
+            let at = c.min(ow - lanes);
+            row(at, lanes);
+            c = at + lanes;
         }
         dtop[2 * ow..].iter_mut().for_each(|v| *v = zero);
         dbottom[2 * ow..].iter_mut().for_each(|v| *v = zero);
@@ -257,8 +249,9 @@ fn tile_plane_2x2<T: Element>(
     dx[2 * oh * w..h * w].iter_mut().for_each(|v| *v = zero);
 }
 
-/// Windows per step of [`tile_plane_2x2`].
+/// Windows per step of [`tile_plane_2x2`], and in rows narrower than that.
 const LANES: usize = 8;
+const HALF: usize = 4;
 
 /// `N` consecutive 2×2 windows: rows `t` (top) and `u` (bottom) of `2N` values, their output
 /// gradients `gy`, written whole into `dt` and `du`.
