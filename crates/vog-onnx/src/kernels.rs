@@ -2,16 +2,33 @@
 //! against plain slices so that any runtime can wrap them (the ONNX backend registers them with
 //! ONNX Runtime) and tests can check them without one.
 
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
 /// Element types the kernels run on.
 pub trait Element: Copy + PartialOrd + std::ops::AddAssign + Default {
     /// Whether the value is NaN (PyTorch's max pool lets NaN win a window).
     fn is_nan(self) -> bool;
     /// The value when `keep`, else +0, through its bits (no branch).
     fn keep(self, keep: bool) -> Self;
+    /// A row of `gy.len()` tiling 2×2 windows of a max pool's backward (as [`window_row`]
+    /// computes them) in explicit vector code; false, with nothing written, where this type or
+    /// CPU has none.
+    #[inline(always)]
+    fn windows_2x2_simd(
+        _relu: bool,
+        _t: &[Self],
+        _u: &[Self],
+        _gy: &[Self],
+        _dt: &mut [Self],
+        _du: &mut [Self],
+    ) -> bool {
+        false
+    }
 }
 
 macro_rules! element {
-    ($t:ty, $bits:ty) => {
+    ($t:ty, $bits:ty $(, $simd:path)?) => {
         impl Element for $t {
             #[inline(always)]
             fn is_nan(self) -> bool {
@@ -21,9 +38,25 @@ macro_rules! element {
             fn keep(self, keep: bool) -> Self {
                 <$t>::from_bits(self.to_bits() & <$bits>::from(keep).wrapping_neg())
             }
+            $(
+                #[inline(always)]
+                fn windows_2x2_simd(
+                    relu: bool,
+                    t: &[Self],
+                    u: &[Self],
+                    gy: &[Self],
+                    dt: &mut [Self],
+                    du: &mut [Self],
+                ) -> bool {
+                    $simd(relu, t, u, gy, dt, du)
+                }
+            )?
         }
     };
 }
+#[cfg(target_arch = "x86_64")]
+element!(f32, u32, simd::windows_2x2);
+#[cfg(not(target_arch = "x86_64"))]
 element!(f32, u32);
 element!(f64, u64);
 
@@ -226,6 +259,11 @@ fn tile_plane_2x2<T: Element>(
         // which the compiler turns into vector code. The last group ends at the row's end and
         // may overlap the one before: its windows are computed again, to the same values, and
         // written whole (nothing accumulates), so the overlap changes nothing.
+        if T::windows_2x2_simd(relu, top, bottom, gy, dtop, dbottom) {
+            dtop[2 * ow..].iter_mut().for_each(|v| *v = zero);
+            dbottom[2 * ow..].iter_mut().for_each(|v| *v = zero);
+            continue;
+        }
         let mut row = |c: usize, n: usize| {
             let span = 2 * c..2 * (c + n);
             let (t, u, g) = (&top[span.clone()], &bottom[span.clone()], &gy[c..c + n]);
@@ -440,7 +478,16 @@ mod tests {
             v => v as f32 - 5.0,
         };
         // Row widths that leave no, a narrow and a wide remainder beside the 8-window steps.
-        for (h, w) in [(4, 4), (5, 7), (28, 28), (3, 19), (6, 32), (4, 30)] {
+        for (h, w) in [
+            (4, 4),
+            (5, 7),
+            (28, 28),
+            (3, 19),
+            (6, 32),
+            (4, 30),
+            (6, 12),
+            (8, 14),
+        ] {
             let n = 3;
             let x: Vec<f32> = (0..n * h * w).map(|_| next()).collect();
             // (kernel, stride, pad): tiling 2×2 (vector path), tiling 3×3, overlapping, padded.
@@ -463,6 +510,59 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The vector code (where this CPU has it) writes exactly what the portable code writes,
+    /// for every row width it takes, with ties, NaNs and both ReLU settings.
+    #[test]
+    fn vector_windows_match_the_portable_ones() {
+        let mut r = vog_core::Lcg::new(3);
+        let mut next = || match r.next_u64() >> 59 {
+            31 => f32::NAN,
+            v => (v % 8) as f32 - 3.0,
+        };
+        let mut ran = 0;
+        for n in 1..=40 {
+            let (t, u): (Vec<f32>, Vec<f32>) = (0..2 * n).map(|_| (next(), next())).unzip();
+            let gy: Vec<f32> = (0..n)
+                .map(|i| if i % 7 == 3 { f32::NAN } else { i as f32 - 2.5 })
+                .collect();
+            for relu in [false, true] {
+                let (mut dt, mut du) = (vec![9.0f32; 2 * n], vec![9.0f32; 2 * n]);
+                if !f32::windows_2x2_simd(relu, &t, &u, &gy, &mut dt, &mut du) {
+                    assert!(dt.iter().chain(&du).all(|&v| v == 9.0), "nothing written");
+                    continue;
+                }
+                ran += 1;
+                let (mut want_t, mut want_u) = (vec![0.0f32; 2 * n], vec![0.0f32; 2 * n]);
+                for c in 0..n {
+                    let s = 2 * c..2 * c + 2;
+                    window_row::<f32, 1>(
+                        relu,
+                        &t[s.clone()],
+                        &u[s.clone()],
+                        &gy[c..c + 1],
+                        &mut want_t[s.clone()],
+                        &mut want_u[s],
+                    );
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&dt),
+                    bits(&want_t),
+                    "top row, {n} windows, relu {relu}"
+                );
+                assert_eq!(
+                    bits(&du),
+                    bits(&want_u),
+                    "bottom row, {n} windows, relu {relu}"
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            assert_eq!(ran, 2 * 37, "every width from four up took the vector code");
         }
     }
 
