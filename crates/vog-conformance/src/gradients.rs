@@ -35,6 +35,21 @@ impl Gradients {
     ///
     /// At the first difference, naming `what`, the request and the element.
     pub fn assert_identical(&self, other: &Gradients, what: &str) {
+        self.compare(other, what, None);
+    }
+
+    /// Asserts that `other` holds the same answers, bit for bit except the gradients, which may
+    /// differ by `tolerance` relative to the largest magnitude of `self`'s (two kernels summing
+    /// in different orders).
+    ///
+    /// # Panics
+    ///
+    /// At the first difference, naming `what`, the request and the element.
+    pub fn assert_agree(&self, other: &Gradients, what: &str, tolerance: f64) {
+        self.compare(other, what, Some(tolerance));
+    }
+
+    fn compare(&self, other: &Gradients, what: &str, tolerance: Option<f64>) {
         assert_eq!(
             self.outputs.len(),
             other.outputs.len(),
@@ -45,9 +60,16 @@ impl Gradients {
         for ((label, a), (_, b)) in self.outputs.iter().zip(&other.outputs) {
             let diff = first_bit_difference(&a.logits, &b.logits, f32::to_bits)
                 .map(|d| format!("logits differ at {d}"))
-                .or_else(|| {
-                    first_bit_difference(&a.gradient, &b.gradient, f32::to_bits)
-                        .map(|d| format!("gradients differ at {d}"))
+                .or_else(|| match tolerance {
+                    None => first_bit_difference(&a.gradient, &b.gradient, f32::to_bits)
+                        .map(|d| format!("gradients differ at {d}")),
+                    Some(t) => {
+                        let w = worst(&b.gradient, &a.gradient);
+                        (!w.within(t)).then(|| {
+                            let row = a.gradient.len() / a.classes.len().max(1);
+                            format!("gradients differ by more than {t:e}: {}", w.describe(row))
+                        })
+                    }
                 })
                 .or_else(|| {
                     (a.num_classes != b.num_classes)

@@ -24,7 +24,8 @@ use crate::proto::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, Va
 use crate::{Error, Result};
 use builder::Builder;
 pub use names::{
-    CLASSES_INPUT, CLASSES_OUTPUT, GRADIENT_OUTPUT, GRAPH_REVISION, MAX_POOL_GRAD, VOG_DOMAIN,
+    CLASSES_INPUT, CLASSES_OUTPUT, CONV_INPUT_GRAD, GRADIENT_OUTPUT, GRAPH_REVISION, MAX_POOL_GRAD,
+    VOG_DOMAIN,
 };
 use rules::{backward, inactive_output, stops};
 

@@ -2,8 +2,11 @@
 //! against plain slices so that any runtime can wrap them (the ONNX backend registers them with
 //! ONNX Runtime) and tests can check them without one.
 
+mod conv;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+
+pub use conv::{ConvInputGrad, Scalar};
 
 /// Element types the kernels run on.
 pub trait Element: Copy + PartialOrd + std::ops::AddAssign + Default {

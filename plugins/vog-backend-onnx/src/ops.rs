@@ -8,7 +8,7 @@ use ort::operator::{
     ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput,
 };
 use ort::value::TensorElementType;
-use vog_onnx::kernels::{max_pool_grad, Element, PoolGeometry};
+use vog_onnx::kernels::{max_pool_grad, Element, PoolGeometry, Scalar};
 
 use crate::backend_err;
 
@@ -17,12 +17,14 @@ pub(crate) fn domain() -> vog_core::Result<Arc<OperatorDomain>> {
     OperatorDomain::new(vog_onnx::VOG_DOMAIN)
         .and_then(|d| d.add(MaxPoolGrad::<f32>(PhantomData)))
         .and_then(|d| d.add(MaxPoolGrad::<f64>(PhantomData)))
+        .and_then(|d| d.add(ConvInputGrad::<f32>(PhantomData)))
+        .and_then(|d| d.add(ConvInputGrad::<f64>(PhantomData)))
         .map(Arc::new)
         .map_err(|e| backend_err(format!("cannot register vog's ONNX Runtime kernels: {e}")))
 }
 
 /// Element types with an ONNX Runtime tensor type.
-trait Typed: Element + ort::value::PrimitiveTensorElementType + Send + Sync + 'static {
+trait Typed: Element + Scalar + ort::value::PrimitiveTensorElementType + Send + Sync + 'static {
     const TYPE: TensorElementType;
 }
 
@@ -159,5 +161,94 @@ impl<T: Typed> Kernel for MaxPoolGradKernel<T> {
             Some(e) => Err(ort::Error::new(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// `ai.vog.ConvInputGrad(dY, W, XShape) -> dX` for one element type.
+struct ConvInputGrad<T>(PhantomData<T>);
+
+impl<T: Typed> Operator for ConvInputGrad<T> {
+    type Kernel<'attr> = ConvInputGradKernel<T>;
+
+    fn name(&self) -> &str {
+        vog_onnx::CONV_INPUT_GRAD
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [
+            OperatorInput::required(T::TYPE),
+            OperatorInput::required(T::TYPE),
+            OperatorInput::required(TensorElementType::Int64),
+        ]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(T::TYPE)]
+    }
+
+    fn create_kernel<'attr>(&self, ctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let pads = ctx
+            .get::<Vec<i64>>("pads")
+            .ok_or_else(|| ort::Error::new("ConvInputGrad: no pads attribute"))?;
+        if pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+            return Err(ort::Error::new(format!(
+                "ConvInputGrad: pads {pads:?} are not four non-negative values"
+            )));
+        }
+        Ok(ConvInputGradKernel {
+            pads: pads.iter().map(|&p| p as usize).collect(),
+            _t: PhantomData,
+        })
+    }
+}
+
+struct ConvInputGradKernel<T> {
+    pads: Vec<usize>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Typed> Kernel for ConvInputGradKernel<T> {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = || ort::Error::new("ConvInputGrad: missing input");
+        let dy = ctx.input(0)?.ok_or_else(missing)?;
+        let w = ctx.input(1)?.ok_or_else(missing)?;
+        let xs = ctx.input(2)?.ok_or_else(missing)?;
+        let (dy_shape, dy) = dy.try_extract_tensor::<T>()?;
+        let (w_shape, w) = w.try_extract_tensor::<T>()?;
+        let (_, xs) = xs.try_extract_tensor::<i64>()?;
+        let dims = |s: &[i64]| s.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>();
+        let x_shape = dims(xs);
+        let k = vog_onnx::kernels::ConvInputGrad::new(
+            &dims(dy_shape),
+            &dims(w_shape),
+            &x_shape,
+            &self.pads,
+        )
+        .map_err(ort::Error::new)?;
+        let mut out = ctx
+            .output(0, xs.to_vec())?
+            .ok_or_else(|| ort::Error::new("ConvInputGrad: no output"))?;
+        let (_, dx) = out.try_extract_tensor_mut::<T>()?;
+        let (per_dy, per_dx) = k.per_example();
+        if k.n == 0 || per_dx == 0 {
+            return Ok(());
+        }
+        if per_dy == 0 || dy.len() != k.n * per_dy || dx.len() != k.n * per_dx {
+            return Err(ort::Error::new(
+                "ConvInputGrad: buffer lengths do not match the shapes",
+            ));
+        }
+        // Examples split over the session's threads.
+        let tasks = k.n.clamp(1, TASKS);
+        let shared = Shared(dx.as_mut_ptr(), dx.len());
+        let out = &shared;
+        ctx.par_for(tasks, tasks, |task| {
+            let (e0, e1) = (k.n * task / tasks, k.n * (task + 1) / tasks);
+            // SAFETY: `out` is `dx`, alive for this call; task ranges are disjoint, so no two
+            // tasks write the same elements.
+            let dx = unsafe { out.range(e0 * per_dx, (e1 - e0) * per_dx) };
+            k.run(&dy[e0 * per_dy..e1 * per_dy], w, dx);
+        })?;
+        Ok(())
     }
 }

@@ -92,10 +92,15 @@ fn golden_mlp_and_cnn_match_torch_for_both_exporters() {
         );
         assert_eq!(seen.gradients.len(), 6);
         let standard = check_gradients(&onnx(Via::InProcess, "vog_ops = false"), &case);
-        seen.gradients.assert_identical(
-            &standard,
-            &format!("{name}: vog's kernels versus standard ONNX ops"),
-        );
+        let what = format!("{name}: vog's kernels versus standard ONNX ops");
+        if name == "cnn" {
+            // The first convolution's input gradient (one channel) is vog's ConvInputGrad, which
+            // sums in another order than ConvTranspose: the same to float rounding. (Both are
+            // also checked against torch autograd above.) The max pools' kernel is exact.
+            seen.gradients.assert_agree(&standard, &what, 1e-5);
+        } else {
+            seen.gradients.assert_identical(&standard, &what);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub const GRADIENT_OUTPUT: &str = "vog_gradient";
 /// Revision of the graphs [`gradient_model`](super::gradient_model) builds: bumped whenever a
 /// change to the builder changes its output for some model, so that caches keyed by it never serve
 /// a graph of an older builder.
-pub const GRAPH_REVISION: u32 = 4;
+pub const GRAPH_REVISION: u32 = 5;
 /// Operator domain of vog's own kernels (see [`GradSpec::vog_ops`](super::GradSpec::vog_ops)).
 pub const VOG_DOMAIN: &str = "ai.vog";
 /// `ai.vog.MaxPoolGrad(X, dY) -> dX`: the input gradient of a `MaxPool` over `X` with the same
@@ -21,3 +21,10 @@ pub const VOG_DOMAIN: &str = "ai.vog";
 /// `relu = 1`, `X` is a ReLU's output and the gradient is taken through that ReLU as well: an
 /// element passes only where its maximum is positive.
 pub const MAX_POOL_GRAD: &str = "MaxPoolGrad";
+/// `ai.vog.ConvInputGrad(dY, W, XShape) -> dX`: the input gradient of a 2-D `Conv` without
+/// groups at stride 1 and dilation 1, with weights `W` `[M, C, kh, kw]`, explicit `pads`
+/// (`[top, left, bottom, right]`, each below the kernel's size) and an input of shape `XShape`:
+/// `dX[n, c, y, x] = Σ_m Σ_ky Σ_kx W[m, c, ky, kx] · dY[n, m, y + top − ky, x + left − kx]` over
+/// the taps inside `dY`. Used for gradients of few channels (an image's), which `ConvTranspose`
+/// computes slowly.
+pub const CONV_INPUT_GRAD: &str = "ConvInputGrad";

@@ -1,12 +1,15 @@
 //! Rules for convolutions, by their data input only (weights are never differentiated): `Conv`,
 //! whose input gradient is a convolution with the flipped kernel when the geometry allows and a
-//! `ConvTranspose` otherwise (`SAME` padding at any stride included), and `ConvTranspose`, whose
-//! input gradient is a `Conv`.
+//! `ConvTranspose` otherwise (`SAME` padding at any stride included) — or vog's
+//! [`CONV_INPUT_GRAD`] kernel for gradients of few channels at stride 1 when allowed — and
+//! `ConvTranspose`, whose input gradient is a `Conv`.
 
 use super::context::{one_input, Ctx, Grads};
 use super::geometry::{conv_geometry, explicit_pads, ints_or, overhang};
 use crate::grad::builder::Builder;
+use crate::grad::names::{CONV_INPUT_GRAD, VOG_DOMAIN};
 use crate::graph::{attr_i, attr_ints, attr_s, make_i, make_ints};
+use crate::proto::NodeProto;
 
 /// `Conv`, by its input `X`.
 pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
@@ -27,6 +30,13 @@ pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         .consts
         .dims(c.x(1))
         .is_some_and(|d| d.len() > 1 && d[1] * group < 8);
+    if b.vog_ops && few_channels && group == 1 && r == 2 {
+        let unit = |v: &[i64]| v.iter().all(|&x| x == 1);
+        let fits = (0..4).all(|i| pads[i] >= 0 && pads[i] < kernel[i % 2]);
+        if unit(&strides) && unit(&dil) && fits {
+            return one_input(conv_input_grad_kernel(b, c, pads));
+        }
+    }
     let direct = group == 1
         && !few_channels
         && strides.iter().all(|&v| v == 1)
@@ -63,6 +73,25 @@ pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         ],
     );
     Ok(vec![Some(b.fit_spatial_to(&t, c.x(0)))])
+}
+
+/// A few-channel input gradient at stride 1 as one [`CONV_INPUT_GRAD`] node: `dY`, the weights
+/// and the input's shape in, the gradient at the input's exact size out (no crop or pad).
+fn conv_input_grad_kernel(b: &mut Builder<'_>, c: &Ctx<'_>, pads: Vec<i64>) -> String {
+    b.used_vog_domain = true;
+    let shape = b.shape(c.x(0));
+    let out = b.fresh(CONV_INPUT_GRAD);
+    let name = format!("vog_grad/{CONV_INPUT_GRAD}_{}", b.nodes.len());
+    b.nodes.push(NodeProto {
+        input: vec![c.g.clone(), c.x(1).to_string(), shape],
+        output: vec![out.clone()],
+        name,
+        op_type: CONV_INPUT_GRAD.into(),
+        domain: VOG_DOMAIN.into(),
+        attribute: vec![make_ints("pads", pads)],
+        ..Default::default()
+    });
+    out
 }
 
 /// `Conv` with `auto_pad = SAME_UPPER | SAME_LOWER` at a stride above 1, by its input `X`. The
