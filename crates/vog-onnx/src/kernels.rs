@@ -14,7 +14,7 @@ pub trait Element: Copy + PartialOrd + std::ops::AddAssign + Default {
     fn is_nan(self) -> bool;
     /// The value when `keep`, else +0, through its bits (no branch).
     fn keep(self, keep: bool) -> Self;
-    /// A row of `gy.len()` tiling 2×2 windows of a max pool's backward (as [`window_row`]
+    /// A row of `gy.len()` tiling 2×2 windows of a max pool's backward (as `window_row`
     /// computes them) in explicit vector code; false, with nothing written, where this type or
     /// CPU has none.
     #[inline(always)]
