@@ -25,9 +25,13 @@ pub(super) fn relu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
         return one_input(g.clone());
     }
     // g · [x > 0] as a multiply by the cast mask: ONNX Runtime's Where (with a broadcast
-    // scalar) is several times slower than Cast + Mul on CPU.
-    let zero = b.scalar_like(0.0, c.x(0));
-    let pos = b.op("Greater", &[c.x(0), &zero], vec![]);
+    // scalar) is several times slower than Cast + Mul on CPU. The mask is read off the output
+    // (y > 0 exactly where x > 0, NaN included: false for both), so that the input has no
+    // consumer but the Relu and ONNX Runtime can fuse it into the node before (Conv + Relu,
+    // Conv + Add + Relu).
+    let y = c.y();
+    let zero = b.scalar_like(0.0, y);
+    let pos = b.op("Greater", &[y, &zero], vec![]);
     let mask = b.op("CastLike", &[&pos, g], vec![]);
     one_input(b.op("Mul", &[g, &mask], vec![]))
 }
