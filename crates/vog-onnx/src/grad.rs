@@ -14,6 +14,7 @@
 mod builder;
 mod names;
 mod rules;
+mod shapes;
 
 use std::collections::{HashMap, HashSet};
 
@@ -107,7 +108,9 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     }
 
     let ranks = crate::graph::infer_ranks(&graph, &consts);
+    let shapes = shapes::SameShapes::infer(&graph, &consts, &ranks);
     let mut b = Builder::new(&consts, ranks, spec.vog_ops, lone_relu_outputs(&graph));
+    b.shapes = shapes;
     // The seed: d target / d output, computed in the graph.
     let (seed, classes) = b.seed_head(&roles.output, spec.target);
     let gwrt = reverse_sweep(&mut b, &graph, &active, &roles, seed, opset)?;

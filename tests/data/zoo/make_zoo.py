@@ -491,8 +491,9 @@ FLAX = {
 def stable_examples(model, k, y, seed):
     """N examples whose gradients sit away from kinks (a ReLU input or a max-pool's top two within
     float32 rounding): each checkpoint's float64 gradient moves by less than 10⁻⁴ of its largest
-    magnitude when the input moves by 10⁻⁶ of its spread in three random directions (piecewise
-    linear networks do not move at all unless a kink is crossed, smooth ones move by about 10⁻⁶).
+    magnitude when the input moves by 10⁻⁶ of its spread either way along three random
+    directions (piecewise linear networks do not move at all unless a kink is crossed, smooth ones
+    move by about 10⁻⁶; both signs, since a kink on one side only is crossed by one of them).
     An example on a kink is drawn again: there float32 and float64 legitimately take different
     branches, which says nothing about the gradient rules the sweep checks. Returns
     (x, gradients [K, N, ...], how many draws were replaced)."""
@@ -503,16 +504,16 @@ def stable_examples(model, k, y, seed):
         grads = np.stack([model.grads(c, x, y, lambda t: t.astype(np.float64)) for c in range(k)])
         moved = np.zeros(len(y))
         for d in range(3):
-            noise_rng = np.random.default_rng(seed * 31 + d)
-
-            def nudge(t, noise_rng=noise_rng):
-                t = t.astype(np.float64)
-                return t + 1e-6 * t.std() * noise_rng.normal(size=t.shape)
-            for c in range(k):
-                g = model.grads(c, x, y, nudge)
-                diff = np.abs(g - grads[c]).reshape(len(y), -1).max(axis=1)
-                scale = np.abs(grads[c]).reshape(len(y), -1).max(axis=1)
-                moved = np.maximum(moved, diff / np.maximum(scale, 1e-30))
+            for sign in (1.0, -1.0):
+                def nudge(t, sign=sign, d=d):
+                    t = t.astype(np.float64)
+                    direction = np.random.default_rng(seed * 31 + d).normal(size=t.shape)
+                    return t + sign * 1e-6 * t.std() * direction
+                for c in range(k):
+                    g = model.grads(c, x, y, nudge)
+                    diff = np.abs(g - grads[c]).reshape(len(y), -1).max(axis=1)
+                    scale = np.abs(grads[c]).reshape(len(y), -1).max(axis=1)
+                    moved = np.maximum(moved, diff / np.maximum(scale, 1e-30))
         bad = np.flatnonzero(moved > 1e-4)
         if len(bad) == 0:
             return x, grads, redrawn

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use vog_core::Target;
 
 use super::names::CLASSES_INPUT;
+use super::shapes::SameShapes;
 use crate::graph::{make_i, make_s, make_t, tensor_f32, tensor_i64, Constants};
 use crate::proto::{tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
 
@@ -33,6 +34,8 @@ pub(super) struct Builder<'a> {
     pub(super) lone_relu_outputs: HashSet<String>,
     /// Gradients that already went through the ReLU producing their tensor.
     pub(super) relu_applied: HashSet<String>,
+    /// Forward tensors known to share a shape (set by the caller; empty knows nothing).
+    pub(super) shapes: SameShapes,
 }
 
 impl<'a> Builder<'a> {
@@ -55,6 +58,7 @@ impl<'a> Builder<'a> {
             used_vog_domain: false,
             lone_relu_outputs,
             relu_applied: HashSet::new(),
+            shapes: SameShapes::default(),
         }
     }
 

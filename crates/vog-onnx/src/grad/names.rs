@@ -12,7 +12,7 @@ pub const GRADIENT_OUTPUT: &str = "vog_gradient";
 /// Revision of the graphs [`gradient_model`](super::gradient_model) builds: bumped whenever a
 /// change to the builder changes its output for some model, so that caches keyed by it never serve
 /// a graph of an older builder.
-pub const GRAPH_REVISION: u32 = 5;
+pub const GRAPH_REVISION: u32 = 6;
 /// Operator domain of vog's own kernels (see [`GradSpec::vog_ops`](super::GradSpec::vog_ops)).
 pub const VOG_DOMAIN: &str = "ai.vog";
 /// `ai.vog.MaxPoolGrad(X, dY) -> dX`: the input gradient of a `MaxPool` over `X` with the same
