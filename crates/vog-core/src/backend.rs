@@ -294,6 +294,14 @@ pub trait Model: Send {
     /// Runs one forward and one backward pass over a batch: logits for every row and the gradient
     /// of each row's target (see [`Target`]) with respect to that row's input.
     fn input_gradients(&mut self, request: &GradRequest<'_>) -> Result<GradOutput>;
+
+    /// Examples per call this model runs best at for rows shaped `row_shape`, where it knows
+    /// better than the engine's automatic size (`None`, the default, takes that). A memory
+    /// budget can still lower it; a configured `batch_size` always wins.
+    fn preferred_batch(&self, row_shape: &[usize]) -> Option<usize> {
+        let _ = row_shape;
+        None
+    }
 }
 
 #[cfg(test)]

@@ -292,7 +292,10 @@ fn load_models<'a>(
         &input.transform.shape,
         windows,
         k,
-        first_model.info().num_classes,
+        (
+            first_model.info().num_classes,
+            first_model.preferred_batch(&input.transform.shape),
+        ),
     )?;
     tracing::info!(
         batch = plan.batch,

@@ -74,14 +74,16 @@ pub fn auto_batch(row_shape: &[usize]) -> usize {
 
 impl WorkPlan {
     /// Plans a pass over checkpoints `paths` for examples shaped `input_shape` (as the model takes
-    /// them), `windows` (all targets') and the model's `num_classes` when known.
+    /// them), `windows` (all targets') and the model's `num_classes` when known; `preferred` is
+    /// the backend's own batch size ([`vog_core::Model::preferred_batch`]), which stands in for
+    /// the automatic one.
     pub fn new(
         config: &Config,
         paths: &[PathBuf],
         input_shape: &[usize],
         windows: &[Window],
         k: usize,
-        num_classes: Option<usize>,
+        (num_classes, preferred): (Option<usize>, Option<usize>),
     ) -> Result<Self> {
         let budget = config.backend.memory.map(|b| b.0);
         let sizes: Vec<u64> = paths
@@ -106,6 +108,7 @@ impl WorkPlan {
         let mut batch = config
             .backend
             .batch_size
+            .or(preferred.filter(|&b| b > 0))
             .unwrap_or_else(|| auto_batch(input_shape));
         if let (None, Some(u)) = (config.backend.batch_size, usable) {
             // The automatic size also fits the budget with the largest checkpoint loaded.
@@ -213,21 +216,21 @@ mod tests {
         c.backend.batch_size = Some(64);
         let shape = [784];
         // No budget: resident.
-        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, None).unwrap();
+        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, (None, None)).unwrap();
         assert_eq!((p.order, p.chunk_batches), (WorkOrder::Resident, 1));
         // Plenty: resident.
         c.backend.memory = Some("1GiB".parse().unwrap());
-        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, None).unwrap();
+        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, (None, None)).unwrap();
         assert_eq!(p.order, WorkOrder::Resident);
         // 4 × 20 MiB of models do not fit 64 MiB: chunks, within the budget.
         c.backend.memory = Some(ByteSize(64 << 20));
-        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, None).unwrap();
+        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, (None, None)).unwrap();
         assert_eq!(p.order, WorkOrder::Chunked);
         assert!(p.chunk_batches >= 1);
         assert!(p.estimate <= 48 << 20, "{}", p.estimate);
         // Too small for one checkpoint.
         c.backend.memory = Some(ByteSize(16 << 20));
-        let err = WorkPlan::new(&c, &paths, &shape, &windows(), 4, None)
+        let err = WorkPlan::new(&c, &paths, &shape, &windows(), 4, (None, None))
             .unwrap_err()
             .to_string();
         assert!(
@@ -237,8 +240,33 @@ mod tests {
         // The automatic batch shrinks to fit.
         c.backend.batch_size = None;
         c.backend.memory = Some(ByteSize(48 << 20));
-        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, None).unwrap();
+        let p = WorkPlan::new(&c, &paths, &shape, &windows(), 4, (None, None)).unwrap();
         assert!(p.batch < 256 && p.batch.is_power_of_two(), "{}", p.batch);
+    }
+
+    #[test]
+    fn a_backends_preferred_batch_stands_in_for_the_automatic_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.bin");
+        std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+        let paths = vec![p];
+        let shape = [784];
+        let mut c = Config::default();
+        let plan = |c: &Config, preferred| {
+            WorkPlan::new(c, &paths, &shape, &windows(), 4, (Some(10), preferred))
+                .unwrap()
+                .batch
+        };
+        assert_eq!(plan(&c, None), auto_batch(&shape));
+        assert_eq!(plan(&c, Some(512)), 512);
+        assert_eq!(plan(&c, Some(0)), auto_batch(&shape));
+        // A budget still lowers it; a configured batch size wins over it.
+        c.backend.memory = Some(ByteSize(24 << 20));
+        let lowered = plan(&c, Some(512));
+        assert!(lowered < 512 && lowered.is_power_of_two(), "{lowered}");
+        c.backend.memory = None;
+        c.backend.batch_size = Some(32);
+        assert_eq!(plan(&c, Some(512)), 32);
     }
 
     #[test]

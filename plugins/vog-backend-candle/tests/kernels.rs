@@ -221,3 +221,24 @@ fn unknown_kernels_are_refused() {
         .expect_err("unknown kernels");
     assert!(err.to_string().contains("`vog` or `candle`"), "{err}");
 }
+
+#[test]
+fn the_mlp_path_asks_for_taller_batches_and_the_layer_path_does_not() {
+    let (_, path) = &repo::checkpoints("mlp")[0];
+    let mlp = "arch = \"mlp\"\nactivation = \"gelu\"\n";
+    let load = |options: &str| {
+        let backend = CandleBackend::from_options(options).expect("options");
+        backend.load(path).expect("checkpoint")
+    };
+    let model = load(mlp);
+    let inputs = model.info().input_shape.expect("an MLP knows its input");
+    let len: usize = inputs.iter().product();
+    let want = ((1usize << 19) / len).clamp(16, 4096);
+    let want = 1 << (usize::BITS - 1 - want.leading_zeros());
+    assert_eq!(model.preferred_batch(&inputs), Some(want));
+    // Rows of another size do not run on the MLP path; nor does anything under candle's own
+    // operations.
+    assert_eq!(model.preferred_batch(&[len + 1]), None);
+    let candle = load(&format!("{mlp}kernels = \"candle\"\n"));
+    assert_eq!(candle.preferred_batch(&inputs), None);
+}
