@@ -26,7 +26,7 @@ use crate::{Error, Result};
 use builder::Builder;
 pub use names::{
     CLASSES_INPUT, CLASSES_OUTPUT, CONV_INPUT_GRAD, GRADIENT_OUTPUT, GRAPH_REVISION, MAX_POOL_GRAD,
-    VOG_DOMAIN,
+    RELU_GRAD, VOG_DOMAIN,
 };
 use rules::{backward, inactive_output, stops};
 
@@ -47,8 +47,10 @@ pub struct GradSpec {
     /// Use vog's own kernels ([`VOG_DOMAIN`]) where standard ONNX ops express a backward rule
     /// slowly: a max pool's input gradient becomes one [`MAX_POOL_GRAD`] node instead of a
     /// `MaxPool` that also returns indices (which sends ONNX Runtime to a slow kernel) and a
-    /// `MaxUnpool` or scatter. The graph then runs only where those kernels are registered (the
-    /// ONNX backend does so on CPU); off, the graph uses standard ONNX ops only.
+    /// `MaxUnpool` or scatter; a ReLU's backward one [`RELU_GRAD`] node instead of three. The
+    /// graph then runs only where those kernels are registered (the ONNX backend does so on CPU,
+    /// for float32 and float64: a model taking half floats keeps to standard ops); off, the graph
+    /// uses standard ONNX ops only.
     pub vog_ops: bool,
 }
 
@@ -109,7 +111,16 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
 
     let ranks = crate::graph::infer_ranks(&graph, &consts);
     let shapes = shapes::SameShapes::infer(&graph, &consts, &ranks);
-    let mut b = Builder::new(&consts, ranks, spec.vog_ops, lone_relu_outputs(&graph));
+    // vog's kernels exist for float32 and float64: a model that takes half floats keeps to
+    // standard ops (token ids say nothing of the activations' type).
+    let t = roles.input_elem_type;
+    let half = is_float_type(t) && ![DataType::Float as i32, DataType::Double as i32].contains(&t);
+    let mut b = Builder::new(
+        &consts,
+        ranks,
+        spec.vog_ops && !half,
+        lone_relu_outputs(&graph),
+    );
     b.shapes = shapes;
     // The seed: d target / d output, computed in the graph.
     let (seed, classes) = b.seed_head(&roles.output, spec.target);
@@ -457,5 +468,65 @@ fn node_label(n: &NodeProto, idx: usize) -> String {
         format!("#{idx}")
     } else {
         n.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::make_i;
+    use crate::proto::OperatorSetIdProto;
+
+    /// x [N, 4] → Relu → Flatten → logits, its input of type `elem`.
+    fn relu_model(elem: DataType) -> ModelProto {
+        let node = |op: &str, input: &str, output: &str, attribute| NodeProto {
+            op_type: op.into(),
+            input: vec![input.into()],
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "relu".into(),
+                node: vec![
+                    node("Relu", "x", "r", vec![]),
+                    node("Flatten", "r", "logits", vec![make_i("axis", 1)]),
+                ],
+                input: vec![value_info("x", elem as i32, Some(vec![None, Some(4)]))],
+                output: vec![value_info("logits", elem as i32, Some(vec![None, Some(4)]))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn vog_nodes(elem: DataType, vog_ops: bool) -> Vec<String> {
+        let spec = GradSpec {
+            vog_ops,
+            ..Default::default()
+        };
+        let g = gradient_model(&relu_model(elem), &spec).expect("a gradient graph");
+        let graph = g.model.graph.expect("a graph");
+        graph
+            .node
+            .iter()
+            .filter(|n| n.domain == VOG_DOMAIN)
+            .map(|n| n.op_type.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_relus_backward_is_vogs_kernel_for_float_and_double_only() {
+        assert_eq!(vog_nodes(DataType::Float, true), [RELU_GRAD]);
+        assert_eq!(vog_nodes(DataType::Double, true), [RELU_GRAD]);
+        // Standard ops when asked, and for half floats (vog's kernels have no such type).
+        assert!(vog_nodes(DataType::Float, false).is_empty());
+        assert!(vog_nodes(DataType::Float16, true).is_empty());
     }
 }

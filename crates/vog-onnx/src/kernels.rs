@@ -390,9 +390,44 @@ fn tile_plane<T: Element>(
     dx[oh * kh * w..].iter_mut().for_each(|v| *v = T::default());
 }
 
+/// `ai.vog.ReluGrad`: the input gradient of a ReLU from its output `y` and the gradient `dy` of
+/// that output, `dy · [y > 0]`: `dy` where `y > 0`, else `dy · 0` (so +0, −0 or NaN exactly as
+/// `Greater` + `CastLike` + `Mul` give it). `dx` is overwritten; all three have one length.
+pub fn relu_grad<T: Element + Scalar>(dy: &[T], y: &[T], dx: &mut [T]) -> Result<(), String> {
+    if dy.len() != y.len() || dx.len() != y.len() {
+        return Err(format!(
+            "ReluGrad: dY has {} values, Y {} and dX {}; they must be equal",
+            dy.len(),
+            y.len(),
+            dx.len()
+        ));
+    }
+    let zero = T::default();
+    for ((dx, &g), &y) in dx.iter_mut().zip(dy).zip(y) {
+        *dx = if y > zero { g } else { g * zero };
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relu_grad_is_the_multiply_by_the_mask_bit_for_bit() {
+        let y = [1.5f32, 0.0, -0.0, -2.0, f32::NAN, 3.0, -1.0, 0.5];
+        let dy = [-2.0f32, 3.0, -4.0, f32::INFINITY, 5.0, f32::NAN, -0.0, -7.0];
+        let mut dx = [9.0f32; 8];
+        relu_grad(&dy, &y, &mut dx).unwrap();
+        for i in 0..8 {
+            let mask = if y[i] > 0.0 { 1.0f32 } else { 0.0 };
+            let want = dy[i] * mask;
+            assert_eq!(dx[i].to_bits(), want.to_bits(), "element {i}");
+        }
+        assert!(relu_grad(&dy[..7], &y, &mut dx).is_err());
+        let mut short = [0.0f64; 2];
+        assert!(relu_grad(&[1.0f64; 3], &[1.0; 3], &mut short).is_err());
+    }
 
     fn geo(k: &[i64], s: &[i64], p: &[i64]) -> PoolGeometry {
         PoolGeometry::from_attributes(k, Some(s), Some(p), None).unwrap()

@@ -35,6 +35,6 @@ pub mod proto {
 pub use error::{Error, Result};
 pub use grad::{
     gradient_model, GradModel, GradSpec, CLASSES_INPUT, CLASSES_OUTPUT, CONV_INPUT_GRAD,
-    GRADIENT_OUTPUT, GRAPH_REVISION, MAX_POOL_GRAD, VOG_DOMAIN,
+    GRADIENT_OUTPUT, GRAPH_REVISION, MAX_POOL_GRAD, RELU_GRAD, VOG_DOMAIN,
 };
 pub use graph::{decode_model, encode_model};

@@ -8,7 +8,7 @@ use ort::operator::{
     ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput,
 };
 use ort::value::TensorElementType;
-use vog_onnx::kernels::{max_pool_grad, Element, PoolGeometry, Scalar};
+use vog_onnx::kernels::{max_pool_grad, relu_grad, Element, PoolGeometry, Scalar};
 
 use crate::backend_err;
 
@@ -19,6 +19,8 @@ pub(crate) fn domain() -> vog_core::Result<Arc<OperatorDomain>> {
         .and_then(|d| d.add(MaxPoolGrad::<f64>(PhantomData)))
         .and_then(|d| d.add(ConvInputGrad::<f32>(PhantomData)))
         .and_then(|d| d.add(ConvInputGrad::<f64>(PhantomData)))
+        .and_then(|d| d.add(ReluGrad::<f32>(PhantomData)))
+        .and_then(|d| d.add(ReluGrad::<f64>(PhantomData)))
         .map(Arc::new)
         .map_err(|e| backend_err(format!("cannot register vog's ONNX Runtime kernels: {e}")))
 }
@@ -248,6 +250,72 @@ impl<T: Typed> Kernel for ConvInputGradKernel<T> {
             // tasks write the same elements.
             let dx = unsafe { out.range(e0 * per_dx, (e1 - e0) * per_dx) };
             k.run(&dy[e0 * per_dy..e1 * per_dy], w, dx);
+        })?;
+        Ok(())
+    }
+}
+
+/// `ai.vog.ReluGrad(dY, Y) -> dX` for one element type.
+struct ReluGrad<T>(PhantomData<T>);
+
+impl<T: Typed> Operator for ReluGrad<T> {
+    type Kernel<'attr> = ReluGradKernel<T>;
+
+    fn name(&self) -> &str {
+        vog_onnx::RELU_GRAD
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [
+            OperatorInput::required(T::TYPE),
+            OperatorInput::required(T::TYPE),
+        ]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(T::TYPE)]
+    }
+
+    fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        Ok(ReluGradKernel(PhantomData))
+    }
+}
+
+struct ReluGradKernel<T>(PhantomData<T>);
+
+/// Values handed to one task of ONNX Runtime's thread pool at least (smaller tensors run on the
+/// calling thread).
+const RELU_GRAD_GRAIN: usize = 1 << 15;
+
+impl<T: Typed> Kernel for ReluGradKernel<T> {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = || ort::Error::new("ReluGrad: missing input");
+        let dy = ctx.input(0)?.ok_or_else(missing)?;
+        let y = ctx.input(1)?.ok_or_else(missing)?;
+        let (dy_shape, dy) = dy.try_extract_tensor::<T>()?;
+        let (y_shape, y) = y.try_extract_tensor::<T>()?;
+        if dy_shape != y_shape {
+            return Err(ort::Error::new(format!(
+                "ReluGrad: dY is shaped {dy_shape:?} and Y {y_shape:?}; they must be equal"
+            )));
+        }
+        let mut out = ctx
+            .output(0, y_shape.to_vec())?
+            .ok_or_else(|| ort::Error::new("ReluGrad: no output"))?;
+        let (_, dx) = out.try_extract_tensor_mut::<T>()?;
+        let len = dx.len();
+        let tasks = (len / RELU_GRAD_GRAIN).clamp(1, TASKS);
+        if tasks < 2 || dy.len() != len || y.len() != len {
+            return relu_grad(dy, y, dx).map_err(ort::Error::new);
+        }
+        let shared = Shared(dx.as_mut_ptr(), len);
+        let out = &shared;
+        ctx.par_for(tasks, tasks, |task| {
+            let (a, b) = (len * task / tasks, len * (task + 1) / tasks);
+            // SAFETY: `out` is `dx`, alive for this call; task ranges are disjoint, so no two
+            // tasks write the same elements.
+            let dx = unsafe { out.range(a, b - a) };
+            relu_grad(&dy[a..b], &y[a..b], dx).expect("equal lengths, checked above");
         })?;
         Ok(())
     }

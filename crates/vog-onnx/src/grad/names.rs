@@ -12,7 +12,7 @@ pub const GRADIENT_OUTPUT: &str = "vog_gradient";
 /// Revision of the graphs [`gradient_model`](super::gradient_model) builds: bumped whenever a
 /// change to the builder changes its output for some model, so that caches keyed by it never serve
 /// a graph of an older builder.
-pub const GRAPH_REVISION: u32 = 6;
+pub const GRAPH_REVISION: u32 = 7;
 /// Operator domain of vog's own kernels (see [`GradSpec::vog_ops`](super::GradSpec::vog_ops)).
 pub const VOG_DOMAIN: &str = "ai.vog";
 /// `ai.vog.MaxPoolGrad(X, dY) -> dX`: the input gradient of a `MaxPool` over `X` with the same
@@ -28,3 +28,6 @@ pub const MAX_POOL_GRAD: &str = "MaxPoolGrad";
 /// the taps inside `dY`. Used for gradients of few channels (an image's), which `ConvTranspose`
 /// computes slowly.
 pub const CONV_INPUT_GRAD: &str = "ConvInputGrad";
+/// `ai.vog.ReluGrad(dY, Y) -> dX`: the input gradient of a `Relu` with output `Y`, `dY · [Y > 0]`
+/// in one pass (the same values as `Greater` + `CastLike` + `Mul`, which take three).
+pub const RELU_GRAD: &str = "ReluGrad";
