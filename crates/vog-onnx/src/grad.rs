@@ -474,36 +474,21 @@ fn node_label(n: &NodeProto, idx: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::make_i;
-    use crate::proto::OperatorSetIdProto;
+    use crate::graph::{make_i, make_model, make_node};
 
     /// x [N, 4] → Relu → Flatten → logits, its input of type `elem`.
     fn relu_model(elem: DataType) -> ModelProto {
-        let node = |op: &str, input: &str, output: &str, attribute| NodeProto {
-            op_type: op.into(),
-            input: vec![input.into()],
-            output: vec![output.into()],
-            attribute,
+        let graph = GraphProto {
+            name: "relu".into(),
+            node: vec![
+                make_node("Relu", &["x"], "r", vec![]),
+                make_node("Flatten", &["r"], "logits", vec![make_i("axis", 1)]),
+            ],
+            input: vec![value_info("x", elem as i32, Some(vec![None, Some(4)]))],
+            output: vec![value_info("logits", elem as i32, Some(vec![None, Some(4)]))],
             ..Default::default()
         };
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(GraphProto {
-                name: "relu".into(),
-                node: vec![
-                    node("Relu", "x", "r", vec![]),
-                    node("Flatten", "r", "logits", vec![make_i("axis", 1)]),
-                ],
-                input: vec![value_info("x", elem as i32, Some(vec![None, Some(4)]))],
-                output: vec![value_info("logits", elem as i32, Some(vec![None, Some(4)]))],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        make_model(graph, 17)
     }
 
     fn vog_nodes(elem: DataType, vog_ops: bool) -> Vec<String> {

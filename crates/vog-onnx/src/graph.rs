@@ -99,6 +99,37 @@ pub fn make_s(name: &str, v: &str) -> AttributeProto {
     }
 }
 
+/// Builds a node of the default domain computing `output` from `inputs`, named after its output.
+pub fn make_node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// Builds a model (IR version 8) of `graph` at `opset` of the default domain.
+pub fn make_model(graph: GraphProto, opset: i64) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![crate::proto::OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        producer_name: "vog".into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 /// Builds a tensor attribute.
 pub fn make_t(name: &str, t: TensorProto) -> AttributeProto {
     AttributeProto {

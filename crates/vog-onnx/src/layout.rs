@@ -62,16 +62,11 @@ pub fn input_channel_axis(graph: &GraphProto, input: &str) -> Option<ChannelAxis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::make_ints;
+    use crate::graph::{make_ints, make_node};
     use crate::proto::NodeProto;
 
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            op_type: op.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        }
+        make_node(op, inputs, output, vec![])
     }
 
     fn graph(nodes: Vec<NodeProto>) -> GraphProto {

@@ -2,10 +2,8 @@
 //! run through the whole backend, gradients checked against central finite differences.
 
 use vog_core::{Classes, Error, GradRequest, GradientBackend, Result, Target, TensorView};
-use vog_onnx::graph::{make_i, tensor_f32};
-use vog_onnx::proto::{
-    tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
-};
+use vog_onnx::graph::{make_i, make_model, make_node, tensor_f32};
+use vog_onnx::proto::{tensor_proto::DataType, GraphProto, ModelProto, ValueInfoProto};
 
 use crate::OnnxBackend;
 
@@ -18,31 +16,15 @@ fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
     vog_onnx::graph::value_info(name, DataType::Float as i32, Some(dims.to_vec()))
 }
 
-fn node(
-    op: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<vog_onnx::proto::AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
 /// The test model: logits = Gemm(tanh(x·W1 + b1), W2ᵀ) + b2, x [N, 4], logits [N, 3].
 pub(crate) fn tiny_mlp() -> ModelProto {
     let graph = GraphProto {
         name: "vog-selftest".into(),
         node: vec![
-            node("MatMul", &["x", "w1"], "h0", vec![]),
-            node("Add", &["h0", "b1"], "h1", vec![]),
-            node("Tanh", &["h1"], "h2", vec![]),
-            node(
+            make_node("MatMul", &["x", "w1"], "h0", vec![]),
+            make_node("Add", &["h0", "b1"], "h1", vec![]),
+            make_node("Tanh", &["h1"], "h2", vec![]),
+            make_node(
                 "Gemm",
                 &["h2", "w2", "b2"],
                 "logits",
@@ -59,16 +41,7 @@ pub(crate) fn tiny_mlp() -> ModelProto {
         output: vec![value("logits", &[None, Some(3)])],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "vog".into(),
-        graph: Some(graph),
-        ..Default::default()
-    }
+    make_model(graph, 17)
 }
 
 /// Runs the self-test: ONNX Runtime must load, and gradients must match finite differences.

@@ -233,15 +233,10 @@ impl SameShapes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{make_ints, tensor_f32};
+    use crate::graph::{make_ints, make_node, tensor_f32};
 
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            op_type: op.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        }
+        make_node(op, inputs, output, vec![])
     }
 
     /// A convolution of `x` by `w` at `stride` with `pad` on every side.
