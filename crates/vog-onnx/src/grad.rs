@@ -117,11 +117,10 @@ pub fn gradient_model(model: &ModelProto, spec: &GradSpec) -> Result<GradModel> 
     let half = is_float_type(t) && ![DataType::Float as i32, DataType::Double as i32].contains(&t);
     let mut b = Builder::new(
         &consts,
-        ranks,
+        (ranks, shapes),
         spec.vog_ops && !half,
         lone_relu_outputs(&graph),
     );
-    b.shapes = shapes;
     // The seed: d target / d output, computed in the graph.
     let (seed, classes) = b.seed_head(&roles.output, spec.target);
     let gwrt = reverse_sweep(&mut b, &graph, &active, &roles, seed, opset)?;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use vog_core::Target;
 
-use super::names::CLASSES_INPUT;
+use super::names::{CLASSES_INPUT, VOG_DOMAIN};
 use super::shapes::SameShapes;
 use crate::graph::{make_i, make_s, make_t, tensor_f32, tensor_i64, Constants};
 use crate::proto::{tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
@@ -34,16 +34,16 @@ pub(super) struct Builder<'a> {
     pub(super) lone_relu_outputs: HashSet<String>,
     /// Gradients that already went through the ReLU producing their tensor.
     pub(super) relu_applied: HashSet<String>,
-    /// Forward tensors known to share a shape (set by the caller; empty knows nothing).
+    /// Forward tensors known to share a shape.
     pub(super) shapes: SameShapes,
 }
 
 impl<'a> Builder<'a> {
-    /// An empty reverse pass over a forward graph with these constants, ranks and lone ReLU
-    /// outputs; `vog_ops` allows [`VOG_DOMAIN`](super::VOG_DOMAIN) kernels.
+    /// An empty reverse pass over a forward graph with these constants, ranks, shape classes and
+    /// lone ReLU outputs; `vog_ops` allows [`VOG_DOMAIN`] kernels.
     pub(super) fn new(
         consts: &'a Constants<'a>,
-        ranks: HashMap<String, usize>,
+        (ranks, shapes): (HashMap<String, usize>, SameShapes),
         vog_ops: bool,
         lone_relu_outputs: HashSet<String>,
     ) -> Self {
@@ -58,7 +58,7 @@ impl<'a> Builder<'a> {
             used_vog_domain: false,
             lone_relu_outputs,
             relu_applied: HashSet::new(),
-            shapes: SameShapes::default(),
+            shapes,
         }
     }
 
@@ -91,6 +91,20 @@ impl<'a> Builder<'a> {
     pub(super) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let out = self.fresh(op);
         self.push(op, inputs, vec![out.clone()], attrs);
+        out
+    }
+
+    /// Adds a one-output node of vog's own domain ([`VOG_DOMAIN`]) and returns its output;
+    /// the graph then imports that domain.
+    pub(super) fn vog_op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        self.used_vog_domain = true;
+        let out = self.op(op, inputs, attrs);
+        self.nodes.last_mut().expect("the node just added").domain = VOG_DOMAIN.into();
         out
     }
 

@@ -6,8 +6,9 @@ use super::context::{Ctx, Grads};
 use crate::grad::builder::Builder;
 
 /// `t`, shaped like the node's output, summed back to the shape of input `i`: nothing to do when
-/// input `i` is known to have the output's shape, or when every other input is a constant of size 1 whose rank is at most input `i`'s (a scalar
-/// multiplier, an epsilon: the output then has input `i`'s shape).
+/// input `i` is known to have the output's shape, or when every other input is a constant of size
+/// 1 whose rank is at most input `i`'s (a scalar multiplier, an epsilon: the output then has input
+/// `i`'s shape).
 pub(super) fn reduce(b: &mut Builder<'_>, c: &Ctx<'_>, t: &str, i: usize) -> String {
     // Known to have the output's shape (a residual connection's two paths): nothing to sum, and
     // no `Shape` of the operand at run time.

@@ -7,9 +7,8 @@
 use super::context::{one_input, Ctx, Grads};
 use super::geometry::{conv_geometry, explicit_pads, ints_or, overhang};
 use crate::grad::builder::Builder;
-use crate::grad::names::{CONV_INPUT_GRAD, VOG_DOMAIN};
+use crate::grad::names::CONV_INPUT_GRAD;
 use crate::graph::{attr_i, attr_ints, attr_s, make_i, make_ints};
-use crate::proto::NodeProto;
 
 /// `Conv`, by its input `X`.
 pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
@@ -78,20 +77,12 @@ pub(super) fn conv(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
 /// A few-channel input gradient at stride 1 as one [`CONV_INPUT_GRAD`] node: `dY`, the weights
 /// and the input's shape in, the gradient at the input's exact size out (no crop or pad).
 fn conv_input_grad_kernel(b: &mut Builder<'_>, c: &Ctx<'_>, pads: Vec<i64>) -> String {
-    b.used_vog_domain = true;
     let shape = b.shape(c.x(0));
-    let out = b.fresh(CONV_INPUT_GRAD);
-    let name = format!("vog_grad/{CONV_INPUT_GRAD}_{}", b.nodes.len());
-    b.nodes.push(NodeProto {
-        input: vec![c.g.clone(), c.x(1).to_string(), shape],
-        output: vec![out.clone()],
-        name,
-        op_type: CONV_INPUT_GRAD.into(),
-        domain: VOG_DOMAIN.into(),
-        attribute: vec![make_ints("pads", pads)],
-        ..Default::default()
-    });
-    out
+    b.vog_op(
+        CONV_INPUT_GRAD,
+        &[&c.g, c.x(1), &shape],
+        vec![make_ints("pads", pads)],
+    )
 }
 
 /// `Conv` with `auto_pad = SAME_UPPER | SAME_LOWER` at a stride above 1, by its input `X`. The

@@ -6,9 +6,8 @@
 use super::context::{one_input, Ctx, Grads};
 use super::geometry::{explicit_pads, ints_or, max_unpool_attrs, non_overlapping_pool, overhang};
 use crate::grad::builder::Builder;
-use crate::grad::names::{MAX_POOL_GRAD, VOG_DOMAIN};
+use crate::grad::names::MAX_POOL_GRAD;
 use crate::graph::{attr_i, attr_ints, make_i, make_ints, make_t, tensor_f32};
-use crate::proto::NodeProto;
 
 /// `MaxPool` in row-major storage order.
 pub(super) fn max_pool(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
@@ -58,27 +57,20 @@ fn max_pool_grad_kernel(
     if !(1..=3).contains(&r) {
         return Ok(None);
     }
-    b.used_vog_domain = true;
     // A ReLU feeding only this pool: its backward (a mask on the same elements)
     // is done in the same pass, and the ReLU's rule passes the result through.
     let relu = b.lone_relu_outputs.contains(x);
-    let out = b.fresh(MAX_POOL_GRAD);
-    let name = format!("vog_grad/{MAX_POOL_GRAD}_{}", b.nodes.len());
-    b.nodes.push(NodeProto {
-        input: vec![x.to_string(), c.g.clone()],
-        output: vec![out.clone()],
-        name,
-        op_type: MAX_POOL_GRAD.into(),
-        domain: VOG_DOMAIN.into(),
-        attribute: vec![
+    let out = b.vog_op(
+        MAX_POOL_GRAD,
+        &[x, &c.g],
+        vec![
             make_ints("kernel_shape", kernel),
             make_ints("strides", strides),
             make_ints("pads", pads),
             make_ints("dilations", dil),
             make_i("relu", i64::from(relu)),
         ],
-        ..Default::default()
-    });
+    );
     if relu {
         b.relu_applied.insert(out.clone());
     }

@@ -6,9 +6,8 @@
 
 use super::context::{one_input, Ctx, Grads};
 use crate::grad::builder::Builder;
-use crate::grad::names::{RELU_GRAD, VOG_DOMAIN};
+use crate::grad::names::RELU_GRAD;
 use crate::graph::{attr_f, attr_s};
-use crate::proto::NodeProto;
 
 /// `Identity`, `Dropout` (inference): the gradient passes through.
 pub(super) fn identity(_b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
@@ -34,7 +33,7 @@ pub(super) fn relu(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
     let y = c.y();
     if b.vog_ops {
         // One pass instead of three (vog's kernel, the same values).
-        return one_input(relu_grad_kernel(b, g, y));
+        return one_input(b.vog_op(RELU_GRAD, &[g, y], vec![]));
     }
     let zero = b.scalar_like(0.0, y);
     let pos = b.op("Greater", &[y, &zero], vec![]);
@@ -227,20 +226,4 @@ pub(super) fn clip(b: &mut Builder<'_>, c: &Ctx<'_>) -> Grads {
             one_input(b.op("Where", &[&m, g, &gz], vec![]))
         }
     }
-}
-
-/// A ReLU's input gradient as one [`RELU_GRAD`] node.
-fn relu_grad_kernel(b: &mut Builder<'_>, g: &str, y: &str) -> String {
-    b.used_vog_domain = true;
-    let out = b.fresh(RELU_GRAD);
-    let name = format!("vog_grad/{RELU_GRAD}_{}", b.nodes.len());
-    b.nodes.push(NodeProto {
-        input: vec![g.to_string(), y.to_string()],
-        output: vec![out.clone()],
-        name,
-        op_type: RELU_GRAD.into(),
-        domain: VOG_DOMAIN.into(),
-        ..Default::default()
-    });
-    out
 }
