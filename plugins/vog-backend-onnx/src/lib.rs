@@ -4,7 +4,8 @@
 //! ONNX Runtime's standard builds have no training API, so each checkpoint's graph is rewritten by
 //! [`vog_onnx::gradient_model`] into one that also returns `∂ score_c / ∂ input` (reverse mode over
 //! standard ONNX ops, only along the path from the input to the logits), and ONNX Runtime executes
-//! forward and backward passes in one run. Rewritten graphs are cached by model hash.
+//! forward and backward passes in one run. Rewritten graphs are cached by model hash, and
+//! on CPU ONNX Runtime's optimized form of them as well (see `graphs`).
 //!
 //! The library is loaded at run time (`ort` with `load-dynamic`): `library` in the options, else
 //! `ORT_DYLIB_PATH`, else the `onnxruntime==1.31.1` PyPI wheel's `libonnxruntime.so.1.31.1` where
@@ -13,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+mod graphs;
 mod ops;
 mod options;
 mod selftest;
@@ -22,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
-use serde::{Deserialize, Serialize};
 use vog_core::{
     batch_shape_string, BackendInfo, Classes, Error, Floats, GradOutput, GradRequest,
     GradientBackend, Model, ModelInfo, Result, Target,
@@ -32,6 +34,7 @@ use vog_core::{
 use vog_onnx::proto::tensor_proto::DataType;
 use vog_plugin::PluginBackend;
 
+use graphs::{GraphMeta, Prepared, Source};
 pub use options::{Device, OnnxOptions, Optimization};
 
 const NAME: &str = "onnx";
@@ -44,6 +47,10 @@ fn backend_err(e: impl std::fmt::Display) -> Error {
 struct Runtime {
     env: ort::environment::Environment,
     library: PathBuf,
+    /// Whether the environment holds a CPU arena that sessions share (see [`shared_arena`]).
+    shared_arena: bool,
+    /// ONNX Runtime's build and this processor, for the cache of optimized graphs.
+    fingerprint: Option<String>,
 }
 
 fn runtime(options: &OnnxOptions) -> Result<&'static Runtime> {
@@ -73,7 +80,14 @@ fn runtime(options: &OnnxOptions) -> Result<&'static Runtime> {
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))?;
         tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
-        Ok(Runtime { env, library })
+        let shared_arena = shared_arena(&env);
+        let fingerprint = graphs::runtime_fingerprint(ort::info());
+        Ok(Runtime {
+            env,
+            library,
+            shared_arena,
+            fingerprint,
+        })
     });
     let rt = rt
         .as_ref()
@@ -88,6 +102,46 @@ fn runtime(options: &OnnxOptions) -> Result<&'static Runtime> {
         }
     }
     Ok(rt)
+}
+
+/// Registers one CPU arena allocator in the environment for all sessions (ONNX Runtime's own
+/// arena settings). Each session would otherwise grow its own arena: a checkpoint's first runs
+/// then fault in fresh pages, and the resident checkpoints of a run each keep their peak.
+/// `false` (each session keeps its own arena) when ONNX Runtime refuses.
+fn shared_arena(env: &ort::environment::Environment) -> bool {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    use ort::AsPointer;
+    let info = match MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    ) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!("no shared CPU arena: {e}");
+            return false;
+        }
+    };
+    // SAFETY: both pointers are live ONNX Runtime objects (the environment outlives every
+    // session; the memory info is only read); a null arena configuration means the defaults.
+    let status = unsafe {
+        (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null())
+    };
+    if status.0.is_null() {
+        return true;
+    }
+    // SAFETY: a non-null status came from the call above and is released once, here.
+    let message = unsafe {
+        let text = (ort::api().GetErrorMessage)(status.0);
+        let text = std::ffi::CStr::from_ptr(text)
+            .to_string_lossy()
+            .into_owned();
+        (ort::api().ReleaseStatus)(status.0);
+        text
+    };
+    tracing::debug!("no shared CPU arena: {message}");
+    false
 }
 
 /// The ONNX Runtime library of an `onnxruntime` wheel installed where this program runs: in the
@@ -165,116 +219,6 @@ impl OnnxBackend {
     }
 }
 
-/// What the cache keeps beside a rewritten graph.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct GraphMeta {
-    input: String,
-    input_elem_type: i32,
-    input_dims: Option<Vec<Option<i64>>>,
-    output: String,
-    wrt: String,
-    classes_input: String,
-    classes_output: String,
-    gradient_output: String,
-    #[serde(default)]
-    channel_axis: Option<vog_core::ChannelAxis>,
-}
-
-impl GraphMeta {
-    fn of(g: &vog_onnx::GradModel) -> Self {
-        GraphMeta {
-            input: g.input.clone(),
-            input_elem_type: g.input_elem_type,
-            input_dims: g.input_dims.clone(),
-            output: g.output.clone(),
-            wrt: g.wrt.clone(),
-            classes_input: g.classes_input.clone(),
-            classes_output: g.classes_output.clone(),
-            gradient_output: g.gradient_output.clone(),
-            channel_axis: g.channel_axis,
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Builds (or reads from the cache) the gradient graph of `bytes` for `target`.
-fn gradient_graph(
-    path: &Path,
-    bytes: &[u8],
-    options: &OnnxOptions,
-    target: Target,
-) -> Result<(Vec<u8>, GraphMeta)> {
-    use sha2::{Digest, Sha256};
-    let mut model = vog_onnx::decode_model(bytes).map_err(|e| Error::checkpoint(path, e))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let external = vog_onnx::graph::inline_external_data(&mut model, base)
-        .map_err(|e| Error::checkpoint(path, e))?;
-    let mut h = Sha256::new();
-    h.update(bytes);
-    for f in &external {
-        let data = std::fs::read(f).map_err(|e| Error::Io {
-            path: f.clone(),
-            error: e,
-        })?;
-        h.update(&data);
-    }
-    let spec = format!(
-        "vog-onnx {} r{}|{:?}|{:?}|{:?}|{}|vog_ops={}",
-        env!("CARGO_PKG_VERSION"),
-        vog_onnx::GRAPH_REVISION,
-        options.input,
-        options.output,
-        options.wrt,
-        target.as_str(),
-        options.uses_vog_ops()
-    );
-    h.update(spec.as_bytes());
-    let key = hex(&h.finalize());
-    let cache = options.cache_dir();
-    if let Some(dir) = &cache {
-        let (m, j) = (
-            dir.join(format!("{key}.grad.onnx")),
-            dir.join(format!("{key}.json")),
-        );
-        if let (Ok(model), Ok(meta)) = (std::fs::read(&m), std::fs::read(&j)) {
-            if let Ok(meta) = serde_json::from_slice::<GraphMeta>(&meta) {
-                tracing::debug!(checkpoint = %path.display(), cache = %m.display(), "gradient graph from cache");
-                return Ok((model, meta));
-            }
-        }
-    }
-    let spec = vog_onnx::GradSpec {
-        input: options.input.clone(),
-        output: options.output.clone(),
-        wrt: options.wrt.clone(),
-        target,
-        vog_ops: options.uses_vog_ops(),
-    };
-    let g = vog_onnx::gradient_model(&model, &spec).map_err(|e| Error::checkpoint(path, e))?;
-    let encoded = vog_onnx::encode_model(&g.model);
-    let meta = GraphMeta::of(&g);
-    tracing::debug!(checkpoint = %path.display(), nodes = g.backward_nodes, "gradient graph built");
-    if let Some(dir) = &cache {
-        // Best effort: a cache that cannot be written only costs time.
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, &encoded)?;
-            std::fs::rename(&tmp, dir.join(format!("{key}.grad.onnx")))?;
-            let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-            std::fs::write(&tmp, json)?;
-            std::fs::rename(&tmp, dir.join(format!("{key}.json")))
-        };
-        if let Err(e) = write() {
-            tracing::warn!(dir = %dir.display(), "cannot cache the gradient graph: {e}");
-        }
-    }
-    Ok((encoded, meta))
-}
-
 impl GradientBackend for OnnxBackend {
     fn info(&self) -> BackendInfo {
         Self::describe()
@@ -290,13 +234,20 @@ impl GradientBackend for OnnxBackend {
         })?;
         // Build the logit graph now, so that a corrupt model or an unsupported op is reported at
         // load time; the probability graph is built on first use.
-        let (graph, meta) = gradient_graph(checkpoint, &bytes, &self.options, Target::Logit)?;
+        let fingerprint = runtime(&self.options)?.fingerprint.as_deref();
+        let prepared = graphs::prepare(
+            checkpoint,
+            &bytes,
+            &self.options,
+            Target::Logit,
+            fingerprint,
+        )?;
         Ok(Box::new(OnnxModel {
             path: checkpoint.to_path_buf(),
             source: bytes,
             options: self.options.clone(),
-            pending: Some((graph, meta.clone())),
-            meta,
+            meta: prepared.meta.clone(),
+            pending: Some(prepared),
             sessions: HashMap::new(),
         }))
     }
@@ -307,7 +258,7 @@ pub struct OnnxModel {
     path: PathBuf,
     source: Vec<u8>,
     options: OnnxOptions,
-    pending: Option<(Vec<u8>, GraphMeta)>,
+    pending: Option<Prepared>,
     meta: GraphMeta,
     sessions: HashMap<&'static str, (Session, GraphMeta)>,
 }
@@ -318,45 +269,114 @@ impl OnnxModel {
         if self.sessions.contains_key(key) {
             return Ok(());
         }
-        let (graph, meta) = match (target, self.pending.take()) {
+        let rt = runtime(&self.options)?;
+        let prepared = match (target, self.pending.take()) {
             (Target::Logit, Some(p)) => p,
             (_, pending) => {
                 self.pending = pending;
-                gradient_graph(&self.path, &self.source, &self.options, target)?
+                let fingerprint = rt.fingerprint.as_deref();
+                graphs::prepare(&self.path, &self.source, &self.options, target, fingerprint)?
             }
         };
-        let rt = runtime(&self.options)?;
+        let Prepared {
+            source,
+            meta,
+            optimized,
+        } = prepared;
+        let session = match source {
+            Source::Optimized(file) => match self
+                .builder(rt, true)
+                .and_then(|mut b| b.commit_from_file(&file).map_err(backend_err))
+            {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::warn!(
+                        file = %file.display(),
+                        "cached optimized gradient graph not loaded ({e}); rebuilding it"
+                    );
+                    let _ = std::fs::remove_file(&file);
+                    let (graph, _) =
+                        graphs::plain(&self.path, &self.source, &self.options, target)?;
+                    self.optimize(rt, &graph, Some(&file))?
+                }
+            },
+            Source::Plain(graph) => self.optimize(rt, &graph, optimized.as_deref())?,
+        };
+        self.sessions.insert(key, (session, meta));
+        Ok(())
+    }
+
+    /// A session that optimizes `graph` as it starts, and saves the optimized graph to `save`
+    /// on the way (best effort: through a temporary file, renamed when complete; a session that
+    /// cannot save is made again without saving).
+    fn optimize(&self, rt: &Runtime, graph: &[u8], save: Option<&Path>) -> Result<Session> {
+        if let Some(save) = save {
+            let tmp = graphs::temporary(save);
+            let saving = save
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .map_err(backend_err)
+                .and_then(|()| self.builder(rt, false))
+                .and_then(|b| b.with_optimized_model_path(&tmp).map_err(backend_err))
+                .and_then(|mut b| b.commit_from_memory(graph).map_err(backend_err));
+            match saving {
+                Ok(session) => {
+                    if let Err(e) = std::fs::rename(&tmp, save) {
+                        tracing::debug!(file = %save.display(), "optimized graph not cached: {e}");
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    return Ok(session);
+                }
+                Err(e) => {
+                    tracing::debug!(file = %save.display(), "optimized graph not cached: {e}");
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+        self.builder(rt, false)?
+            .commit_from_memory(graph)
+            .map_err(|e| {
+                Error::checkpoint(
+                    &self.path,
+                    format!("ONNX Runtime cannot load the gradient graph: {e}"),
+                )
+            })
+    }
+
+    /// A session builder with the options; `optimized`: for a graph ONNX Runtime optimized
+    /// already (no optimization at the start).
+    fn builder(&self, rt: &Runtime, optimized: bool) -> Result<SessionBuilder> {
         let o = &self.options;
-        let builder = Session::builder(&rt.env).map_err(backend_err)?;
         let level = match o.optimization {
+            _ if optimized => GraphOptimizationLevel::Disable,
             Optimization::Disable => GraphOptimizationLevel::Disable,
             Optimization::Basic => GraphOptimizationLevel::Level1,
             Optimization::Extended => GraphOptimizationLevel::Level2,
             Optimization::All => GraphOptimizationLevel::Level3,
         };
-        let mut builder = builder
+        let mut builder = Session::builder(&rt.env)
+            .map_err(backend_err)?
             .with_optimization_level(level)
-            .map_err(|e| backend_err(e.to_string()))?;
+            .map_err(backend_err)?;
         if let Some(t) = o.threads.filter(|&t| t > 0) {
-            builder = builder
-                .with_intra_threads(t)
-                .map_err(|e| backend_err(e.to_string()))?;
+            builder = builder.with_intra_threads(t).map_err(backend_err)?;
         }
         if let Some(p) = &o.profile {
-            builder = builder
-                .with_profiling(p)
-                .map_err(|e| backend_err(e.to_string()))?;
+            builder = builder.with_profiling(p).map_err(backend_err)?;
         }
         if o.uses_vog_ops() {
             builder = builder
                 .with_operators(ops::domain()?)
-                .map_err(|e| backend_err(e.to_string()))?;
+                .map_err(backend_err)?;
+        }
+        if rt.shared_arena {
+            builder = builder.with_env_allocators().map_err(backend_err)?;
         }
         builder = builder
             .with_intra_op_spinning(o.spin)
-            .map_err(|e| backend_err(e.to_string()))?
+            .map_err(backend_err)?
             .with_inter_op_spinning(o.spin)
-            .map_err(|e| backend_err(e.to_string()))?;
+            .map_err(backend_err)?;
         if let Device::Cuda(id) = o.device()? {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().with_device_id(id).build().error_on_failure()])
@@ -368,14 +388,7 @@ impl OnnxModel {
                     ))
                 })?;
         }
-        let session = builder.commit_from_memory(&graph).map_err(|e| {
-            Error::checkpoint(
-                &self.path,
-                format!("ONNX Runtime cannot load the gradient graph: {e}"),
-            )
-        })?;
-        self.sessions.insert(key, (session, meta));
-        Ok(())
+        Ok(builder)
     }
 }
 

@@ -51,10 +51,10 @@ pub struct OnnxOptions {
     /// Differentiate with respect to this tensor instead of the input (for token-id models: the
     /// embedding lookup's output).
     pub wrt: Option<String>,
-    /// Where generated gradient graphs are cached; default `$VOG_CACHE/onnx-grad` or
-    /// `~/.cache/vog/onnx-grad`.
+    /// Where generated gradient graphs (and, for CPU sessions, ONNX Runtime's optimized form of
+    /// them) are cached; default `$VOG_CACHE/onnx-grad` or `~/.cache/vog/onnx-grad`.
     pub cache_dir: Option<PathBuf>,
-    /// Set to false to rebuild the gradient graph on every load.
+    /// Set to false to rebuild (and re-optimize) the gradient graph on every load.
     pub cache: Option<bool>,
     /// Write ONNX Runtime's profile of every session (per-node times, Chrome trace JSON) to files
     /// named from this prefix (`PREFIX_DATE_TIME.json`), written when the session closes.

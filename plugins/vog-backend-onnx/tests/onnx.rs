@@ -276,40 +276,6 @@ fn bad_inputs_give_clear_errors() {
     );
 }
 
-#[test]
-fn gradient_graphs_are_cached_by_model_hash() {
-    require_runtime();
-    let cache = tempfile::tempdir().unwrap();
-    let options = format!("cache_dir = \"{}\"", cache.path().display());
-    let b = vog_backend_onnx::OnnxBackend::from_options(&options).unwrap();
-    b.load(&data("onnx/mlp/epoch_1.onnx")).unwrap();
-    let files = |d: &Path| {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
-    let first = files(cache.path());
-    assert_eq!(first.len(), 2, "{first:?}");
-    let stamp = std::fs::metadata(cache.path().join(&first[0]))
-        .unwrap()
-        .modified()
-        .unwrap();
-    b.load(&data("onnx/mlp/epoch_1.onnx")).unwrap();
-    assert_eq!(files(cache.path()), first);
-    assert_eq!(
-        std::fs::metadata(cache.path().join(&first[0]))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        stamp
-    );
-    b.load(&data("onnx/mlp/epoch_2.onnx")).unwrap();
-    assert_eq!(files(cache.path()).len(), 4);
-}
-
 /// A max pool's gradient goes to the first maximum of each window (row-major), as PyTorch's does,
 /// also when the maximum is tied, with and without (zero) padding, in ceil mode, with overlapping
 /// windows and through a ReLU in front of the pool; through vog's own `MaxPoolGrad` kernel (the
