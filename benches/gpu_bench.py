@@ -12,6 +12,12 @@ Per model (the MNIST CNN of benches/vs_pytorch.py, a CIFAR ResNet-18 on 32x32x3)
     scoring time, call time the whole `vog.score` call (loading and writing results included).
   * Whole process (import torch, CUDA start-up, loading checkpoints, the computation, results):
     each side once more in a fresh process at its best batch.
+  * With `--vog-bin` and plugins: vog's libtorch plugin (`--torch-plugin`, TorchScript traces of
+    the same checkpoints, `device = "cuda"`) and ONNX Runtime plugin (`--onnx-plugin`, ONNX exports,
+    the CUDA execution provider from `--ort-library` or the installed onnxruntime when it has one),
+    each through `vog score` over the same batches; loop time is run.json's scoring time. A side
+    that cannot run on this machine (a plugin that does not load against its libtorch, no CUDA
+    build of ONNX Runtime, no `onnx` package to export with) is reported and skipped.
 Ratios are PyTorch time / vog time (above 1: vog faster), against PyTorch's best batch.
 
 Before timing, `--golden` checks `vog.torch` on the device in float64 against the float64 torch
@@ -163,6 +169,97 @@ def vog_side(name, ckpt_dir, x, y, device, batches, repeats, work):
     return results, last
 
 
+def export_checkpoints(kind, name, paths, example, directory):
+    """TorchScript traces (`torch`) or ONNX exports (`onnx`) of the state-dict checkpoints, on the
+    CPU (the plugin moves them to its device)."""
+    factory, _, _ = MODELS[name]
+    directory.mkdir(parents=True, exist_ok=True)
+    x = torch.from_numpy(example[:2])
+    for i, p in enumerate(paths):
+        m = factory()
+        m.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+        m.eval()
+        if kind == "torch":
+            torch.jit.trace(m, x).save(str(directory / f"step_{i:03d}.pt"))
+        else:
+            torch.onnx.export(m, (x,), str(directory / f"step_{i:03d}.onnx"), input_names=["x"],
+                              output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
+                              opset_version=17, dynamo=False)
+
+
+def ort_library(given):
+    """The ONNX Runtime library for the CUDA side: `given`, else the installed onnxruntime's when
+    it offers the CUDA execution provider (onnxruntime-gpu); None otherwise."""
+    if given:
+        return given
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return None
+    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*"))
+    return str(libs[-1]) if libs else None
+
+
+def plugin_side(kind, args, name, paths, x, y, device, batches, work):
+    """`vog score` through the libtorch (`torch`) or ONNX Runtime (`onnx`) plugin on `device`. Returns
+    (results per batch, VoG of the last run), or (None, reason) when this machine cannot run it."""
+    plugin = args.torch_plugin if kind == "torch" else args.onnx_plugin
+    options = {"device": device.type if device.index is None else f"{device.type}:{device.index}"}
+    if kind == "onnx":
+        if device.type == "cuda":
+            library = ort_library(args.ort_library)
+            if not library:
+                return None, "no ONNX Runtime with the CUDA execution provider (onnxruntime-gpu) on this machine"
+            options["library"] = library
+        elif args.ort_library:
+            options["library"] = args.ort_library
+        options["cache_dir"] = str(work / "onnx-cache")
+    ckpt = work / f"{kind}-ckpt"
+    try:
+        export_checkpoints(kind, name, paths, x, ckpt)
+    except Exception as e:  # noqa: BLE001 - reported, and the other sides go on
+        return None, f"cannot export the checkpoints: {e}"
+    _, shape, _ = MODELS[name]
+    lines = [
+        "version = 1", "[data]", f'path = "{work / "x.npy"}"', f'labels = "{work / "y.npy"}"',
+        f"input_shape = {list(shape)}", "[checkpoints]", f'paths = ["{ckpt}"]', "[backend]",
+        f'name = "{plugin}"', "[backend.options]",
+        *[f'{k} = "{v}"' for k, v in options.items()], "[output]", 'formats = ["csv"]',
+    ]
+    cfg = work / f"{kind}.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    results, last = {}, None
+    for b in batches:
+        out = work / f"{kind}-out"
+
+        def once():
+            p = subprocess.run([args.vog_bin, "score", "-q", "-c", str(cfg), "-o", str(out), "--overwrite",
+                                "--batch-size", str(b)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}")
+            return json.loads((out / "run.json").read_text())
+
+        try:
+            once()  # warm-up: cuDNN's algorithms, ONNX Runtime's cached graphs
+            t, manifest = median(once, args.repeats)
+        except RuntimeError as e:
+            return None, f"vog score failed: {e}"
+        timings = manifest["timings"]
+        chosen = manifest["scoring"]["batch_size"]
+        results[str(b)] = {"call_s": t, "loop_s": timings["score_s"], "backend_s": timings["backend_s"],
+                           "batch": chosen}
+        with open(out / "scores.csv") as f:
+            header = f.readline().strip().split(",")
+            col = header.index("vog_all")
+            last = np.array([float(line.split(",")[col]) for line in f], dtype=np.float64)
+        print(f"  {kind:8} batch {str(b):>5} ({chosen}): loop {timings['score_s']:7.3f} s, process "
+              f"{t:7.3f} s", flush=True)
+    return results, last
+
+
 def single(args):
     """One whole process: `--single torch|vog` at one batch size (timed by the parent)."""
     device = torch.device(args.device)
@@ -196,7 +293,14 @@ def main():
     ap.add_argument("--batches", default="64,256,1024,4096")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--golden", action="store_true")
+    ap.add_argument("--agree", type=float, default=1e-3,
+                    help="largest relative VoG difference of a plugin side against PyTorch")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--vog-bin", help="the vog executable, for the plugin sides")
+    ap.add_argument("--torch-plugin", help="libvog_backend_torch.so (libtorch side)")
+    ap.add_argument("--onnx-plugin", help="libvog_backend_onnx.so (ONNX Runtime side)")
+    ap.add_argument("--ort-library", help="ONNX Runtime library with the CUDA provider (default: "
+                    "the installed onnxruntime's, when it has one)")
     ap.add_argument("--single", choices=["torch", "vog"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -239,6 +343,27 @@ def main():
                 "whole_process_ratio": whole_ref / whole_vog,
                 "max_rel_diff_vs_pytorch": agree,
             }
+            for kind, plugin in (("torch", args.torch_plugin), ("onnx", args.onnx_plugin)):
+                if not (plugin and args.vog_bin):
+                    continue
+                res, got = plugin_side(kind, args, model, paths, x, y, device, batches + ["auto"], work)
+                if res is None:
+                    if device.type == "cpu":
+                        # On the CPU (the dry run in CI) every side must run: that is what keeps
+                        # the GPU script from rotting.
+                        raise SystemExit(f"{model}: the {kind} plugin side failed on the CPU: {got}")
+                    print(f"  {kind}: skipped: {got}", flush=True)
+                    entry[f"plugin_{kind}"] = {"skipped": got}
+                    continue
+                best = min(res, key=lambda b: res[b]["loop_s"])
+                ratio = ref[best_ref]["loop_s"] / res[best]["loop_s"]
+                diff = float(np.max(np.abs(got - ref_vog) / np.maximum(np.abs(ref_vog), 1e-12)))
+                entry[f"plugin_{kind}"] = {"runs": res, "best_batch": best, "loop_ratio": ratio,
+                                           "max_rel_diff_vs_pytorch": diff}
+                print(f"{model}: {kind} plugin best {best} loop {res[best]['loop_s']:.3f} s → loop ratio "
+                      f"{ratio:.2f}x against PyTorch's best; VoG max rel diff {diff:.1e}", flush=True)
+                if not diff <= args.agree:
+                    raise SystemExit(f"{model}: the {kind} plugin's VoG differs from PyTorch's by {diff:.1e}")
             report["models"][model] = entry
             print(f"{model}: PyTorch best batch {best_ref} loop {ref[best_ref]['loop_s']:.3f} s; vog best "
                   f"{best_vog} loop {mine[best_vog]['loop_s']:.3f} s → loop ratio {entry['loop_ratio']:.2f}x, "

@@ -160,7 +160,12 @@ step "pytest (the Python package, against the installed wheel)"
 (cd crates/vog-python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 
 step "benches/gpu.sh --dry-run (the GPU benchmark on the CPU, tiny sizes, so it cannot rot)"
-PYTHON="$venv/bin/python" benches/gpu.sh --dry-run
+# The plugin sides run on what `cargo test` built: the debug vog and the plugins built for the
+# plugin tests.
+PYTHON="$venv/bin/python" VOG_BIN="$CARGO_TARGET_DIR/debug/vog" \
+  VOG_TORCH_PLUGIN="$CARGO_TARGET_DIR/plugin-tests/debug/libvog_backend_torch.so" \
+  VOG_ONNX_PLUGIN="$CARGO_TARGET_DIR/plugin-tests/debug/libvog_backend_onnx.so" \
+  benches/gpu.sh --dry-run
 
 echo "browser test screenshots: $VOG_TEST_ARTIFACTS"
 step "all green in $(( $(date +%s) - started )) s (target dir: $CARGO_TARGET_DIR)"
