@@ -21,6 +21,11 @@ use vog_core::{Error, Result, Target};
 
 use crate::options::{Device, OnnxOptions, Optimization};
 
+/// The largest rewritten graph whose optimized form is saved (bytes): ONNX Runtime writes the
+/// optimized graph as one protobuf, which cannot pass 2 GiB, and folding transposed copies of the
+/// weights can double a graph.
+pub(crate) const MAX_SAVED: usize = 768 << 20;
+
 /// Bumped when what the cache keeps changes shape (not the graphs: see `GRAPH_REVISION`).
 const CACHE_FORMAT: u32 = 2;
 

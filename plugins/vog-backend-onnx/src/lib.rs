@@ -308,9 +308,10 @@ impl OnnxModel {
 
     /// A session that optimizes `graph` as it starts, and saves the optimized graph to `save`
     /// on the way (best effort: through a temporary file, renamed when complete; a session that
-    /// cannot save is made again without saving).
+    /// cannot save is made again without saving). Graphs over [`graphs::MAX_SAVED`] are not
+    /// saved: their optimized form, folded weights included, could pass protobuf's 2 GiB.
     fn optimize(&self, rt: &Runtime, graph: &[u8], save: Option<&Path>) -> Result<Session> {
-        if let Some(save) = save {
+        if let Some(save) = save.filter(|_| graph.len() <= graphs::MAX_SAVED) {
             let tmp = graphs::temporary(save);
             let saving = save
                 .parent()
