@@ -300,38 +300,45 @@ mod tests {
     fn optimized_graphs_are_keyed_by_everything_they_depend_on() {
         let dir = Path::new("/cache");
         let o = OnnxOptions::from_toml("threads = 2").unwrap();
-        let p = optimized_path(dir, "k", &o, "ort A\ncpu X").unwrap();
-        assert_eq!(p.parent(), Some(dir));
-        assert!(p.to_string_lossy().ends_with(".opt.onnx"));
-        // The same inputs give the same path; each change gives another.
-        assert_eq!(
-            optimized_path(dir, "k", &o, "ort A\ncpu X"),
-            Some(p.clone())
-        );
-        assert_ne!(
-            optimized_path(dir, "k2", &o, "ort A\ncpu X"),
-            Some(p.clone())
-        );
-        assert_ne!(
-            optimized_path(dir, "k", &o, "ort B\ncpu X"),
-            Some(p.clone())
-        );
-        assert_ne!(
-            optimized_path(dir, "k", &o, "ort A\ncpu Y"),
-            Some(p.clone())
-        );
         let three = OnnxOptions::from_toml("threads = 3").unwrap();
-        assert_ne!(
-            optimized_path(dir, "k", &three, "ort A\ncpu X"),
-            Some(p.clone())
-        );
         let basic = OnnxOptions::from_toml("threads = 2\noptimization = \"basic\"").unwrap();
-        assert_ne!(optimized_path(dir, "k", &basic, "ort A\ncpu X"), Some(p));
+        // The graph's key, ONNX Runtime's build, the processor, the threads, the level: each
+        // change gives another file.
+        let paths: Vec<PathBuf> = [
+            ("k", &o, "ort A\ncpu X"),
+            ("k2", &o, "ort A\ncpu X"),
+            ("k", &o, "ort B\ncpu X"),
+            ("k", &o, "ort A\ncpu Y"),
+            ("k", &three, "ort A\ncpu X"),
+            ("k", &basic, "ort A\ncpu X"),
+        ]
+        .into_iter()
+        .map(|(key, options, f)| optimized_path(dir, key, options, f).expect("cached"))
+        .collect();
+        let distinct: std::collections::HashSet<&PathBuf> = paths.iter().collect();
+        assert_eq!(distinct.len(), paths.len(), "{paths:?}");
+        assert_eq!(
+            optimized_path(dir, "k", &o, "ort A\ncpu X").as_ref(),
+            Some(&paths[0])
+        );
+        assert_eq!(paths[0].parent(), Some(dir));
+        assert!(paths[0].to_string_lossy().ends_with(".opt.onnx"));
         // Not cached: unoptimized sessions, CUDA sessions.
         let off = OnnxOptions::from_toml("optimization = \"disable\"").unwrap();
         assert_eq!(optimized_path(dir, "k", &off, "f"), None);
         let cuda = OnnxOptions::from_toml("device = \"cuda\"").unwrap();
         assert_eq!(optimized_path(dir, "k", &cuda, "f"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_fingerprint_names_the_build_and_the_processor() {
+        let f = runtime_fingerprint("ORT build X").expect("/proc/cpuinfo is readable");
+        assert!(f.starts_with("ORT build X\n"), "{f}");
+        let named = |k: &str| f.lines().any(|l| l.split(':').next().unwrap().trim() == k);
+        assert!(named("flags") || named("Features"), "{f}");
+        // Nothing that changes while the machine runs.
+        assert!(!named("cpu MHz") && !named("bogomips"), "{f}");
     }
 
     #[test]
