@@ -134,39 +134,22 @@ pub(crate) fn prepare(
     fingerprint: Option<&str>,
 ) -> Result<Prepared> {
     let key = graph_key(bytes, options, target);
-    let cache = options.cache_dir();
-    let optimized = match (&cache, fingerprint) {
-        (Some(dir), Some(f)) => optimized_path(dir, &key, options, f),
+    let optimized = match (options.cache_dir(), fingerprint) {
+        (Some(dir), Some(f)) => optimized_path(&dir, &key, options, f),
         _ => None,
     };
-    if let Some(dir) = &cache {
+    if let Some(opt) = optimized.as_ref().filter(|p| p.is_file()) {
+        let dir = opt.parent().unwrap_or(Path::new("."));
         if let Some(meta) = cached_meta(dir, &key, path) {
-            if let Some(opt) = optimized.as_ref().filter(|p| p.is_file()) {
-                tracing::debug!(checkpoint = %path.display(), cache = %opt.display(), "optimized gradient graph from cache");
-                return Ok(Prepared {
-                    source: Source::Optimized(opt.clone()),
-                    meta,
-                    optimized,
-                });
-            }
-            let m = dir.join(format!("{key}.grad.onnx"));
-            if let Ok(graph) = std::fs::read(&m) {
-                tracing::debug!(checkpoint = %path.display(), cache = %m.display(), "gradient graph from cache");
-                return Ok(Prepared {
-                    source: Source::Plain(graph),
-                    meta,
-                    optimized,
-                });
-            }
+            tracing::debug!(checkpoint = %path.display(), cache = %opt.display(), "optimized gradient graph from cache");
+            return Ok(Prepared {
+                source: Source::Optimized(opt.clone()),
+                meta,
+                optimized,
+            });
         }
     }
-    let (graph, meta) = build(path, bytes, options, target)?;
-    if let Some(dir) = &cache {
-        // Best effort: a cache that cannot be written only costs time.
-        if let Err(e) = store(dir, &key, &graph, &meta) {
-            tracing::warn!(dir = %dir.display(), "cannot cache the gradient graph: {e}");
-        }
-    }
+    let (graph, meta) = rewritten(path, bytes, options, target, &key)?;
     Ok(Prepared {
         source: Source::Plain(graph),
         meta,
@@ -182,14 +165,42 @@ pub(crate) fn plain(
     options: &OnnxOptions,
     target: Target,
 ) -> Result<(Vec<u8>, GraphMeta)> {
-    match prepare(path, bytes, options, target, None)? {
-        Prepared {
-            source: Source::Plain(g),
-            meta,
-            ..
-        } => Ok((g, meta)),
-        Prepared { .. } => unreachable!("without a fingerprint nothing optimized is looked up"),
+    rewritten(
+        path,
+        bytes,
+        options,
+        target,
+        &graph_key(bytes, options, target),
+    )
+}
+
+/// Rewritten graph `key`: from the cache when its meta and graph are there (and its external
+/// data unchanged), else built and cached.
+fn rewritten(
+    path: &Path,
+    bytes: &[u8],
+    options: &OnnxOptions,
+    target: Target,
+    key: &str,
+) -> Result<(Vec<u8>, GraphMeta)> {
+    let cache = options.cache_dir();
+    if let Some(dir) = &cache {
+        let m = dir.join(format!("{key}.grad.onnx"));
+        if let Some(meta) = cached_meta(dir, key, path) {
+            if let Ok(graph) = std::fs::read(&m) {
+                tracing::debug!(checkpoint = %path.display(), cache = %m.display(), "gradient graph from cache");
+                return Ok((graph, meta));
+            }
+        }
     }
+    let (graph, meta) = build(path, bytes, options, target)?;
+    if let Some(dir) = &cache {
+        // Best effort: a cache that cannot be written only costs time.
+        if let Err(e) = store(dir, key, &graph, &meta) {
+            tracing::warn!(dir = %dir.display(), "cannot cache the gradient graph: {e}");
+        }
+    }
+    Ok((graph, meta))
 }
 
 /// The key of the rewritten graph: the model's bytes and what was asked. External data is
